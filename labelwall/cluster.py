@@ -1,0 +1,119 @@
+"""Frozen cluster-state values: namespaces, pods, nodes and the policies that apply to them."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from labelwall.policy.model import NetworkPolicy
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Protocol(IntEnum):
+    """IP protocol numbers (mirrors LW_PROTO_* in bpf_src abi.h). ANY is a wildcard in map keys."""
+
+    ANY = 0
+    ICMP = 1
+    TCP = 6
+    UDP = 17
+    ICMPV6 = 58
+    SCTP = 132
+
+
+class Direction(IntEnum):
+    """Policy direction from the subject pod's point of view (mirrors LW_DIR_*)."""
+
+    INGRESS = 1
+    EGRESS = 2
+
+
+class Labels(Mapping[str, str]):
+    """An immutable, hashable str->str mapping (Kubernetes labels)."""
+
+    __slots__ = ("_items", "_map")
+
+    def __init__(self, items: Mapping[str, str] | None = None) -> None:
+        data = dict(items or {})
+        self._map = data
+        self._items = tuple(sorted(data.items()))
+
+    def __getitem__(self, key: str) -> str:
+        return self._map[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(k for k, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Labels):
+            return self._items == other._items
+        if isinstance(other, Mapping):
+            return dict(self._map) == dict(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Labels({dict(self._items)!r})"
+
+    def items_sorted(self) -> tuple[tuple[str, str], ...]:
+        return self._items
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    """A declared container port; ``name`` is what named ports in policies resolve against."""
+
+    port: int
+    protocol: Protocol = Protocol.TCP
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    labels: Labels = field(default_factory=Labels)
+
+
+@dataclass(frozen=True)
+class Pod:
+    """A pod as policy sees it. ``ips`` may hold one IPv4 and one IPv6 address."""
+
+    namespace: str
+    name: str
+    labels: Labels = field(default_factory=Labels)
+    ips: tuple[IPAddress, ...] = ()
+    ports: tuple[ContainerPort, ...] = ()
+    node: str | None = None
+    host_network: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node; its addresses map to the reserved ``host`` identity on that node."""
+
+    name: str
+    addresses: tuple[IPAddress, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """Everything the compiler needs. Keys: namespace name, ``ns/name`` for pods and policies."""
+
+    namespaces: Mapping[str, Namespace] = field(default_factory=dict)
+    pods: Mapping[str, Pod] = field(default_factory=dict)
+    nodes: Mapping[str, Node] = field(default_factory=dict)
+    policies: Mapping[str, NetworkPolicy] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Everything that touches BPF: ABI mirror, loader, map writer/reader, tc attach."""

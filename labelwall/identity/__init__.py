@@ -1,0 +1,1 @@
+"""Security identities: canonical label sets, reserved numbers, allocation."""

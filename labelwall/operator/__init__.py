@@ -1,0 +1,1 @@
+"""Kubernetes operator and cluster agent glue (the only code importing kopf/kubernetes)."""

@@ -1,0 +1,1 @@
+"""NetworkPolicy parsing, validation, compilation to map state, and the datapath lookup model."""
