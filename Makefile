@@ -1,0 +1,33 @@
+# labelwall developer entry points. `make test` is what CI runs (after scripts/install-system-deps.sh).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint typecheck pytest bench clean-pins
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -U pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+# System packages (root) and the project venv.
+setup:
+	bash scripts/install-system-deps.sh
+	$(MAKE) $(VENV)/.installed
+
+# The main job on the bundled example.
+demo: setup
+	$(VENV)/bin/labelwall matrix -f examples/
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check labelwall tests bench
+	$(VENV)/bin/ruff format --check labelwall tests bench
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy labelwall
+
+pytest: $(VENV)/.installed
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test: setup lint typecheck pytest

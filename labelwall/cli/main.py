@@ -1,0 +1,111 @@
+"""`labelwall` command line: argument parsing and dispatch to the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from labelwall.errors import InvalidInput
+
+#: Exit codes follow kubectl/linters: 0 clean, 1 findings, 2 usage or input error.
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_INVALID = 2
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _add_inputs(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument(
+        "-f", "--filename", action="append", default=[], required=required, metavar="PATH",
+        help="YAML/JSON file, directory (recursive) or - for stdin; repeatable. Holds "
+        "Namespaces, Pods, Nodes and NetworkPolicies (kubectl get -o yaml output works).",
+    )
+
+
+def _add_ports(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--port", action="append", default=[], metavar="PORT",
+        help="port number or name to probe (repeatable; default: ports the policies name)",
+    )
+    p.add_argument(
+        "--protocol", action="append", default=[], metavar="PROTO",
+        choices=["TCP", "UDP", "SCTP"],
+        help="protocol for the ports (repeatable; default TCP)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from labelwall.cli import offline
+
+    parser = argparse.ArgumentParser(
+        prog="labelwall",
+        description="Identity-based Kubernetes NetworkPolicy engine with an eBPF datapath.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "compile", help="validate and compile NetworkPolicies; print a summary",
+        description="Validate every NetworkPolicy and compile the cluster state into map "
+        "entries. Exit 0 clean, 1 findings (warnings with --strict), 2 invalid input.",
+    )
+    _add_inputs(p)
+    p.add_argument("--strict", action="store_true", help="treat warnings as findings")
+    p.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    p.set_defaults(handler=offline.cmd_compile)
+
+    p = sub.add_parser(
+        "matrix", help="reachability truth table for every pod pair",
+        description="Compute, from the compiled maps and through the same lookup order as "
+        "the kernel classifier, whether each pod can reach each other pod per port/protocol. "
+        "Grid: '.' allowed, 'X' blocked, '-' not probed (destination lacks the named port).",
+    )
+    _add_inputs(p)
+    _add_ports(p)
+    p.add_argument("-o", "--output", choices=["grid", "json", "yaml"], default="grid")
+    p.set_defaults(handler=offline.cmd_matrix)
+
+    p = sub.add_parser(
+        "explain", help="why one flow is allowed or blocked",
+        description="Show both identities, isolation per side and the policies that isolate "
+        "it, and the map entry (with its policy rule) that allowed the flow, or that none did.",
+    )
+    _add_inputs(p)
+    p.add_argument("--from", dest="src", required=True, metavar="NS/POD")
+    p.add_argument("--to", dest="dst", required=True, metavar="NS/POD")
+    p.add_argument("--port", required=True, help="port number or name")
+    p.add_argument("--protocol", default="TCP", choices=["TCP", "UDP", "SCTP"])
+    p.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
+    p.set_defaults(handler=offline.cmd_explain)
+
+    p = sub.add_parser(
+        "diff", help="pod pairs whose reachability changes between two policy sets",
+        description="Compare reachability under the policies in --before and --after (the "
+        "cluster state comes from -f and from both sides). Exit 1 when anything changes.",
+    )
+    p.add_argument("--before", action="append", required=True, metavar="PATH")
+    p.add_argument("--after", action="append", required=True, metavar="PATH")
+    _add_inputs(p, required=False)
+    _add_ports(p)
+    p.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    p.set_defaults(handler=offline.cmd_diff)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except InvalidInput as exc:
+        for err in exc.errors:
+            print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

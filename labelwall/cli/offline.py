@@ -1,0 +1,174 @@
+"""The offline subcommands (compile, matrix, explain, diff): YAML in, verdicts out, no cluster."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from labelwall.cli.inputs import read_sources
+from labelwall.cli.render import dump, grid, table
+from labelwall.cluster import ClusterState, Protocol
+from labelwall.errors import FieldError, InvalidInput
+from labelwall.manifests import SourceDoc, load_cluster
+from labelwall.policy.compile import Compiled, compile_cluster
+from labelwall.policy.matrix import Cell, explain, reachability
+
+EXIT_OK, EXIT_FINDINGS, EXIT_INVALID = 0, 1, 2
+
+PortProto = tuple[int | str, Protocol]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    state: ClusterState
+    warnings: tuple[FieldError, ...]
+    compiled: Compiled
+
+
+def load(paths: Sequence[str], extra: Iterable[SourceDoc] = ()) -> Loaded:
+    """Read, validate and compile; raises InvalidInput (nothing compiled) on any bad object."""
+    docs = list(extra) + read_sources(paths, sys.stdin)
+    result = load_cluster(docs)
+    return Loaded(result.state, tuple(result.warnings), compile_cluster(result.state))
+
+
+def _usage_error(msg: str) -> InvalidInput:
+    return InvalidInput([FieldError("<command line>", None, "labelwall", "", msg)])
+
+
+def probe_ports(state: ClusterState, ports: Sequence[str], protocols: Sequence[str]) -> list[PortProto]:
+    """The (port, protocol) pairs to evaluate.
+
+    Explicit ``--port``/``--protocol`` flags form a cross product (protocol default TCP).
+    Otherwise: every numeric and named port the policies name (range bounds for endPort);
+    if the policies name none, every declared container port; if there are none, TCP/80.
+    """
+    if ports or protocols:
+        if not ports:
+            raise _usage_error("--protocol needs at least one --port")
+        protos = [Protocol[p] for p in (protocols or ["TCP"])]
+        out: list[PortProto] = []
+        for raw in ports:
+            port: int | str = int(raw) if raw.isdigit() else raw
+            if isinstance(port, int) and not 1 <= port <= 65535:
+                raise _usage_error(f"--port {raw}: must be 1..65535 or a port name")
+            out += [(port, pr) for pr in protos]
+        return out
+    found: set[PortProto] = set()
+    for pol in state.policies.values():
+        for rule in pol.ingress + pol.egress:
+            for spec in rule.ports:
+                if spec.port is not None:
+                    found.add((spec.port, spec.protocol))
+                if spec.end_port is not None:
+                    found.add((spec.end_port, spec.protocol))
+    if not found:
+        found = {(cp.port, cp.protocol) for pod in state.pods.values() for cp in pod.ports}
+    if not found:
+        found = {(80, Protocol.TCP)}
+    return sorted(found, key=lambda pp: (pp[1].name, isinstance(pp[0], str), str(pp[0]).zfill(5)))
+
+
+def _label(pp: PortProto) -> str:
+    return f"{pp[1].name}/{pp[0]}"
+
+
+def cells_json(cells: Iterable[Cell]) -> list[dict[str, Any]]:
+    return [
+        {"from": c.src, "to": c.dst, "port": c.port, "protocol": c.protocol.name,
+         "allowed": c.allowed}
+        for c in cells
+    ]
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    loaded = load(args.filename)
+    c = loaded.compiled
+    ms = c.map_state
+    warnings = [str(w) for w in loaded.warnings] + [str(w) for w in c.warnings]
+    summary = {
+        "policies": len(loaded.state.policies),
+        "namespaces": len(loaded.state.namespaces),
+        "pods": len(loaded.state.pods),
+        "identities": len(c.identities),
+        "entries": {
+            "lw_subjects_v1": len(ms.subjects),
+            "lw_policy_v1": len(ms.policy),
+            "lw_ipcache_v1": len(ms.ipcache),
+            "lw_cidrs_v1": len(ms.cidrs),
+            "lw_ports_v1": len(ms.named_ports),
+        },
+        "warnings": warnings,
+    }
+    if args.output != "table":
+        print(dump(summary, args.output), end="" if args.output == "yaml" else "\n")
+    else:
+        print(f"policies: {summary['policies']}   namespaces: {summary['namespaces']}   "
+              f"pods: {summary['pods']}   identities: {summary['identities']}")
+        print(table(["map", "entries"], summary["entries"].items()))  # type: ignore[union-attr]
+        for w in warnings:
+            print(f"warning: {w}")
+    return EXIT_FINDINGS if (args.strict and warnings) else EXIT_OK
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    loaded = load(args.filename)
+    ports = probe_ports(loaded.state, args.port, args.protocol)
+    cells = reachability(loaded.compiled, ports)
+    if args.output != "grid":
+        print(dump({"cells": cells_json(cells)}, args.output))
+        return EXIT_OK
+    pods = sorted({c.src for c in cells} | {c.dst for c in cells})
+    for pp in ports:
+        sel = {(c.src, c.dst): c.allowed for c in cells if (c.port, c.protocol) == pp}
+        print(grid(_label(pp), pods, sel))
+        print()
+    return EXIT_OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    loaded = load(args.filename)
+    port: int | str = int(args.port) if str(args.port).isdigit() else args.port
+    report = explain(loaded.compiled, args.src, args.dst, port, Protocol[args.protocol])
+    if args.output == "text":
+        print(report.text())
+    else:
+        print(dump(report.as_dict(), args.output))
+    return EXIT_OK
+
+
+def _policy_docs(paths: Sequence[str]) -> list[SourceDoc]:
+    return read_sources(paths, sys.stdin)
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    before = load(args.filename, _policy_docs(args.before))
+    after = load(args.filename, _policy_docs(args.after))
+    ports = sorted(
+        set(probe_ports(before.state, args.port, args.protocol))
+        | set(probe_ports(after.state, args.port, args.protocol)),
+        key=lambda pp: (pp[1].name, isinstance(pp[0], str), str(pp[0]).zfill(5)),
+    )
+    old = {(c.src, c.dst, c.port, c.protocol): c.allowed for c in reachability(before.compiled, ports)}
+    new = {(c.src, c.dst, c.port, c.protocol): c.allowed for c in reachability(after.compiled, ports)}
+    changes = []
+    for key in sorted(set(old) | set(new), key=lambda k: (k[0], k[1], k[3].name, str(k[2]))):
+        b, a = old.get(key), new.get(key)
+        if b != a:
+            changes.append({"from": key[0], "to": key[1], "port": key[2],
+                            "protocol": key[3].name, "before": b, "after": a})
+    if args.output != "table":
+        print(dump({"changes": changes}, args.output))
+    elif not changes:
+        print("no reachability changes")
+    else:
+        def word(v: bool | None) -> str:
+            return "-" if v is None else ("allowed" if v else "blocked")
+
+        print(table(["from", "to", "port", "before", "after"],
+                    [(c["from"], c["to"], f"{c['protocol']}/{c['port']}",
+                      word(c["before"]), word(c["after"])) for c in changes]))
+    return EXIT_FINDINGS if changes else EXIT_OK

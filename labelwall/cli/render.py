@@ -1,0 +1,52 @@
+"""Text renderings for the CLI: kubectl-style tables and cyclonus-style reachability grids."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import yaml
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A kubectl-like table: upper-case headers, columns padded by three spaces."""
+    body = [[str(c) for c in r] for r in rows]
+    widths = [len(h) for h in headers]
+    for r in body:
+        widths = [max(w, len(c)) for w, c in zip(widths, r, strict=True)]
+    lines = ["   ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in body]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def grid(
+    title: str,
+    pods: Sequence[str],
+    allowed: Mapping[tuple[str, str], bool | None],
+) -> str:
+    """One truth table in cyclonus' style: rows are sources, columns destinations.
+
+    ``.`` allowed, ``X`` blocked, ``-`` not probed (e.g. the destination lacks a named port).
+    """
+    width = max([len(title)] + [len(p) for p in pods])
+    sep = "+-" + "-" * width + "-+" + "".join("-" * (len(p) + 2) + "+" for p in pods)
+    head = "| " + title.ljust(width) + " |" + "".join(f" {p.upper()} |" for p in pods)
+    out = [sep, head, sep]
+    for src in pods:
+        cells = []
+        for dst in pods:
+            v = allowed.get((src, dst))
+            mark = "-" if v is None else ("." if v else "X")
+            cells.append(" " + mark.center(len(dst)) + " |")
+        out.append("| " + src.ljust(width) + " |" + "".join(cells))
+    out.append(sep)
+    return "\n".join(out)
+
+
+def dump(obj: Any, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(obj, indent=2, sort_keys=False)
+    if fmt == "yaml":
+        return str(yaml.safe_dump(obj, sort_keys=False))
+    raise ValueError(f"unknown output format {fmt!r}")
