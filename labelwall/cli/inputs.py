@@ -1,0 +1,136 @@
+"""Read Kubernetes YAML/JSON from files, directories and stdin into SourceDocs."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from labelwall.errors import FieldError, InvalidInput
+from labelwall.manifests import SourceDoc, expand_lists
+
+STDIN = "-"
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+# libyaml's parser is several times faster than the pure-Python one on large
+# `kubectl get -A -o yaml` dumps; the constructor (and our duplicate check) is the same.
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_BaseLoader):  # type: ignore[misc]  # base chosen at import time
+    """SafeLoader that rejects a key repeated in one mapping.
+
+    PyYAML keeps the last value silently; ``kubectl --validate=strict`` calls a duplicate
+    field an error, and a repeated ``podSelector`` is exactly the kind of mistake to catch.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        seen: dict[tuple[str, str], yaml.Node] = {}
+        for key_node, _ in node.value:
+            if (
+                not isinstance(key_node, yaml.ScalarNode)
+                or key_node.tag == "tag:yaml.org,2002:merge"
+            ):
+                continue
+            ident = (key_node.tag, key_node.value)
+            if ident in seen:
+                first = seen[ident].start_mark
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"duplicate field {key_node.value!r} (first at line {first.line + 1})",
+                    key_node.start_mark,
+                )
+            seen[ident] = key_node
+        result: dict[Hashable, Any] = super().construct_mapping(node, deep)
+        return result
+
+
+def _yaml_error(source: str, index: int | None, exc: yaml.YAMLError) -> FieldError:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return FieldError(source, index, "YAML", "", f"syntax error: {where}{problem}")
+
+
+def _documents(source: str, text: str) -> list[SourceDoc]:
+    """Every non-empty document of one file, Lists expanded; InvalidInput on any error."""
+    raw: list[tuple[int, object]] = []
+    if source.endswith(".json"):
+        try:
+            raw = [(0, json.loads(text))]
+        except json.JSONDecodeError as exc:
+            msg = f"syntax error: line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            raise InvalidInput([FieldError(source, 0, "JSON", "", msg)]) from None
+    else:
+        try:
+            for index, doc in enumerate(yaml.load_all(text, Loader=_StrictLoader)):
+                raw.append((index, doc))
+        except yaml.YAMLError as exc:
+            # The failing document is the one after the last that decoded.
+            raise InvalidInput([_yaml_error(source, len(raw), exc)]) from None
+    docs: list[SourceDoc] = []
+    errors: list[FieldError] = []
+    for index, obj in raw:
+        if obj is None:
+            continue  # an empty document (`---` twice, or only comments)
+        if not isinstance(obj, dict):
+            kind = type(obj).__name__
+            errors.append(
+                FieldError(source, index, "YAML", "", f"a document must be a mapping, got {kind}")
+            )
+            continue
+        for entry in expand_lists(SourceDoc(source, index, obj)):
+            if isinstance(entry, FieldError):
+                errors.append(entry)
+            else:
+                docs.append(entry)
+    if errors:
+        raise InvalidInput(errors)
+    return docs
+
+
+def _files(path: str) -> list[str]:
+    """``path`` itself, or every manifest file below a directory, in sorted order."""
+    if not os.path.isdir(path):
+        return [path]
+    found = [str(p) for p in Path(path).rglob("*") if p.suffix in MANIFEST_SUFFIXES and p.is_file()]
+    return sorted(found)
+
+
+def read_sources(paths: Sequence[str], stdin: TextIO | None = None) -> list[SourceDoc]:
+    """Decode every document of every path (``-`` = ``stdin``); raise InvalidInput on any error.
+
+    Directories are read recursively (*.yaml, *.yml, *.json, sorted so results do not depend
+    on the file system's order); ``kind: List`` and ``*List`` documents are expanded with
+    field paths ``items[N]``. Errors of all files are collected and raised together.
+    """
+    docs: list[SourceDoc] = []
+    errors: list[FieldError] = []
+    for path in paths:
+        if path == STDIN:
+            if stdin is None:
+                errors.append(FieldError(STDIN, None, "input", "", "stdin is not available"))
+                continue
+            sources: list[tuple[str, str | None]] = [(STDIN, stdin.read())]
+        else:
+            if not os.path.exists(path):
+                errors.append(FieldError(path, None, "input", "", "no such file or directory"))
+                continue
+            sources = [(f, None) for f in _files(path)]
+        for source, text in sources:
+            try:
+                if text is None:
+                    text = Path(source).read_text(encoding="utf-8")
+                docs.extend(_documents(source, text))
+            except InvalidInput as exc:
+                errors.extend(exc.errors)
+            except (OSError, UnicodeDecodeError) as exc:
+                errors.append(FieldError(source, None, "input", "", f"cannot read: {exc}"))
+    if errors:
+        raise InvalidInput(errors)
+    return docs
