@@ -53,8 +53,9 @@ class _StrictLoader(_BaseLoader):  # type: ignore[misc]  # base chosen at import
 def _yaml_error(source: str, index: int | None, exc: yaml.YAMLError) -> FieldError:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    return FieldError(source, index, "YAML", "", f"syntax error: {where}{problem}")
+    # The "field" of a syntax error is its position in the file.
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return FieldError(source, index, "YAML", where, f"syntax error: {problem}")
 
 
 def _documents(source: str, text: str) -> list[SourceDoc]:
@@ -64,8 +65,9 @@ def _documents(source: str, text: str) -> list[SourceDoc]:
         try:
             raw = [(0, json.loads(text))]
         except json.JSONDecodeError as exc:
-            msg = f"syntax error: line {exc.lineno}, column {exc.colno}: {exc.msg}"
-            raise InvalidInput([FieldError(source, 0, "JSON", "", msg)]) from None
+            where = f"line {exc.lineno}, column {exc.colno}"
+            err = FieldError(source, 0, "JSON", where, f"syntax error: {exc.msg}")
+            raise InvalidInput([err]) from None
     else:
         try:
             for index, doc in enumerate(yaml.load_all(text, Loader=_StrictLoader)):
