@@ -1,0 +1,911 @@
+"""Compile cluster state and NetworkPolicies into the desired map state (ARCHITECTURE §2-§4).
+
+One ``Engine`` holds the compiled state together with the indexes that let it change by
+one object at a time; ``compile_cluster`` builds an engine from scratch and snapshots it,
+and ``policy/incremental.py`` drives the same engine with single updates. Sharing the code
+is what makes "incremental delta == diff of two full compiles" hold by construction; the
+property tests check it.
+
+Policy-map entries are reference-counted by the rule cookies that produce them: a key's
+value is the smallest cookie among the (policy, rule) pairs that currently produce it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from labelwall.cluster import (
+    ClusterState,
+    Direction,
+    IPAddress,
+    IPNetwork,
+    Labels,
+    Namespace,
+    Node,
+    Pod,
+)
+from labelwall.identity.allocator import (
+    IdentityRegistry,
+    InMemoryRegistry,
+    allocate,
+    allocate_all,
+    allocate_local,
+)
+from labelwall.identity.labels import DEFAULT_EXCLUDE, LabelSet, namespace_labels
+from labelwall.identity.numbers import ANY, Reserved
+from labelwall.policy.cidr import PrefixTable, block_prefixes
+from labelwall.policy.cookies import RuleRef, cookie
+from labelwall.policy.mapstate import (
+    IpcacheEntry,
+    MapChanges,
+    MapDelta,
+    MapState,
+    NamedPortKey,
+    PolicyKey,
+    SubjectFlags,
+)
+from labelwall.policy.model import NetworkPolicy, Peer, Rule
+from labelwall.policy.ports import PortTemplate, allocate_name_ids, port_names, templates
+from labelwall.policy.selectors import LabelIndex, matches, selector_keys
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """``exclude``: pod label keys left out of identities. ``audit``/``audit_namespaces``:
+    isolated subjects (all, or those in the namespaces) get the AUDIT flag (log, don't drop).
+    ``local_identities``: compile only these subjects (the node agent's local pods); None = all.
+    """
+
+    exclude: frozenset[str] = DEFAULT_EXCLUDE
+    audit: bool = False
+    audit_namespaces: frozenset[str] = frozenset()
+    local_identities: frozenset[int] | None = None
+
+
+@dataclass(frozen=True)
+class CompileWarning:
+    """A finding that does not stop compilation. ``code`` is stable for tools to filter on."""
+
+    policy: str
+    field: str
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"NetworkPolicy {self.policy}: {self.field}: {self.message}"
+
+
+SELECTS_NOTHING = "selects-nothing"
+EXCLUDED_LABEL_KEY = "excluded-label-key"
+UNKNOWN_PORT_NAME = "unknown-port-name"
+
+
+@dataclass(frozen=True)
+class PolicyStats:
+    """For the operator's status: how many identities a policy isolates and admits."""
+
+    subject_identities: int
+    peer_identities: int
+    isolated: frozenset[Direction]
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """One compile result.
+
+    ``name_ids``: named-port name -> id (crc32 + probing over the set of names policies use,
+    see ``policy/ports.py``). ``policy_subjects``: policy -> identities it selects (cluster
+    wide, before the ``local_identities`` filter).
+    """
+
+    map_state: MapState
+    identities: Mapping[int, LabelSet]
+    pod_identity: Mapping[str, int]
+    cookies: Mapping[int, RuleRef]
+    name_ids: Mapping[str, int]
+    warnings: tuple[CompileWarning, ...]
+    stats: Mapping[str, PolicyStats]
+    policy_subjects: Mapping[str, frozenset[int]]
+    state: ClusterState
+    options: CompileOptions = field(default_factory=lambda: CompileOptions())
+
+
+class NeedsRebuild(Exception):  # noqa: N818 - a signal, not a failure
+    """An update would renumber an existing CIDR identity or name id; recompile fully."""
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+_MISSING = object()
+
+
+class _Tracked(Generic[K, V]):
+    """A dict that remembers the first-seen value of every key touched since ``take``."""
+
+    def __init__(self) -> None:
+        self.data: dict[K, V] = {}
+        self.tracking = False
+        self._before: dict[K, object] = {}
+
+    def set(self, key: K, value: V) -> None:
+        if self.tracking and key not in self._before:
+            self._before[key] = self.data.get(key, _MISSING)
+        self.data[key] = value
+
+    def delete(self, key: K) -> None:
+        if key not in self.data:
+            return
+        if self.tracking and key not in self._before:
+            self._before[key] = self.data[key]
+        del self.data[key]
+
+    def take(self) -> MapChanges[K, V]:
+        upserts = {
+            k: self.data[k]
+            for k, old in self._before.items()
+            if k in self.data and self.data[k] != old
+        }
+        deletes = frozenset(
+            k for k, old in self._before.items() if k not in self.data and old is not _MISSING
+        )
+        self._before = {}
+        return MapChanges(upserts, deletes)
+
+
+RuleId = tuple[str, Direction, int]
+
+
+@dataclass
+class _RuleState:
+    policy: NetworkPolicy
+    ref: RuleRef
+    cookie: int
+    rule: Rule
+    ports: tuple[PortTemplate, ...]
+    any_peer: bool
+    peers: set[int] = field(default_factory=set)  # cluster identities selected
+    cidr_peers: set[int] = field(default_factory=set)  # local (CIDR) identities selected
+    namespaces: set[str] = field(default_factory=set)  # where registered in ns_rules
+
+    def all_peers(self) -> Iterable[int]:
+        if self.any_peer:
+            yield int(ANY)
+        yield from self.peers
+        yield from self.cidr_peers
+
+    def matches(self, ls: LabelSet) -> bool:
+        return any(peer_matches(p, self.policy.namespace, ls) for p in self.rule.peers)
+
+
+@dataclass
+class _PolicyState:
+    policy: NetworkPolicy
+    subjects: set[int] = field(default_factory=set)
+    rules: list[_RuleState] = field(default_factory=list)
+
+
+def peer_matches(peer: Peer, policy_namespace: str, ls: LabelSet) -> bool:
+    """Whether a selector peer admits pods with label set ``ls`` (ARCHITECTURE §4).
+
+    podSelector only: pods in the policy's namespace; namespaceSelector only: every pod in
+    matching namespaces; both: pods matching podSelector in namespaces matching
+    namespaceSelector. ipBlock peers match by address, never by identity.
+    """
+    if peer.ip_block is not None:
+        return False
+    if peer.namespace_selector is None:
+        if peer.pod_selector is None:
+            return False
+        return ls.namespace == policy_namespace and matches(peer.pod_selector, ls.pod_labels)
+    if not matches(peer.namespace_selector, ls.namespace_labels):
+        return False
+    return peer.pod_selector is None or matches(peer.pod_selector, ls.pod_labels)
+
+
+def active_rules(policy: NetworkPolicy) -> Iterable[tuple[RuleRef, Rule]]:
+    """Rules of the directions in policyTypes (rules of other directions are ignored)."""
+    for direction in (Direction.INGRESS, Direction.EGRESS):
+        if direction in policy.policy_types:
+            for i, rule in enumerate(policy.rules(direction)):
+                yield RuleRef(policy.key, direction, i), rule
+
+
+def policy_prefixes(policy: NetworkPolicy) -> Counter[IPNetwork]:
+    out: Counter[IPNetwork] = Counter()
+    for _, rule in active_rules(policy):
+        for peer in rule.peers:
+            if peer.ip_block is not None:
+                out.update(block_prefixes(peer.ip_block))
+    return out
+
+
+def policy_port_names(policy: NetworkPolicy) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for _, rule in active_rules(policy):
+        out.update(port_names(rule.ports))
+    return out
+
+
+_HOST_CLAIM = (1, "")
+
+
+class Engine:
+    """Compiled state plus the indexes that keep it exact under single-object updates."""
+
+    def __init__(self, options: CompileOptions, registry: IdentityRegistry) -> None:
+        self.options = options
+        self.registry = registry
+        self.namespaces: dict[str, Namespace] = {}
+        self.pods: dict[str, Pod] = {}
+        self.nodes: dict[str, Node] = {}
+        self.policies: dict[str, NetworkPolicy] = {}
+        # identities
+        self.pod_ls: dict[str, LabelSet] = {}
+        self.ls_pods: dict[LabelSet, set[str]] = {}
+        self.ls_num: dict[LabelSet, int] = {}
+        self.num_ls: dict[int, LabelSet] = {}
+        self.ns_idents: dict[str, LabelIndex[int]] = {}
+        self.ns_index: LabelIndex[str] = LabelIndex()
+        # policies
+        self.ns_policies: dict[str, set[str]] = {}
+        self.pol: dict[str, _PolicyState] = {}
+        self.rules: dict[RuleId, _RuleState] = {}
+        self.ns_rules: dict[str, set[RuleId]] = {}
+        self.nssel_rules: set[RuleId] = set()
+        self.block_rules: set[RuleId] = set()
+        self.subject_of: dict[int, set[str]] = {}
+        self.peer_of: dict[int, set[RuleId]] = {}
+        self.iso: dict[int, list[int]] = {}
+        self.key_cookies: dict[PolicyKey, dict[int, int]] = {}
+        # prefixes and port names
+        self.prefix_refs: Counter[IPNetwork] = Counter()
+        self.table = PrefixTable({})
+        self.name_refs: Counter[str] = Counter()
+        self.name_ids: dict[str, int] = {}
+        # addresses: addr -> claims (0, pod key) for pods, (1, "") for host addresses
+        self.addr_claims: dict[IPAddress, dict[tuple[int, str], int]] = {}
+        self.np_claims: dict[NamedPortKey, Counter[int]] = {}
+        # the maps
+        self.subjects: _Tracked[int, SubjectFlags] = _Tracked()
+        self.policy: _Tracked[PolicyKey, int] = _Tracked()
+        self.ipcache: _Tracked[IPAddress, IpcacheEntry] = _Tracked()
+        self.cidrs: _Tracked[IPNetwork, int] = _Tracked()
+        self.named_ports: _Tracked[NamedPortKey, int] = _Tracked()
+
+    # ------------------------------------------------------------------ full build
+
+    @classmethod
+    def build(
+        cls, state: ClusterState, options: CompileOptions, registry: IdentityRegistry
+    ) -> Engine:
+        eng = cls(options, registry)
+        eng.namespaces = dict(state.namespaces)
+        eng.nodes = dict(state.nodes)
+        known = set(state.namespaces) | {p.namespace for p in state.pods.values()}
+        for ns in sorted(known | {p.namespace for p in state.policies.values()}):
+            eng.ns_index.add(ns, eng._ns_labels(ns))
+            eng.ns_rules[ns] = set()
+        # Identities first, in canonical order, so numbering ignores input order.
+        for key, pod in state.pods.items():
+            eng.pods[key] = pod
+            if not pod.host_network:
+                ls = eng._labelset(pod)
+                eng.pod_ls[key] = ls
+                eng.ls_pods.setdefault(ls, set()).add(key)
+        for ls, n in allocate_all(eng.ls_pods, registry).items():
+            eng._register_identity(ls, n)
+        # Prefixes and names are functions of the whole policy set.
+        for pol in state.policies.values():
+            eng.prefix_refs.update(policy_prefixes(pol))
+            eng.name_refs.update(policy_port_names(pol))
+        eng.name_ids = allocate_name_ids(eng.name_refs)
+        eng._set_prefix_ids(allocate_local(eng.prefix_refs))
+        for key in sorted(state.policies):
+            eng.policies[key] = state.policies[key]
+            eng._add_policy(state.policies[key])
+        for key in sorted(state.pods):
+            eng._claim_pod(state.pods[key])
+        for name in sorted(state.nodes):
+            eng._claim_node(state.nodes[name])
+        for addr in eng.addr_claims:
+            eng._refresh_addr(addr)
+        eng.start_tracking()
+        return eng
+
+    def start_tracking(self) -> None:
+        for m in self._maps():
+            m.tracking = True
+
+    def _maps(self) -> tuple[_Tracked[object, object], ...]:
+        return (self.subjects, self.policy, self.ipcache, self.cidrs, self.named_ports)  # type: ignore[return-value]
+
+    def take_delta(self) -> MapDelta:
+        return MapDelta(
+            subjects=self.subjects.take(),
+            policy=self.policy.take(),
+            ipcache=self.ipcache.take(),
+            cidrs=self.cidrs.take(),
+            named_ports=self.named_ports.take(),
+        )
+
+    def state(self) -> ClusterState:
+        return ClusterState(
+            namespaces=dict(self.namespaces),
+            pods=dict(self.pods),
+            nodes=dict(self.nodes),
+            policies=dict(self.policies),
+        )
+
+    def map_state(self) -> MapState:
+        return MapState(
+            subjects=dict(self.subjects.data),
+            policy=dict(self.policy.data),
+            ipcache=dict(self.ipcache.data),
+            cidrs=dict(self.cidrs.data),
+            named_ports=dict(self.named_ports.data),
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _ns_labels(self, ns: str) -> Labels:
+        return namespace_labels(self.namespaces.get(ns) or Namespace(ns))
+
+    def _labelset(self, pod: Pod) -> LabelSet:
+        return LabelSet.from_pod(pod, self.namespaces.get(pod.namespace), self.options.exclude)
+
+    def _local(self, n: int) -> bool:
+        return self.options.local_identities is None or n in self.options.local_identities
+
+    def _inc(self, key: PolicyKey, ck: int) -> None:
+        counts = self.key_cookies.setdefault(key, {})
+        counts[ck] = counts.get(ck, 0) + 1
+        current = self.policy.data.get(key)
+        if current is None or ck < current:
+            self.policy.set(key, ck)
+
+    def _dec(self, key: PolicyKey, ck: int) -> None:
+        counts = self.key_cookies[key]
+        left = counts[ck] - 1
+        if left:
+            counts[ck] = left
+            return
+        del counts[ck]
+        if not counts:
+            del self.key_cookies[key]
+            self.policy.delete(key)
+        elif self.policy.data.get(key) == ck:
+            self.policy.set(key, min(counts))
+
+    def _emit(self, subject: int, rs: _RuleState, peers: Iterable[int], sign: int) -> None:
+        d = rs.ref.direction
+        op = self._inc if sign > 0 else self._dec
+        for p in peers:
+            for t in rs.ports:
+                op(PolicyKey(subject, p, d, t.protocol, t.port, t.port_bits, t.named), rs.cookie)
+
+    def _subject_rules(self, subject: int, ps: _PolicyState, sign: int) -> None:
+        """Add or remove everything ``ps`` contributes for one (local) subject."""
+        counts = self.iso.setdefault(subject, [0, 0])
+        for d in ps.policy.policy_types:
+            counts[0 if d is Direction.INGRESS else 1] += sign
+        for rs in ps.rules:
+            self._emit(subject, rs, rs.all_peers(), sign)
+        self._refresh_subject(subject)
+
+    def _refresh_subject(self, subject: int) -> None:
+        counts = self.iso.get(subject, [0, 0])
+        flags = SubjectFlags.NONE
+        if counts[0]:
+            flags |= SubjectFlags.INGRESS_ISOLATED
+        if counts[1]:
+            flags |= SubjectFlags.EGRESS_ISOLATED
+        if flags == SubjectFlags.NONE:
+            self.iso.pop(subject, None)
+            self.subjects.delete(subject)
+            return
+        ls = self.num_ls.get(subject)
+        if self.options.audit or (ls is not None and ls.namespace in self.options.audit_namespaces):
+            flags |= SubjectFlags.AUDIT
+        self.subjects.set(subject, flags)
+
+    # ------------------------------------------------------------------ identities
+
+    def _register_identity(self, ls: LabelSet, n: int) -> None:
+        self.ls_num[ls] = n
+        self.num_ls[n] = ls
+        self.ns_idents.setdefault(ls.namespace, LabelIndex()).add(n, ls.pod_labels)
+
+    def _ensure_namespace(self, ns: str) -> None:
+        if ns in self.ns_index:
+            return
+        self.ns_index.add(ns, self._ns_labels(ns))
+        self._reindex_namespace_rules(ns)
+
+    def _reindex_namespace_rules(self, ns: str) -> None:
+        """Recompute which rules' peers can match identities in ``ns``."""
+        for rid in self.ns_rules.get(ns, set()):
+            self.rules[rid].namespaces.discard(ns)
+        wanted: set[RuleId] = set()
+        for pkey in self.ns_policies.get(ns, set()):
+            for rs in self.pol[pkey].rules:
+                if any(
+                    p.namespace_selector is None and p.pod_selector is not None
+                    for p in rs.rule.peers
+                ):
+                    wanted.add((pkey, rs.ref.direction, rs.ref.index))
+        labels = self.ns_index.labels(ns)
+        for rid in self.nssel_rules:
+            rs = self.rules[rid]
+            if any(
+                p.namespace_selector is not None and matches(p.namespace_selector, labels)
+                for p in rs.rule.peers
+            ):
+                wanted.add(rid)
+        for rid in wanted:
+            self.rules[rid].namespaces.add(ns)
+        self.ns_rules[ns] = wanted
+
+    def _new_identity(self, ls: LabelSet) -> None:
+        n = allocate(ls, self.registry)
+        self._register_identity(ls, n)
+        self._ensure_namespace(ls.namespace)
+        for pkey in sorted(self.ns_policies.get(ls.namespace, set())):
+            ps = self.pol[pkey]
+            if matches(ps.policy.pod_selector, ls.pod_labels):
+                ps.subjects.add(n)
+                self.subject_of.setdefault(n, set()).add(pkey)
+                if self._local(n):
+                    self._subject_rules(n, ps, +1)
+        for rid in sorted(self.ns_rules.get(ls.namespace, set())):
+            rs = self.rules[rid]
+            if rs.matches(ls):
+                rs.peers.add(n)
+                self.peer_of.setdefault(n, set()).add(rid)
+                for s in self.pol[rid[0]].subjects:
+                    if self._local(s):
+                        self._emit(s, rs, (n,), +1)
+
+    def _drop_identity(self, ls: LabelSet) -> None:
+        n = self.ls_num.pop(ls)
+        peer_rules = self.peer_of.pop(n, set())
+        for rid in peer_rules:
+            rs = self.rules[rid]
+            for s in self.pol[rid[0]].subjects:
+                if self._local(s) and s != n:
+                    self._emit(s, rs, (n,), -1)
+        for pkey in self.subject_of.pop(n, set()):
+            ps = self.pol[pkey]
+            if self._local(n):
+                self._subject_rules(n, ps, -1)
+            ps.subjects.discard(n)
+        # Entries with subject n and peer n were removed by the subject pass; drop n from
+        # peer sets only now so that pass saw it.
+        for rid in peer_rules:
+            self.rules[rid].peers.discard(n)
+        del self.num_ls[n]
+        idx = self.ns_idents[ls.namespace]
+        idx.remove(n)
+        if not len(idx):
+            del self.ns_idents[ls.namespace]
+
+    def _set_pod_identity(self, key: str, ls: LabelSet | None) -> None:
+        old = self.pod_ls.pop(key, None)
+        if old == ls:
+            if ls is not None:
+                self.pod_ls[key] = ls
+            return
+        if ls is not None:
+            self.pod_ls[key] = ls
+            holders = self.ls_pods.setdefault(ls, set())
+            holders.add(key)
+            if len(holders) == 1:
+                self._new_identity(ls)
+        if old is not None:
+            holders = self.ls_pods[old]
+            holders.discard(key)
+            if not holders:
+                del self.ls_pods[old]
+                self._drop_identity(old)
+
+    # ------------------------------------------------------------------ policies
+
+    def _select_peers(self, rs: _RuleState) -> None:
+        ns = rs.policy.namespace
+        for peer in rs.rule.peers:
+            if peer.ip_block is not None:
+                rs.cidr_peers |= self.table.selected(peer.ip_block)
+                continue
+            if peer.namespace_selector is None:
+                if peer.pod_selector is None:
+                    continue
+                namespaces: Iterable[str] = (ns,)
+            else:
+                namespaces = self.ns_index.select(peer.namespace_selector)
+            for other in namespaces:
+                rs.namespaces.add(other)
+                idx = self.ns_idents.get(other)
+                if idx is None:
+                    continue
+                if peer.pod_selector is None:
+                    rs.peers.update(idx.owners())
+                else:
+                    rs.peers |= idx.select(peer.pod_selector)
+
+    def _add_policy(self, pol: NetworkPolicy) -> None:
+        ps = _PolicyState(pol)
+        self.pol[pol.key] = ps
+        self.ns_policies.setdefault(pol.namespace, set()).add(pol.key)
+        for ref, rule in active_rules(pol):
+            rs = _RuleState(
+                policy=pol,
+                ref=ref,
+                cookie=cookie(ref),
+                rule=rule,
+                ports=templates(rule.ports, self.name_ids),
+                any_peer=not rule.peers,
+            )
+            rid: RuleId = (pol.key, ref.direction, ref.index)
+            self.rules[rid] = rs
+            ps.rules.append(rs)
+            self._select_peers(rs)
+            for other in rs.namespaces:
+                self.ns_rules.setdefault(other, set()).add(rid)
+            if any(p.namespace_selector is not None for p in rule.peers):
+                self.nssel_rules.add(rid)
+            if any(p.ip_block is not None for p in rule.peers):
+                self.block_rules.add(rid)
+            for n in rs.peers:
+                self.peer_of.setdefault(n, set()).add(rid)
+        idx = self.ns_idents.get(pol.namespace)
+        ps.subjects = idx.select(pol.pod_selector) if idx is not None else set()
+        for s in sorted(ps.subjects):
+            self.subject_of.setdefault(s, set()).add(pol.key)
+            if self._local(s):
+                self._subject_rules(s, ps, +1)
+
+    def _remove_policy(self, pol: NetworkPolicy) -> None:
+        ps = self.pol.pop(pol.key)
+        for s in ps.subjects:
+            self.subject_of[s].discard(pol.key)
+            if not self.subject_of[s]:
+                del self.subject_of[s]
+            if self._local(s):
+                self._subject_rules(s, ps, -1)
+        for rs in ps.rules:
+            rid: RuleId = (pol.key, rs.ref.direction, rs.ref.index)
+            del self.rules[rid]
+            self.nssel_rules.discard(rid)
+            self.block_rules.discard(rid)
+            for other in rs.namespaces:
+                self.ns_rules.get(other, set()).discard(rid)
+            for n in rs.peers:
+                holders = self.peer_of.get(n)
+                if holders is not None:
+                    holders.discard(rid)
+                    if not holders:
+                        del self.peer_of[n]
+        self.ns_policies[pol.namespace].discard(pol.key)
+
+    def _set_prefix_ids(self, ids: dict[IPNetwork, int]) -> None:
+        """Install a new prefix table; reselect ipBlock rules and re-resolve affected addresses."""
+        old = self.table.ids
+        changed = {p for p in set(old) | set(ids) if old.get(p) != ids.get(p)}
+        if not changed:
+            return
+        self.table = PrefixTable(ids)
+        for p in changed:
+            if p in ids:
+                self.cidrs.set(p, ids[p])
+            else:
+                self.cidrs.delete(p)
+        for rid in sorted(self.block_rules):
+            rs = self.rules[rid]
+            new: set[int] = set()
+            for peer in rs.rule.peers:
+                if peer.ip_block is not None:
+                    new |= self.table.selected(peer.ip_block)
+            if new == rs.cidr_peers:
+                continue
+            gone, added = rs.cidr_peers - new, new - rs.cidr_peers
+            rs.cidr_peers = new
+            for s in self.pol[rid[0]].subjects:
+                if self._local(s):
+                    self._emit(s, rs, gone, -1)
+                    self._emit(s, rs, added, +1)
+        for addr in self.addr_claims:
+            if any(addr.version == p.version and addr in p for p in changed):
+                self._refresh_addr(addr)
+
+    # ------------------------------------------------------------------ addresses
+
+    def _pod_named_ports(self, pod: Pod) -> list[tuple[NamedPortKey, int]]:
+        if pod.host_network:
+            return []
+        out = []
+        for cp in pod.ports:
+            if cp.name is not None and cp.name in self.name_ids:
+                for ip in pod.ips:
+                    out.append((NamedPortKey(ip, cp.protocol, cp.port), self.name_ids[cp.name]))
+        return out
+
+    def _set_named(self, key: NamedPortKey, ident: int, sign: int) -> None:
+        counts = self.np_claims.setdefault(key, Counter())
+        counts[ident] += sign
+        if counts[ident] <= 0:
+            del counts[ident]
+        if counts:
+            # Two names on one (address, protocol, port): keep the smaller id, deterministically.
+            self.named_ports.set(key, min(counts))
+        else:
+            del self.np_claims[key]
+            self.named_ports.delete(key)
+
+    def _claim_pod(self, pod: Pod, sign: int = +1) -> None:
+        claim = _HOST_CLAIM if pod.host_network else (0, pod.key)
+        for ip in pod.ips:
+            self._claim(ip, claim, sign)
+        for key, ident in self._pod_named_ports(pod):
+            self._set_named(key, ident, sign)
+
+    def _claim_node(self, node: Node, sign: int = +1) -> None:
+        for ip in node.addresses:
+            self._claim(ip, _HOST_CLAIM, sign)
+
+    def _claim(self, addr: IPAddress, claim: tuple[int, str], sign: int) -> None:
+        claims = self.addr_claims.setdefault(addr, {})
+        claims[claim] = claims.get(claim, 0) + sign
+        if claims[claim] <= 0:
+            del claims[claim]
+        if not claims:
+            del self.addr_claims[addr]
+
+    def _refresh_addr(self, addr: IPAddress) -> None:
+        claims = self.addr_claims.get(addr)
+        if not claims:
+            self.ipcache.delete(addr)
+            return
+        # A pod address wins over a host claim (smallest pod key if two pods claim one IP).
+        kind, pod_key = min(claims)
+        ident = int(Reserved.HOST) if kind else self.ls_num[self.pod_ls[pod_key]]
+        self.ipcache.set(addr, IpcacheEntry(ident, self.table.longest(addr)))
+
+    # ------------------------------------------------------------------ updates
+
+    def set_pod(self, key: str, pod: Pod | None) -> None:
+        old = self.pods.pop(key, None)
+        touched: set[IPAddress] = set()
+        if old is not None:
+            self._claim_pod(old, -1)
+            touched.update(old.ips)
+        if pod is not None:
+            self.pods[key] = pod
+        self._set_pod_identity(
+            key, None if pod is None or pod.host_network else self._labelset(pod)
+        )
+        if pod is not None:
+            self._claim_pod(pod, +1)
+            touched.update(pod.ips)
+        for addr in touched:
+            self._refresh_addr(addr)
+
+    def set_node(self, name: str, node: Node | None) -> None:
+        old = self.nodes.pop(name, None)
+        touched: set[IPAddress] = set()
+        if old is not None:
+            self._claim_node(old, -1)
+            touched.update(old.addresses)
+        if node is not None:
+            self.nodes[name] = node
+            self._claim_node(node, +1)
+            touched.update(node.addresses)
+        for addr in touched:
+            self._refresh_addr(addr)
+
+    def set_namespace(self, name: str, ns: Namespace | None) -> None:
+        before = self._ns_labels(name)
+        if ns is None:
+            self.namespaces.pop(name, None)
+        else:
+            self.namespaces[name] = ns
+        after = self._ns_labels(name)
+        if before == after and name in self.ns_index:
+            return
+        self.ns_index.add(name, after)
+        self._reindex_namespace_rules(name)
+        pods = sorted(k for k, p in self.pods.items() if p.namespace == name)
+        for key in pods:
+            pod = self.pods[key]
+            if not pod.host_network:
+                self._set_pod_identity(key, self._labelset(pod))
+        for key in pods:
+            for addr in self.pods[key].ips:
+                self._refresh_addr(addr)
+
+    def check_policy_change(self, old: NetworkPolicy | None, new: NetworkPolicy | None) -> None:
+        """Raise NeedsRebuild when the change would renumber an existing prefix or name."""
+        prefixes = self.prefix_refs.copy()
+        names = self.name_refs.copy()
+        if old is not None:
+            prefixes.subtract(policy_prefixes(old))
+            names.subtract(policy_port_names(old))
+        if new is not None:
+            prefixes.update(policy_prefixes(new))
+            names.update(policy_port_names(new))
+        if {p for p, c in prefixes.items() if c > 0} != set(self.table.ids):
+            ids = allocate_local(p for p, c in prefixes.items() if c > 0)
+            if any(ids.get(p, v) != v for p, v in self.table.ids.items()):
+                raise NeedsRebuild("prefix identities would be renumbered")
+        if {n for n, c in names.items() if c > 0} != set(self.name_ids):
+            nids = allocate_name_ids(n for n, c in names.items() if c > 0)
+            if any(nids.get(n, v) != v for n, v in self.name_ids.items()):
+                raise NeedsRebuild("port-name ids would be renumbered")
+
+    def set_policy(self, key: str, pol: NetworkPolicy | None) -> None:
+        old = self.policies.get(key)
+        self.check_policy_change(old, pol)
+        if old is not None:
+            del self.policies[key]
+            self._remove_policy(old)
+            self.prefix_refs.subtract(policy_prefixes(old))
+            self.name_refs.subtract(policy_port_names(old))
+        if pol is not None:
+            self.policies[key] = pol
+            self.prefix_refs.update(policy_prefixes(pol))
+            self.name_refs.update(policy_port_names(pol))
+        self.prefix_refs = +self.prefix_refs  # drop zero counts
+        self.name_refs = +self.name_refs
+        self._set_prefix_ids(allocate_local(self.prefix_refs))
+        self._set_name_ids(allocate_name_ids(self.name_refs))
+        if pol is not None:
+            self._ensure_namespace(pol.namespace)
+            self._add_policy(pol)
+
+    def _set_name_ids(self, ids: dict[str, int]) -> None:
+        if ids == self.name_ids:
+            return
+        # check_policy_change guarantees existing names keep their ids: names only come
+        # and go, and with them the named-port entries of the pods declaring them.
+        old = self.name_ids
+        changed = set(old) ^ set(ids)
+        for pod in self.pods.values():
+            if pod.host_network:
+                continue
+            for cp in pod.ports:
+                if cp.name in changed:
+                    for ip in pod.ips:
+                        key = NamedPortKey(ip, cp.protocol, cp.port)
+                        if cp.name in old:
+                            self._set_named(key, old[cp.name], -1)
+                        else:
+                            self._set_named(key, ids[cp.name], +1)
+        self.name_ids = ids
+
+    # ------------------------------------------------------------------ snapshot
+
+    def compiled(self) -> Compiled:
+        state = self.state()
+        pod_identity = {k: self.ls_num[ls] for k, ls in self.pod_ls.items()}
+        for k, p in self.pods.items():
+            if p.host_network:
+                pod_identity[k] = int(Reserved.HOST)
+        cookies: dict[int, RuleRef] = {}
+        for rs in self.rules.values():
+            prev = cookies.get(rs.cookie)
+            if prev is None or rs.ref < prev:
+                cookies[rs.cookie] = rs.ref
+        stats = {}
+        for key, ps in self.pol.items():
+            peers: set[int] = set()
+            for rs in ps.rules:
+                peers |= rs.peers | rs.cidr_peers
+            stats[key] = PolicyStats(len(ps.subjects), len(peers), ps.policy.policy_types)
+        return Compiled(
+            map_state=self.map_state(),
+            identities=dict(self.num_ls),
+            pod_identity=pod_identity,
+            cookies=cookies,
+            name_ids=dict(self.name_ids),
+            warnings=tuple(self._warnings()),
+            stats=stats,
+            policy_subjects={k: frozenset(ps.subjects) for k, ps in self.pol.items()},
+            state=state,
+            options=self.options,
+        )
+
+    def _warnings(self) -> list[CompileWarning]:
+        out: list[CompileWarning] = []
+        declared = {
+            (cp.name, cp.protocol)
+            for p in self.pods.values()
+            if not p.host_network
+            for cp in p.ports
+            if cp.name is not None
+        }
+        excluded = self.options.exclude
+        for key in sorted(self.pol):
+            ps = self.pol[key]
+            pol = ps.policy
+            if not ps.subjects:
+                out.append(
+                    CompileWarning(
+                        key, "spec.podSelector", SELECTS_NOTHING, "selects no pod in the namespace"
+                    )
+                )
+            if selector_keys(pol.pod_selector) & excluded:
+                out.append(self._excluded(key, "spec.podSelector", selector_keys(pol.pod_selector)))
+            for rs in ps.rules:
+                side = "from" if rs.ref.direction is Direction.INGRESS else "to"
+                for j, peer in enumerate(rs.rule.peers):
+                    where = f"{rs.ref.field}.{side}[{j}]"
+                    if peer.ip_block is not None:
+                        continue
+                    if not self._peer_selects_any(peer, pol.namespace):
+                        out.append(CompileWarning(key, where, SELECTS_NOTHING, "selects no pod"))
+                    if (
+                        peer.pod_selector is not None
+                        and selector_keys(peer.pod_selector) & excluded
+                    ):
+                        out.append(
+                            self._excluded(
+                                key, f"{where}.podSelector", selector_keys(peer.pod_selector)
+                            )
+                        )
+                for j, spec in enumerate(rs.rule.ports):
+                    if isinstance(spec.port, str) and (spec.port, spec.protocol) not in declared:
+                        out.append(
+                            CompileWarning(
+                                key,
+                                f"{rs.ref.field}.ports[{j}].port",
+                                UNKNOWN_PORT_NAME,
+                                f"no pod declares a {spec.protocol.name} port named {spec.port!r}",
+                            )
+                        )
+        return out
+
+    def _excluded(self, key: str, where: str, keys: frozenset[str]) -> CompileWarning:
+        bad = ", ".join(sorted(keys & self.options.exclude))
+        return CompileWarning(
+            key,
+            where,
+            EXCLUDED_LABEL_KEY,
+            f"uses label key(s) {bad} that identities exclude; it never matches them",
+        )
+
+    def _peer_selects_any(self, peer: Peer, policy_namespace: str) -> bool:
+        if peer.namespace_selector is None:
+            if peer.pod_selector is None:
+                return False
+            namespaces: Iterable[str] = (policy_namespace,)
+        else:
+            namespaces = self.ns_index.select(peer.namespace_selector)
+        for ns in namespaces:
+            idx = self.ns_idents.get(ns)
+            if idx is not None and (peer.pod_selector is None or idx.select(peer.pod_selector)):
+                return True
+        return False
+
+
+def compile_cluster(
+    state: ClusterState,
+    options: CompileOptions = CompileOptions(),
+    registry: IdentityRegistry | None = None,
+) -> Compiled:
+    """The desired map state for ``state`` (pure apart from claims in ``registry``)."""
+    reg = registry if registry is not None else InMemoryRegistry()
+    return Engine.build(state, options, reg).compiled()
+
+
+__all__ = [
+    "CompileOptions",
+    "CompileWarning",
+    "Compiled",
+    "Engine",
+    "NeedsRebuild",
+    "PolicyStats",
+    "RuleRef",
+    "compile_cluster",
+    "peer_matches",
+]

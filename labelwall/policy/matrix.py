@@ -1,0 +1,302 @@
+"""Reachability between pods, computed only through the datapath lookup model over compiled maps.
+
+A flow from pod A to pod B is allowed when the egress decision at A (subject A, peer B's
+address) and the ingress decision at B (subject B, peer A's address) both allow it - the
+two classifier runs a new connection meets on its way. Nothing here evaluates policies
+itself: everything goes through ``labelwall.policy.lookup.decide``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from labelwall.cluster import ClusterState, Direction, IPAddress, Pod, Protocol
+from labelwall.errors import FieldError, InvalidInput
+from labelwall.identity.numbers import Reserved
+from labelwall.policy.compile import Compiled, compile_cluster
+from labelwall.policy.cookies import RuleRef
+from labelwall.policy.lookup import Reason, Verdict, decide
+from labelwall.policy.mapstate import SubjectFlags
+
+PortProto = tuple[int | str, Protocol]
+
+#: Verdict for a named port the destination pod does not declare: there is nothing to connect to.
+NO_SUCH_PORT = Verdict(False, Reason.UNSUPPORTED)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One probe: ``src`` -> ``dst`` (``namespace/name``) on ``port``/``protocol``."""
+
+    src: str
+    dst: str
+    port: int | str
+    protocol: Protocol
+    allowed: bool
+    egress: Verdict
+    ingress: Verdict
+
+
+def as_compiled(compiled_or_state: Compiled | ClusterState) -> Compiled:
+    if isinstance(compiled_or_state, Compiled):
+        return compiled_or_state
+    return compile_cluster(compiled_or_state)
+
+
+def address_pair(src: Pod, dst: Pod) -> tuple[IPAddress, IPAddress] | None:
+    """Each pod's first address of one family: IPv4 when both have one, else IPv6, else None."""
+    for version in (4, 6):
+        a = next((ip for ip in src.ips if ip.version == version), None)
+        b = next((ip for ip in dst.ips if ip.version == version), None)
+        if a is not None and b is not None:
+            return a, b
+    return None
+
+
+def resolve_port(dst: Pod, port: int | str, protocol: Protocol) -> int | None:
+    """A named port resolves against the destination pod's container ports (name + protocol)."""
+    if isinstance(port, int):
+        return port
+    for cp in dst.ports:
+        if cp.name == port and cp.protocol == protocol:
+            return cp.port
+    return None
+
+
+def _probe(
+    c: Compiled,
+    src: Pod,
+    dst: Pod,
+    addrs: tuple[IPAddress, IPAddress],
+    port: int | None,
+    protocol: Protocol,
+) -> tuple[Verdict, Verdict]:
+    if port is None:
+        return NO_SUCH_PORT, NO_SUCH_PORT
+    src_ip, dst_ip = addrs
+    ms = c.map_state
+    egress = decide(ms, c.pod_identity[src.key], Direction.EGRESS, dst_ip, dst_ip, protocol, port)
+    ingress = decide(ms, c.pod_identity[dst.key], Direction.INGRESS, src_ip, dst_ip, protocol, port)
+    return egress, ingress
+
+
+def reachability(
+    compiled_or_state: Compiled | ClusterState, ports: Sequence[PortProto]
+) -> list[Cell]:
+    """Every ordered pod pair (self pairs included) per (port, protocol), sorted by pod key."""
+    c = as_compiled(compiled_or_state)
+    pods = [c.state.pods[k] for k in sorted(c.state.pods) if c.state.pods[k].ips]
+    cells: list[Cell] = []
+    for port, protocol in ports:
+        for src in pods:
+            for dst in pods:
+                addrs = address_pair(src, dst)
+                if addrs is None:
+                    continue
+                egress, ingress = _probe(
+                    c, src, dst, addrs, resolve_port(dst, port, protocol), protocol
+                )
+                cells.append(
+                    Cell(
+                        src.key,
+                        dst.key,
+                        port,
+                        protocol,
+                        egress.allowed and ingress.allowed,
+                        egress,
+                        ingress,
+                    )
+                )
+    return cells
+
+
+@dataclass(frozen=True)
+class Side:
+    """One classifier run: at ``pod`` for ``direction``."""
+
+    direction: Direction
+    pod: str
+    identity: int
+    isolated: bool
+    policies: tuple[str, ...]  # policies selecting the pod with this direction in policyTypes
+    verdict: Verdict
+    rule: RuleRef | None
+
+    def as_dict(self) -> dict[str, Any]:
+        v = self.verdict
+        entry = None
+        if v.entry is not None:
+            e = v.entry
+            entry = {
+                "subject": e.subject,
+                "peer": e.peer,
+                "direction": e.direction.name,
+                "protocol": e.protocol.name,
+                "port": e.port,
+                "portBits": e.port_bits,
+                "named": e.named,
+                "cookie": v.cookie,
+            }
+        return {
+            "direction": self.direction.name,
+            "pod": self.pod,
+            "identity": self.identity,
+            "isolated": self.isolated,
+            "policies": list(self.policies),
+            "allowed": v.allowed,
+            "reason": v.reason.name,
+            "peerIdentity": v.peer_identity,
+            "cidrIdentity": v.cidr_identity,
+            "entry": entry,
+            "rule": None
+            if self.rule is None
+            else {
+                "policy": self.rule.policy,
+                "direction": self.rule.direction.name,
+                "index": self.rule.index,
+                "field": self.rule.field,
+            },
+        }
+
+    def text(self) -> str:
+        where = "egress at" if self.direction is Direction.EGRESS else "ingress at"
+        head = f"{where} {self.pod} (identity {self.identity}): "
+        if not self.isolated:
+            return head + "not isolated -> allowed"
+        lines = [head + "isolated by " + ", ".join(self.policies)]
+        v = self.verdict
+        if v.reason is Reason.POLICY and v.entry is not None:
+            lines.append(f"  matched entry {v.entry} (cookie {v.cookie:#010x}) from {self.rule}")
+        elif v.reason is Reason.HOST:
+            lines.append("  peer is the host -> allowed")
+        elif v.reason is Reason.AUDIT:
+            lines.append("  no entry matched; audit mode -> allowed (would drop)")
+        else:
+            lines.append(f"  no entry matched -> {v.reason.name}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    src: str
+    dst: str
+    port: int | str
+    protocol: Protocol
+    resolved_port: int | None
+    src_identity: int
+    dst_identity: int
+    src_labels: str
+    dst_labels: str
+    egress: Side
+    ingress: Side
+
+    @property
+    def allowed(self) -> bool:
+        return self.egress.verdict.allowed and self.ingress.verdict.allowed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "from": self.src,
+            "to": self.dst,
+            "port": self.port,
+            "protocol": self.protocol.name,
+            "resolvedPort": self.resolved_port,
+            "allowed": self.allowed,
+            "identities": {
+                "from": {"number": self.src_identity, "labels": self.src_labels},
+                "to": {"number": self.dst_identity, "labels": self.dst_labels},
+            },
+            "egress": self.egress.as_dict(),
+            "ingress": self.ingress.as_dict(),
+        }
+
+    def text(self) -> str:
+        verdict = "ALLOWED" if self.allowed else "BLOCKED"
+        lines = [
+            f"{self.src} -> {self.dst} {self.protocol.name}/{self.port}: {verdict}",
+            f"  from identity {self.src_identity} {self.src_labels}",
+            f"  to   identity {self.dst_identity} {self.dst_labels}",
+        ]
+        if self.resolved_port is None:
+            lines.append(f"  {self.dst} declares no {self.protocol.name} port named {self.port!r}")
+        lines += [self.egress.text(), self.ingress.text()]
+        return "\n".join(lines)
+
+
+def _side(c: Compiled, direction: Direction, pod: str, verdict: Verdict) -> Side:
+    ident = c.pod_identity[pod]
+    flag = (
+        SubjectFlags.INGRESS_ISOLATED
+        if direction is Direction.INGRESS
+        else SubjectFlags.EGRESS_ISOLATED
+    )
+    isolated = bool(c.map_state.subjects.get(ident, SubjectFlags.NONE) & flag)
+    policies = tuple(
+        sorted(
+            k
+            for k, subjects in c.policy_subjects.items()
+            if ident in subjects and direction in c.state.policies[k].policy_types
+        )
+    )
+    rule = c.cookies.get(verdict.cookie) if verdict.reason is Reason.POLICY else None
+    return Side(direction, pod, ident, isolated, policies, verdict, rule)
+
+
+def _pod(c: Compiled, key: str, flag: str) -> Pod:
+    pod = c.state.pods.get(key)
+    if pod is None:
+        raise InvalidInput([FieldError("<command line>", None, "labelwall", flag, f"no pod {key}")])
+    if not pod.ips:
+        raise InvalidInput(
+            [FieldError("<command line>", None, "labelwall", flag, f"pod {key} has no IP address")]
+        )
+    return pod
+
+
+def _labels(c: Compiled, ident: int) -> str:
+    ls = c.identities.get(ident)
+    if ls is not None:
+        return str(ls)
+    return "(host network)" if ident == Reserved.HOST else "(unknown)"
+
+
+def explain(
+    compiled_or_state: Compiled | ClusterState,
+    src: str,
+    dst: str,
+    port: int | str,
+    protocol: Protocol,
+) -> Explanation:
+    """Why ``src`` -> ``dst`` on ``port``/``protocol`` is allowed or blocked, side by side."""
+    c = as_compiled(compiled_or_state)
+    a, b = _pod(c, src, "--from"), _pod(c, dst, "--to")
+    addrs = address_pair(a, b)
+    if addrs is None:
+        raise InvalidInput(
+            [
+                FieldError(
+                    "<command line>",
+                    None,
+                    "labelwall",
+                    "--to",
+                    f"{src} and {dst} share no address family",
+                )
+            ]
+        )
+    resolved = resolve_port(b, port, protocol)
+    egress, ingress = _probe(c, a, b, addrs, resolved, protocol)
+    return Explanation(
+        src=src,
+        dst=dst,
+        port=port,
+        protocol=protocol,
+        resolved_port=resolved,
+        src_identity=c.pod_identity[src],
+        dst_identity=c.pod_identity[dst],
+        src_labels=_labels(c, c.pod_identity[src]),
+        dst_labels=_labels(c, c.pod_identity[dst]),
+        egress=_side(c, Direction.EGRESS, src, egress),
+        ingress=_side(c, Direction.INGRESS, dst, ingress),
+    )
