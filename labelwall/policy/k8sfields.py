@@ -9,7 +9,7 @@ fields are errors, as with ``kubectl --validate=strict``.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,7 +88,7 @@ class Problems:
     def warn(self, path: str, message: str) -> None:
         self.warnings.append((path, message))
 
-    def all_invalid(self, path: str, messages: list[str], value: object) -> bool:
+    def all_invalid(self, path: str, messages: Sequence[str], value: object) -> bool:
         """Record each message as ``Invalid value: <value>: <msg>``; True if there were none."""
         for msg in messages:
             self.error(path, f"Invalid value: {value!r}: {msg}")
@@ -198,7 +198,7 @@ def read_metadata(
     path: str,
     problems: Problems,
     *,
-    name_errors: Callable[[str], list[str]],
+    name_errors: Callable[[str], Sequence[str]],
     namespaced: bool,
 ) -> ObjectMeta:
     """Read and validate ``metadata`` like ``ValidateObjectMeta``.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from labelwall.cluster import IPAddress, IPNetwork
 
@@ -33,9 +34,10 @@ def _max_len(n: int) -> str:
     return f"must be no more than {n} characters"
 
 
-def dns1123_label_errors(value: str) -> list[str]:
+@lru_cache(maxsize=1 << 16)  # label keys and values repeat across thousands of pods
+def dns1123_label_errors(value: str) -> tuple[str, ...]:
     """RFC 1123 label: namespace names."""
-    errs = []
+    errs: list[str] = []
     if len(value) > DNS1123_LABEL_MAX:
         errs.append(_max_len(DNS1123_LABEL_MAX))
     if not _DNS1123_LABEL.fullmatch(value):
@@ -43,12 +45,13 @@ def dns1123_label_errors(value: str) -> list[str]:
             "a lowercase RFC 1123 label must consist of lower case alphanumeric characters "
             "or '-', and must start and end with an alphanumeric character"
         )
-    return errs
+    return tuple(errs)
 
 
-def dns1123_subdomain_errors(value: str) -> list[str]:
+@lru_cache(maxsize=1 << 16)  # label keys and values repeat across thousands of pods
+def dns1123_subdomain_errors(value: str) -> tuple[str, ...]:
     """RFC 1123 subdomain: pod, node and NetworkPolicy names; label-key prefixes."""
-    errs = []
+    errs: list[str] = []
     if len(value) > DNS1123_SUBDOMAIN_MAX:
         errs.append(_max_len(DNS1123_SUBDOMAIN_MAX))
     if not _DNS1123_SUBDOMAIN.fullmatch(value):
@@ -56,10 +59,11 @@ def dns1123_subdomain_errors(value: str) -> list[str]:
             "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
             "'-' or '.', and must start and end with an alphanumeric character"
         )
-    return errs
+    return tuple(errs)
 
 
-def qualified_name_errors(value: str) -> list[str]:
+@lru_cache(maxsize=1 << 16)  # label keys and values repeat across thousands of pods
+def qualified_name_errors(value: str) -> tuple[str, ...]:
     """Label and annotation keys: ``[prefix/]name``, prefix a DNS subdomain."""
     parts = value.split("/")
     if len(parts) == 1:
@@ -72,11 +76,11 @@ def qualified_name_errors(value: str) -> list[str]:
         else:
             errs = [f"prefix part {m}" for m in dns1123_subdomain_errors(prefix)]
     else:
-        return [
+        return (
             "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and "
             "must start and end with an alphanumeric character, with an optional DNS "
-            "subdomain prefix and '/' (e.g. 'example.com/MyName')"
-        ]
+            "subdomain prefix and '/' (e.g. 'example.com/MyName')",
+        )
     if not name:
         errs.append("name part must be non-empty")
     elif len(name) > QUALIFIED_NAME_MAX:
@@ -86,12 +90,13 @@ def qualified_name_errors(value: str) -> list[str]:
             "name part must consist of alphanumeric characters, '-', '_' or '.', and must "
             "start and end with an alphanumeric character"
         )
-    return errs
+    return tuple(errs)
 
 
-def label_value_errors(value: str) -> list[str]:
+@lru_cache(maxsize=1 << 16)  # label keys and values repeat across thousands of pods
+def label_value_errors(value: str) -> tuple[str, ...]:
     """Label values (and selector values): empty, or <= 63 chars of ``[-A-Za-z0-9_.]``."""
-    errs = []
+    errs: list[str] = []
     if len(value) > LABEL_VALUE_MAX:
         errs.append(_max_len(LABEL_VALUE_MAX))
     if not _LABEL_VALUE.fullmatch(value):
@@ -99,12 +104,13 @@ def label_value_errors(value: str) -> list[str]:
             "a valid label must be an empty string or consist of alphanumeric characters, "
             "'-', '_' or '.', and must start and end with an alphanumeric character"
         )
-    return errs
+    return tuple(errs)
 
 
-def port_name_errors(value: str) -> list[str]:
+@lru_cache(maxsize=1 << 16)  # label keys and values repeat across thousands of pods
+def port_name_errors(value: str) -> tuple[str, ...]:
     """IANA_SVC_NAME: named container ports and named NetworkPolicy ports."""
-    errs = []
+    errs: list[str] = []
     if len(value) > PORT_NAME_MAX:
         errs.append(_max_len(PORT_NAME_MAX))
     if not _PORT_NAME_CHARS.fullmatch(value):
@@ -115,13 +121,13 @@ def port_name_errors(value: str) -> list[str]:
         errs.append("must not contain consecutive hyphens")
     if value.startswith("-") or value.endswith("-"):
         errs.append("must not begin or end with a hyphen")
-    return errs
+    return tuple(errs)
 
 
-def port_number_errors(value: int) -> list[str]:
+def port_number_errors(value: int) -> tuple[str, ...]:
     if not 1 <= value <= 65535:
-        return ["must be between 1 and 65535, inclusive"]
-    return []
+        return ("must be between 1 and 65535, inclusive",)
+    return ()
 
 
 @dataclass(frozen=True)
