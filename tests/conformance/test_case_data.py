@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .cases import EXTRA_FILE, UPSTREAM_FILE, Case, load_cases, read_file, walk
+from .cases import DATA_DIR, EXTRA_FILE, UPSTREAM_FILE, Case, load_cases, read_file, walk
 from .expectations import evaluate
 from .model import POD_IPS
 
@@ -292,3 +292,14 @@ def test_multi_step_cases_cover_update_relabel_and_delete() -> None:
     assert [d for s in steps for d in s.delete] == ["x/deny-all"]
     protocols = {p.protocol for s in steps for p in s.probes}
     assert protocols == {"TCP", "UDP", "SCTP"}
+
+
+def test_readme_inventory_lists_the_upstream_cases_in_data_order_with_their_step_counts() -> None:
+    readme = (DATA_DIR.parent / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| ([a-z0-9-]+) \| (\d+)", readme, re.MULTILINE)
+    assert [(int(n), case_id, int(steps)) for n, case_id, steps in rows] == [
+        (i + 1, c.id, len(c.steps)) for i, c in enumerate(UPSTREAM)
+    ]
+    steps = sum(len(c.steps) for c in UPSTREAM)
+    probes = sum(len(s.probes) for c in UPSTREAM for s in c.steps)
+    assert f"the whole file has {steps} steps and {probes} probes" in readme
