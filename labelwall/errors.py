@@ -22,7 +22,7 @@ class FieldError:
 
     def __str__(self) -> str:
         where = self.source if self.index is None else f"{self.source}[doc {self.index}]"
-        field = f" {self.field}:" if self.field else ":"
+        field = f" {self.field}:" if self.field else ""
         return f"{where}: {self.obj}:{field} {self.message}"
 
 
