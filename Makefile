@@ -31,3 +31,11 @@ pytest: $(VENV)/.installed
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: setup lint typecheck pytest
+
+# The BPF classifier object the package loads (flags live in bpf_src/build.py, shared with
+# setup.py, which also builds it at `pip install .` / `pip install -e .`).
+BPF_OBJ := labelwall/datapath/bpf/labelwall.bpf.o
+.PHONY: bpf
+bpf: $(BPF_OBJ)
+$(BPF_OBJ): bpf_src/labelwall.bpf.c $(wildcard bpf_src/include/labelwall/*.h) bpf_src/build.py
+	python3 bpf_src/build.py

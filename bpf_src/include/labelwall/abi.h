@@ -1,0 +1,315 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * labelwall map ABI: every map key/value struct and every constant shared between the
+ * classifier and userspace. Single source of truth; labelwall/datapath/abi.py mirrors it
+ * field by field and tests/datapath/test_abi_layout.py checks both against host
+ * offsetof/sizeof and against the BTF of the compiled object.
+ *
+ * Rules (ARCHITECTURE §3): no bitfields, explicit pad fields (always written as zero),
+ * _Static_assert on every size, byte order written next to every multi-byte field.
+ * A layout change bumps LW_ABI_VERSION and every map name suffix (_v1 -> _v2) so that an
+ * old pinned map is never written with new bytes (the loader also refuses a pinned map
+ * whose type/key size/value size/max entries differ from what it expects).
+ *
+ * Decisions recorded here (issue 3):
+ *  - Maps are pinned by name (LIBBPF_PIN_BY_NAME) under /sys/fs/bpf, the only pin root
+ *    pylibbpf exposes; names are lw_<what>_v<LW_ABI_VERSION>. Programs are pinned by the
+ *    loader as lw_from_pod_v1 / lw_to_pod_v1.
+ *  - handle_from_pod runs at the host-side veth's tc ingress (packets leaving the pod:
+ *    the pod's EGRESS policy); handle_to_pod at its tc egress (packets entering the pod:
+ *    INGRESS policy). The subject is lw_endpoints_v1[skb->ifindex]; a miss drops
+ *    (LW_REASON_UNKNOWN_ENDPOINT, fail closed).
+ *  - Per packet: endpoint -> parse -> (ND / non-IP pass) -> conntrack (forward key =
+ *    established, reverse key = reply) -> the lookup order of labelwall/policy/lookup.py
+ *    -> on allow, create a conntrack entry (isolated or not, so replies pass when the
+ *    other side is isolated).
+ *  - Identities and ports inside map keys are host byte order except where a field says
+ *    "network order" (ports, addresses), which is what makes LPM port prefixes work.
+ *  - Address family codes are 4 and 6 (as Python's ipaddress .version), not AF_INET*.
+ *    IPv4 addresses occupy addr[0..3], addr[4..15] are zero.
+ *  - Non-first fragments carry no L4 header: conntrack cannot admit them (its key needs
+ *    ports), so they pass only a subject that is not isolated in that direction (or is
+ *    in audit mode) and are dropped otherwise (LW_REASON_FRAGMENT). The same holds for
+ *    truncated/malformed headers (LW_REASON_MALFORMED) and headers we refuse to walk
+ *    (LW_REASON_UNSUPPORTED: too many IPv6 extension headers, VLAN tags).
+ *  - Audit (LW_SUBJECT_AUDIT): every would-drop of that subject becomes a pass with
+ *    reason LW_REASON_AUDIT (and an event); the flow is then tracked like any allow.
+ *  - Event rate limit: a per-CPU token bucket (lw_evrate_v1) refilled at
+ *    lw_config_v1.events_per_s with capacity events_burst; events over the limit are
+ *    counted in lw_evrate.suppressed, never queued.
+ *  - Load-time knobs live in the lw_config_v1 array (not const volatile: pylibbpf cannot
+ *    rewrite .rodata before load); zero fields mean "use the compiled default".
+ */
+#ifndef LW_ABI_H
+#define LW_ABI_H
+
+#include <linux/types.h>
+
+#define LW_ABI_VERSION 1
+
+/* ---- identities (mirror labelwall/identity/numbers.py) ---- */
+#define LW_ID_ANY 0   /* wildcard peer in policy keys */
+#define LW_ID_HOST 1  /* the local node: always allowed */
+#define LW_ID_WORLD 2 /* any address not in lw_ipcache_v1 */
+
+/* ---- directions, from the subject pod's point of view (mirror cluster.Direction) ---- */
+#define LW_DIR_INGRESS 1
+#define LW_DIR_EGRESS 2
+#define LW_DIR_NAMED 0x80 /* or-ed into lw_policy_key.dir for named-port entries */
+
+/* ---- address families (NOT AF_INET/AF_INET6: see header comment) ---- */
+#define LW_FAMILY_IPV4 4
+#define LW_FAMILY_IPV6 6
+
+/* ---- IP protocol numbers (mirror cluster.Protocol); 0 = any protocol in policy keys ---- */
+#define LW_PROTO_ANY 0
+#define LW_PROTO_ICMP 1
+#define LW_PROTO_TCP 6
+#define LW_PROTO_UDP 17
+#define LW_PROTO_ICMPV6 58
+#define LW_PROTO_SCTP 132
+
+/* ---- subject flags (lw_subject.flags; mirror mapstate.SubjectFlags) ---- */
+#define LW_SUBJECT_INGRESS_ISOLATED 1
+#define LW_SUBJECT_EGRESS_ISOLATED 2
+#define LW_SUBJECT_AUDIT 4
+
+/* ---- verdicts (lw_event.verdict) ---- */
+#define LW_VERDICT_DROP 0
+#define LW_VERDICT_ALLOW 1
+
+/* ---- reasons (mirror lookup.Reason; also the counter index within a direction) ---- */
+#define LW_REASON_NOT_ISOLATED 1
+#define LW_REASON_HOST 2
+#define LW_REASON_POLICY 3
+#define LW_REASON_AUDIT 4
+#define LW_REASON_CT_ESTABLISHED 5
+#define LW_REASON_CT_REPLY 6
+#define LW_REASON_NON_IP 7
+#define LW_REASON_ICMP_ND 8
+#define LW_REASON_FIRST_DROP 16 /* reasons >= this drop */
+#define LW_REASON_POLICY_DENIED 16
+#define LW_REASON_UNKNOWN_ENDPOINT 17
+#define LW_REASON_MALFORMED 18
+#define LW_REASON_FRAGMENT 19
+#define LW_REASON_UNSUPPORTED 20
+#define LW_REASON_MAX 32 /* exclusive bound; counters reserve this many slots per direction */
+
+/* ---- conntrack entry flags (lw_ct_value.flags) ---- */
+#define LW_CT_F_REPLY_SEEN 1 /* a packet of the reverse direction was seen */
+#define LW_CT_F_CLOSING 2    /* FIN or RST seen: lifetime capped at the close timeout */
+
+/* ---- conntrack timeouts, in seconds ---- */
+#define LW_CT_TCP_SYN_TIMEOUT_S 60       /* TCP before the first reply packet */
+#define LW_CT_TCP_TIMEOUT_S 21600        /* TCP established: 6 hours, refreshed per packet */
+#define LW_CT_TCP_CLOSE_TIMEOUT_S 10     /* after FIN or RST */
+#define LW_CT_UDP_TIMEOUT_S 60           /* UDP and SCTP (SCTP chunks are not inspected) */
+#define LW_CT_ICMP_TIMEOUT_S 30          /* ICMP/ICMPv6 echo (ports = echo id) */
+#define LW_CT_OTHER_TIMEOUT_S 60         /* any other protocol (ports = 0) */
+#define LW_CT_REFRESH_S 1                /* rewrite expires_ns at most once per second */
+
+/* ---- config defaults (lw_config fields that are 0 take these) ---- */
+#define LW_EVENTS_PER_S_DEFAULT 1000 /* events per second per CPU */
+#define LW_EVENTS_BURST_DEFAULT 200  /* bucket capacity, events per CPU */
+#define LW_CFG_NO_ALLOW_EVENTS 1     /* lw_config.flags: emit drop/audit events only */
+#define LW_CFG_NO_EVENTS 2           /* lw_config.flags: emit no events at all */
+
+/* ---- map sizes (max_entries); the loader checks the sizes it expects ---- */
+#ifndef LW_ENDPOINTS_MAX
+#define LW_ENDPOINTS_MAX 4096
+#endif
+#ifndef LW_SUBJECTS_MAX
+#define LW_SUBJECTS_MAX 65536
+#endif
+#ifndef LW_POLICY_MAX
+#define LW_POLICY_MAX 1048576
+#endif
+#ifndef LW_IPCACHE_MAX
+#define LW_IPCACHE_MAX 1048576
+#endif
+#ifndef LW_CIDRS_MAX
+#define LW_CIDRS_MAX 65536
+#endif
+#ifndef LW_PORTS_MAX
+#define LW_PORTS_MAX 262144
+#endif
+#ifndef LW_CT_MAX
+#define LW_CT_MAX 262144
+#endif
+#ifndef LW_EVENTS_BYTES
+#define LW_EVENTS_BYTES (256 * 1024) /* ring buffer size: a power of two multiple of 4 KiB */
+#endif
+#define LW_COUNTERS_MAX (2 * LW_REASON_MAX) /* index (dir - 1) * LW_REASON_MAX + reason */
+
+/* ---- LPM prefix lengths, in bits of the key after the u32 prefixlen ---- */
+#define LW_POLICY_PREFIX_ANY_PROTO 72 /* subject(32) + peer(32) + dir(8) */
+#define LW_POLICY_PREFIX_PROTO 80     /* ... + proto(8); add port_bits (0..16) */
+#define LW_POLICY_PREFIX_FULL 96      /* lookups use the full key */
+#define LW_CIDR_PREFIX_BASE 32        /* family(8) + pad(24); add the CIDR prefix length */
+
+/*
+ * lw_endpoints_v1: host-side veth ifindex (u32, host order) -> lw_endpoint.
+ * Node-local, written by the agent when a pod's veth appears.
+ */
+struct lw_endpoint {
+	__u32 identity; /* subject identity of the pod behind this veth */
+	__u32 flags;    /* reserved, must be 0 */
+};
+_Static_assert(sizeof(struct lw_endpoint) == 8, "lw_endpoint");
+
+/*
+ * lw_subjects_v1: identity (u32, host order) -> lw_subject. No entry = not isolated in
+ * either direction and not audited (what lookup.py assumes for a miss).
+ */
+struct lw_subject {
+	__u32 flags; /* LW_SUBJECT_* */
+};
+_Static_assert(sizeof(struct lw_subject) == 4, "lw_subject");
+
+/*
+ * lw_policy_v1 (LPM trie): one allow entry. The trie matches the first prefixlen bits
+ * after the prefixlen field, so the fields are ordered from always-exact to wildcardable:
+ * subject, peer, dir are always exact (72 bits); proto adds 8 bits (prefix 72 = any
+ * protocol); the port in network order adds 0..16 leading bits, so a port range
+ * decomposes into a few prefix entries. subject/peer are host order (matched exactly,
+ * so their byte order is irrelevant to the trie, but userspace must agree).
+ */
+struct lw_policy_key {
+	__u32 prefixlen; /* 72 for protocol ANY, 80 + port_bits otherwise; lookups use 96 */
+	__u32 subject;   /* host order */
+	__u32 peer;      /* host order; LW_ID_ANY = any peer */
+	__u8 dir;        /* LW_DIR_INGRESS/EGRESS, | LW_DIR_NAMED for named-port entries */
+	__u8 proto;      /* LW_PROTO_* */
+	__be16 port;     /* network order; a name id (network order) for named entries */
+};
+_Static_assert(sizeof(struct lw_policy_key) == 16, "lw_policy_key");
+
+struct lw_policy_value {
+	__u32 cookie; /* rule cookie chosen by the compiler; reported in events */
+};
+_Static_assert(sizeof(struct lw_policy_value) == 4, "lw_policy_value");
+
+/*
+ * lw_ipcache_v1 key (also the address part of other keys): exact pod/node address.
+ * A hash, not a trie: measured ~10 ns at 1M entries where a trie costs ~100 ns.
+ */
+struct lw_ip_key {
+	__u8 family;  /* LW_FAMILY_IPV4 / LW_FAMILY_IPV6 */
+	__u8 pad[3];  /* zero */
+	__u8 addr[16]; /* network order; IPv4 in addr[0..3], rest zero */
+};
+_Static_assert(sizeof(struct lw_ip_key) == 20, "lw_ip_key");
+
+struct lw_ipcache_value {
+	__u32 identity;      /* host order */
+	__u32 cidr_identity; /* longest policy CIDR containing the address, 0 if none */
+};
+_Static_assert(sizeof(struct lw_ipcache_value) == 8, "lw_ipcache_value");
+
+/*
+ * lw_cidrs_v1 (LPM trie): ipBlock prefixes, consulted only on an ipcache miss.
+ * family + pad are always exact (32 bits), then the CIDR's prefix bits.
+ */
+struct lw_cidr_key {
+	__u32 prefixlen; /* LW_CIDR_PREFIX_BASE + CIDR prefix length */
+	__u8 family;     /* LW_FAMILY_* */
+	__u8 pad[3];     /* zero */
+	__u8 addr[16];   /* network order, host bits zero */
+};
+_Static_assert(sizeof(struct lw_cidr_key) == 24, "lw_cidr_key");
+
+struct lw_cidr_value {
+	__u32 cidr_identity; /* host order */
+};
+_Static_assert(sizeof(struct lw_cidr_value) == 4, "lw_cidr_value");
+
+/*
+ * lw_ports_v1: (destination pod address, protocol, port) -> name id, for named ports
+ * resolved per pod (two pods of one identity may name different numbers).
+ */
+struct lw_port_key {
+	__u8 family;   /* LW_FAMILY_* */
+	__u8 proto;    /* LW_PROTO_TCP/UDP/SCTP */
+	__be16 port;   /* network order */
+	__u8 addr[16]; /* network order; IPv4 in addr[0..3] */
+};
+_Static_assert(sizeof(struct lw_port_key) == 20, "lw_port_key");
+
+struct lw_port_value {
+	__u32 name_id; /* host order; the port field of LW_DIR_NAMED policy keys */
+};
+_Static_assert(sizeof(struct lw_port_value) == 4, "lw_port_value");
+
+/*
+ * lw_ct_v1 (LRU hash): the flow's first packet as seen by the hook that allowed it.
+ * dir is that hook's direction: a later packet matches "established" with the same key,
+ * and "reply" with addresses/ports swapped and the opposite dir. ICMP echo uses the
+ * echo id as both ports; protocols without ports use 0.
+ */
+struct lw_ct_key {
+	__u8 family;    /* LW_FAMILY_* */
+	__u8 proto;     /* IP protocol number */
+	__u8 dir;       /* LW_DIR_* of the hook that created the entry */
+	__u8 pad;       /* zero */
+	__be16 sport;   /* network order */
+	__be16 dport;   /* network order */
+	__u8 saddr[16]; /* network order */
+	__u8 daddr[16]; /* network order */
+};
+_Static_assert(sizeof(struct lw_ct_key) == 40, "lw_ct_key");
+
+struct lw_ct_value {
+	__u64 expires_ns; /* bpf_ktime_get_ns() deadline (CLOCK_MONOTONIC, ns) */
+	__u32 flags;      /* LW_CT_F_* */
+	__u32 pad;        /* zero */
+};
+_Static_assert(sizeof(struct lw_ct_value) == 16, "lw_ct_value");
+
+/* lw_counters_v1 (per-CPU array): index (dir - 1) * LW_REASON_MAX + reason. */
+struct lw_counter {
+	__u64 packets;
+	__u64 bytes; /* skb->len, L2 included */
+};
+_Static_assert(sizeof(struct lw_counter) == 16, "lw_counter");
+
+/* lw_events_v1 (ring buffer) record: one verdict, for drops and for new-flow allows. */
+struct lw_event {
+	__u64 ts_ns;         /* bpf_ktime_get_ns() */
+	__u32 subject;       /* host order: identity of the pod behind the veth */
+	__u32 peer;          /* host order: peer identity (0 if not looked up) */
+	__u32 cidr_identity; /* host order */
+	__u32 cookie;        /* matching policy entry's cookie, 0 if none */
+	__u32 ifindex;       /* host order */
+	__u8 family;         /* LW_FAMILY_*, 0 for non-IP */
+	__u8 proto;          /* IP protocol */
+	__u8 dir;            /* LW_DIR_* of the hook */
+	__u8 verdict;        /* LW_VERDICT_* */
+	__u8 reason;         /* LW_REASON_* */
+	__u8 pad;            /* zero */
+	__be16 sport;        /* network order */
+	__be16 dport;        /* network order */
+	__u8 pad2[2];        /* zero */
+	__u8 saddr[16];      /* network order */
+	__u8 daddr[16];      /* network order */
+};
+_Static_assert(sizeof(struct lw_event) == 72, "lw_event");
+
+/* lw_evrate_v1 (per-CPU array, 1 entry): event token bucket and its losses. */
+struct lw_evrate {
+	__u64 last_ns;    /* last refill time, bpf_ktime_get_ns() */
+	__u64 tokens;     /* in nano-events: 1 event = 1e9 */
+	__u64 suppressed; /* events refused by the bucket */
+	__u64 lost;       /* events refused by a full ring buffer */
+};
+_Static_assert(sizeof(struct lw_evrate) == 32, "lw_evrate");
+
+/* lw_config_v1 (array, 1 entry): runtime knobs written by the loader. */
+struct lw_config {
+	__u32 events_per_s; /* per CPU; 0 = LW_EVENTS_PER_S_DEFAULT */
+	__u32 events_burst; /* per CPU; 0 = LW_EVENTS_BURST_DEFAULT */
+	__u32 flags;        /* LW_CFG_* */
+	__u32 pad;          /* zero */
+};
+_Static_assert(sizeof(struct lw_config) == 16, "lw_config");
+
+#endif /* LW_ABI_H */

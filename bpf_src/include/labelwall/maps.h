@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Every map the classifier uses; the only header that declares maps. Pinned by name. */
+#ifndef LW_MAPS_H
+#define LW_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "abi.h"
+
+/* Host-side veth ifindex -> subject identity (node-local, written by the agent). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LW_ENDPOINTS_MAX);
+	__type(key, __u32);
+	__type(value, struct lw_endpoint);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_endpoints_v1 SEC(".maps");
+
+/* Subject identity -> isolation/audit flags; a miss means not isolated. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LW_SUBJECTS_MAX);
+	__type(key, __u32);
+	__type(value, struct lw_subject);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_subjects_v1 SEC(".maps");
+
+/* Allow entries (subject, peer, dir, proto, port prefix) -> rule cookie. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, LW_POLICY_MAX);
+	__type(key, struct lw_policy_key);
+	__type(value, struct lw_policy_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_policy_v1 SEC(".maps");
+
+/* Exact pod/node address -> (identity, longest containing policy CIDR identity). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LW_IPCACHE_MAX);
+	__type(key, struct lw_ip_key);
+	__type(value, struct lw_ipcache_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* 1M slots: allocate on insert, not at load */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_ipcache_v1 SEC(".maps");
+
+/* ipBlock prefixes -> CIDR identity, for addresses missing from the ipcache. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, LW_CIDRS_MAX);
+	__type(key, struct lw_cidr_key);
+	__type(value, struct lw_cidr_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_cidrs_v1 SEC(".maps");
+
+/* (destination pod address, proto, port) -> named-port id. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LW_PORTS_MAX);
+	__type(key, struct lw_port_key);
+	__type(value, struct lw_port_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_ports_v1 SEC(".maps");
+
+/* Connection tracking: first-packet tuple + creating direction -> expiry and flags. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, LW_CT_MAX);
+	__type(key, struct lw_ct_key);
+	__type(value, struct lw_ct_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_ct_v1 SEC(".maps");
+
+/* Per-CPU packet/byte counters by direction x reason. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LW_COUNTERS_MAX);
+	__type(key, __u32);
+	__type(value, struct lw_counter);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_counters_v1 SEC(".maps");
+
+/* Verdict events (struct lw_event records) for userspace. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, LW_EVENTS_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_events_v1 SEC(".maps");
+
+/* Per-CPU token bucket that rate-limits events. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lw_evrate);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_evrate_v1 SEC(".maps");
+
+/* Runtime knobs (event rate, event kinds), written by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lw_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_config_v1 SEC(".maps");
+
+#endif /* LW_MAPS_H */

@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Packet parsing: Ethernet -> IPv4/IPv6 (extension headers walked, bounded) -> L4 ports. */
+#ifndef LW_PARSE_H
+#define LW_PARSE_H
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "abi.h"
+
+/* IPv6 extension headers walked before giving up with LW_REASON_UNSUPPORTED. */
+#define LW_IPV6_MAX_EXT 8
+
+#define LW_IPV4_FRAG_OFFSET_MASK 0x1fff /* frag_off bits 0..12, units of 8 bytes */
+#define LW_IPV6_FRAG_OFFSET_MASK 0xfff8 /* fragment header offset field, units of 8 bytes */
+
+#define LW_TCP_FIN 0x01
+#define LW_TCP_RST 0x04
+
+#define LW_ICMP_ECHO_REPLY 0
+#define LW_ICMP_ECHO_REQUEST 8
+#define LW_ICMPV6_ECHO_REQUEST 128
+#define LW_ICMPV6_ECHO_REPLY 129
+#define LW_ICMPV6_ND_FIRST 133 /* router solicitation */
+#define LW_ICMPV6_ND_LAST 137  /* redirect */
+
+/* What the classifier needs from one packet (not an ABI struct: never leaves the program). */
+struct lw_packet {
+	__u8 family;    /* LW_FAMILY_*, 0 until an IP header was read */
+	__u8 proto;     /* IP protocol (after IPv6 extension headers) */
+	__u8 tcp_flags; /* TCP flags byte, 0 for other protocols */
+	__u8 has_ports; /* 1 for TCP/UDP/SCTP: policy matches dport */
+	__be16 sport;   /* network order; conntrack ports (ICMP echo: the echo id) */
+	__be16 dport;   /* network order */
+	__u8 saddr[16]; /* network order */
+	__u8 daddr[16]; /* network order */
+};
+
+/* L4 header sizes we insist on reading in full (a shorter header is malformed). */
+#define LW_TCP_HDR_MIN 20
+#define LW_UDP_HDR_LEN 8
+#define LW_SCTP_COMMON_HDR_LEN 12
+#define LW_ICMP_HDR_LEN 8
+
+static __always_inline int lw_parse_l4(struct __sk_buff *skb, __u32 off, struct lw_packet *pkt)
+{
+	__u8 buf[LW_TCP_HDR_MIN];
+
+	switch (pkt->proto) {
+	case IPPROTO_TCP:
+		if (bpf_skb_load_bytes(skb, off, buf, LW_TCP_HDR_MIN) < 0)
+			return LW_REASON_MALFORMED;
+		if ((buf[12] >> 4) < 5) /* data offset in 32-bit words */
+			return LW_REASON_MALFORMED;
+		pkt->tcp_flags = buf[13];
+		break;
+	case IPPROTO_UDP:
+		if (bpf_skb_load_bytes(skb, off, buf, LW_UDP_HDR_LEN) < 0)
+			return LW_REASON_MALFORMED;
+		break;
+	case IPPROTO_SCTP:
+		if (bpf_skb_load_bytes(skb, off, buf, LW_SCTP_COMMON_HDR_LEN) < 0)
+			return LW_REASON_MALFORMED;
+		break;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		if (bpf_skb_load_bytes(skb, off, buf, LW_ICMP_HDR_LEN) < 0)
+			return LW_REASON_MALFORMED;
+		if (pkt->proto == IPPROTO_ICMPV6 && buf[0] >= LW_ICMPV6_ND_FIRST &&
+		    buf[0] <= LW_ICMPV6_ND_LAST && pkt->family == LW_FAMILY_IPV6)
+			return LW_REASON_ICMP_ND;
+		if ((pkt->proto == IPPROTO_ICMP &&
+		     (buf[0] == LW_ICMP_ECHO_REQUEST || buf[0] == LW_ICMP_ECHO_REPLY)) ||
+		    (pkt->proto == IPPROTO_ICMPV6 &&
+		     (buf[0] == LW_ICMPV6_ECHO_REQUEST || buf[0] == LW_ICMPV6_ECHO_REPLY))) {
+			/* echo id (bytes 4..5) as both ports: request and reply then share a flow */
+			__builtin_memcpy(&pkt->sport, &buf[4], 2);
+			pkt->dport = pkt->sport;
+		}
+		return 0;
+	default:
+		return 0; /* no ports: matched by protocol only */
+	}
+	__builtin_memcpy(&pkt->sport, &buf[0], 2);
+	__builtin_memcpy(&pkt->dport, &buf[2], 2);
+	pkt->has_ports = 1;
+	return 0;
+}
+
+static __always_inline int lw_parse_ipv4(struct __sk_buff *skb, struct lw_packet *pkt)
+{
+	struct iphdr ip;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+		return LW_REASON_MALFORMED;
+	if (ip.version != 4 || ip.ihl < 5)
+		return LW_REASON_MALFORMED;
+	pkt->family = LW_FAMILY_IPV4;
+	pkt->proto = ip.protocol;
+	__builtin_memcpy(pkt->saddr, &ip.saddr, 4);
+	__builtin_memcpy(pkt->daddr, &ip.daddr, 4);
+	if (bpf_ntohs(ip.tot_len) < ip.ihl * 4)
+		return LW_REASON_MALFORMED;
+	/* A non-first fragment has no L4 header: nothing to match ports against. */
+	if (bpf_ntohs(ip.frag_off) & LW_IPV4_FRAG_OFFSET_MASK)
+		return LW_REASON_FRAGMENT;
+	return lw_parse_l4(skb, ETH_HLEN + ip.ihl * 4, pkt);
+}
+
+static __always_inline int lw_ipv6_is_ext(__u8 nexthdr)
+{
+	return nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
+	       nexthdr == IPPROTO_DSTOPTS || nexthdr == IPPROTO_AH ||
+	       nexthdr == IPPROTO_FRAGMENT;
+}
+
+static __always_inline int lw_parse_ipv6(struct __sk_buff *skb, struct lw_packet *pkt)
+{
+	struct ipv6hdr ip6;
+	__u32 off = ETH_HLEN + sizeof(struct ipv6hdr);
+	__u8 nexthdr;
+	int i;
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
+		return LW_REASON_MALFORMED;
+	if (ip6.version != 6)
+		return LW_REASON_MALFORMED;
+	pkt->family = LW_FAMILY_IPV6;
+	__builtin_memcpy(pkt->saddr, &ip6.saddr, 16);
+	__builtin_memcpy(pkt->daddr, &ip6.daddr, 16);
+	nexthdr = ip6.nexthdr;
+
+	/* Bounded walk; a chain longer than LW_IPV6_MAX_EXT is refused, never skipped. */
+	for (i = 0; i < LW_IPV6_MAX_EXT; i++) {
+		__u8 ext[8]; /* next header, length, then type-specific bytes */
+
+		if (!lw_ipv6_is_ext(nexthdr))
+			break;
+		if (bpf_skb_load_bytes(skb, off, ext, sizeof(ext)) < 0)
+			return LW_REASON_MALFORMED;
+		switch (nexthdr) {
+		case IPPROTO_FRAGMENT: {
+			__be16 frag_off;
+
+			__builtin_memcpy(&frag_off, &ext[2], 2);
+			pkt->proto = ext[0];
+			if (bpf_ntohs(frag_off) & LW_IPV6_FRAG_OFFSET_MASK)
+				return LW_REASON_FRAGMENT;
+			off += 8; /* fixed size */
+			break;
+		}
+		case IPPROTO_AH:
+			off += ((__u32)ext[1] + 2) * 4; /* RFC 4302: length in 4-byte units minus 2 */
+			break;
+		default:
+			off += ((__u32)ext[1] + 1) * 8; /* RFC 8200: length in 8-byte units minus 1 */
+			break;
+		}
+		nexthdr = ext[0];
+	}
+	pkt->proto = nexthdr;
+	if (lw_ipv6_is_ext(nexthdr))
+		return LW_REASON_UNSUPPORTED;
+	return lw_parse_l4(skb, off, pkt);
+}
+
+/*
+ * Fills *pkt and returns 0 for an IP packet whose headers were read in full, or a reason:
+ * LW_REASON_NON_IP / LW_REASON_ICMP_ND (always pass), LW_REASON_MALFORMED /
+ * LW_REASON_FRAGMENT / LW_REASON_UNSUPPORTED (pass only a non-isolated subject).
+ */
+static __always_inline int lw_parse(struct __sk_buff *skb, struct lw_packet *pkt)
+{
+	__be16 h_proto;
+
+	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &h_proto, 2) < 0)
+		return LW_REASON_MALFORMED;
+	switch (h_proto) {
+	case bpf_htons(ETH_P_IP):
+		return lw_parse_ipv4(skb, pkt);
+	case bpf_htons(ETH_P_IPV6):
+		return lw_parse_ipv6(skb, pkt);
+	case bpf_htons(ETH_P_8021Q):
+	case bpf_htons(ETH_P_8021AD):
+		return LW_REASON_UNSUPPORTED; /* a tagged frame could hide IP: do not wave it on */
+	default:
+		return LW_REASON_NON_IP; /* ARP and friends */
+	}
+}
+
+#endif /* LW_PARSE_H */

@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The policy decision for a new flow, in exactly the order of labelwall/policy/lookup.py. */
+#ifndef LW_POLICY_H
+#define LW_POLICY_H
+
+#include "abi.h"
+#include "identity.h"
+#include "maps.h"
+#include "parse.h"
+
+/* A verdict and what it was based on (internal; copied into lw_event). */
+struct lw_decision {
+	__u8 verdict; /* LW_VERDICT_* */
+	__u8 reason;  /* LW_REASON_* */
+	__u32 cookie; /* matching policy entry's cookie */
+	__u32 peer;   /* peer identity, 0 if not looked up */
+	__u32 cidr_identity;
+};
+
+static __always_inline int lw_policy_match(__u32 subject, __u32 peer, __u8 dir, __u8 proto,
+					   __be16 port, __u32 *cookie)
+{
+	struct lw_policy_key key = {
+		.prefixlen = LW_POLICY_PREFIX_FULL,
+		.subject = subject,
+		.peer = peer,
+		.dir = dir,
+		.proto = proto,
+		.port = port,
+	};
+	const struct lw_policy_value *v = bpf_map_lookup_elem(&lw_policy_v1, &key);
+
+	if (!v)
+		return 0;
+	*cookie = v->cookie;
+	return 1;
+}
+
+/* lookup.py step 5 for one peer: the port entry, then the named-port entry. */
+static __always_inline int lw_policy_match_peer(__u32 subject, __u32 peer, __u8 dir,
+						const struct lw_packet *pkt, __be16 port,
+						__be16 name_id, __u32 *cookie)
+{
+	if (lw_policy_match(subject, peer, dir, pkt->proto, port, cookie))
+		return 1;
+	return name_id && lw_policy_match(subject, peer, dir | LW_DIR_NAMED, pkt->proto,
+					  name_id, cookie);
+}
+
+static __always_inline __be16 lw_named_port(const struct lw_packet *pkt)
+{
+	/* lookup.py step 4: keyed by the packet's destination (the subject for ingress,
+	 * the peer for egress), i.e. always daddr. */
+	struct lw_port_key key = {
+		.family = pkt->family,
+		.proto = pkt->proto,
+		.port = pkt->dport,
+	};
+	const struct lw_port_value *v;
+
+	__builtin_memcpy(key.addr, pkt->daddr, 16);
+	v = bpf_map_lookup_elem(&lw_ports_v1, &key);
+	return v ? bpf_htons((__u16)v->name_id) : 0;
+}
+
+static __always_inline void lw_allow(struct lw_decision *d, __u8 reason)
+{
+	d->verdict = LW_VERDICT_ALLOW;
+	d->reason = reason;
+}
+
+/* Steps 1-6 of lookup.py. At most 1 + 1 + 1 + 1 + 3 x 2 map lookups. */
+static __always_inline void lw_policy_decide(const struct lw_packet *pkt, __u32 subject,
+					     __u8 dir, struct lw_decision *d)
+{
+	__u32 flags = lw_subject_flags(subject);
+	const __u8 *peer_addr = dir == LW_DIR_EGRESS ? pkt->daddr : pkt->saddr;
+	__be16 port = pkt->has_ports ? pkt->dport : 0;
+	__be16 name_id = 0;
+
+	if (!(flags & lw_isolation_flag(dir))) {
+		lw_allow(d, LW_REASON_NOT_ISOLATED);
+		return;
+	}
+	lw_peer_identity(pkt->family, peer_addr, &d->peer, &d->cidr_identity);
+	if (d->peer == LW_ID_HOST) {
+		lw_allow(d, LW_REASON_HOST);
+		return;
+	}
+	if (pkt->has_ports)
+		name_id = lw_named_port(pkt);
+	if (lw_policy_match_peer(subject, d->peer, dir, pkt, port, name_id, &d->cookie) ||
+	    (d->cidr_identity && lw_policy_match_peer(subject, d->cidr_identity, dir, pkt, port,
+						      name_id, &d->cookie)) ||
+	    lw_policy_match_peer(subject, LW_ID_ANY, dir, pkt, port, name_id, &d->cookie)) {
+		lw_allow(d, LW_REASON_POLICY);
+		return;
+	}
+	if (flags & LW_SUBJECT_AUDIT) {
+		lw_allow(d, LW_REASON_AUDIT);
+		return;
+	}
+	d->verdict = LW_VERDICT_DROP;
+	d->reason = LW_REASON_POLICY_DENIED;
+}
+
+/*
+ * A packet we could not parse (malformed, non-first fragment, unsupported header chain):
+ * it passes only a subject that is not isolated in this direction, or one in audit mode.
+ */
+static __always_inline void lw_unparsed_decide(__u32 subject, __u8 dir, __u8 reason,
+					       struct lw_decision *d)
+{
+	__u32 flags = lw_subject_flags(subject);
+
+	if (!(flags & lw_isolation_flag(dir))) {
+		lw_allow(d, LW_REASON_NOT_ISOLATED);
+		return;
+	}
+	if (flags & LW_SUBJECT_AUDIT) {
+		lw_allow(d, LW_REASON_AUDIT);
+		return;
+	}
+	d->verdict = LW_VERDICT_DROP;
+	d->reason = reason;
+}
+
+#endif /* LW_POLICY_H */

@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Counters (per CPU, direction x reason) and rate-limited verdict events (ring buffer). */
+#ifndef LW_TELEMETRY_H
+#define LW_TELEMETRY_H
+
+#include "abi.h"
+#include "maps.h"
+#include "parse.h"
+#include "policy.h"
+
+#define LW_NANO_EVENTS 1000000000ULL /* token units per event */
+
+static __always_inline void lw_count(__u8 dir, __u8 reason, __u32 bytes)
+{
+	__u32 idx = (__u32)(dir - 1) * LW_REASON_MAX + reason;
+	struct lw_counter *c;
+
+	if (idx >= LW_COUNTERS_MAX)
+		return;
+	c = bpf_map_lookup_elem(&lw_counters_v1, &idx);
+	if (!c)
+		return;
+	c->packets++; /* per-CPU slot: no atomics needed */
+	c->bytes += bytes;
+}
+
+/* Per-CPU token bucket: 1 when an event may be sent now. */
+static __always_inline int lw_event_budget(const struct lw_config *cfg, __u64 now)
+{
+	__u32 zero = 0;
+	struct lw_evrate *b = bpf_map_lookup_elem(&lw_evrate_v1, &zero);
+	__u64 rate = cfg && cfg->events_per_s ? cfg->events_per_s : LW_EVENTS_PER_S_DEFAULT;
+	__u64 cap = (cfg && cfg->events_burst ? cfg->events_burst : LW_EVENTS_BURST_DEFAULT) *
+		    LW_NANO_EVENTS;
+	__u64 elapsed;
+
+	if (!b)
+		return 0;
+	elapsed = now - b->last_ns;
+	b->last_ns = now;
+	/* tokens += elapsed_ns * events_per_s nano-events, capped (divide first: no overflow) */
+	if (elapsed >= cap / rate || b->tokens + elapsed * rate >= cap)
+		b->tokens = cap;
+	else
+		b->tokens += elapsed * rate;
+	if (b->tokens < LW_NANO_EVENTS) {
+		b->suppressed++;
+		return 0;
+	}
+	b->tokens -= LW_NANO_EVENTS;
+	return 1;
+}
+
+static __always_inline void lw_emit(struct __sk_buff *skb, __u8 dir, __u32 subject,
+				    const struct lw_packet *pkt, const struct lw_decision *d,
+				    __u64 now)
+{
+	__u32 zero = 0;
+	const struct lw_config *cfg = bpf_map_lookup_elem(&lw_config_v1, &zero);
+	__u32 cfg_flags = cfg ? cfg->flags : 0;
+	struct lw_event *e;
+
+	if (cfg_flags & LW_CFG_NO_EVENTS)
+		return;
+	if ((cfg_flags & LW_CFG_NO_ALLOW_EVENTS) && d->verdict == LW_VERDICT_ALLOW &&
+	    d->reason != LW_REASON_AUDIT)
+		return;
+	if (!lw_event_budget(cfg, now))
+		return;
+	e = bpf_ringbuf_reserve(&lw_events_v1, sizeof(*e), 0);
+	if (!e) {
+		struct lw_evrate *b = bpf_map_lookup_elem(&lw_evrate_v1, &zero);
+
+		if (b)
+			b->lost++;
+		return;
+	}
+	e->ts_ns = now;
+	e->subject = subject;
+	e->peer = d->peer;
+	e->cidr_identity = d->cidr_identity;
+	e->cookie = d->cookie;
+	e->ifindex = skb->ifindex;
+	e->family = pkt->family;
+	e->proto = pkt->proto;
+	e->dir = dir;
+	e->verdict = d->verdict;
+	e->reason = d->reason;
+	e->pad = 0;
+	e->sport = pkt->sport;
+	e->dport = pkt->dport;
+	e->pad2[0] = 0;
+	e->pad2[1] = 0;
+	__builtin_memcpy(e->saddr, pkt->saddr, 16);
+	__builtin_memcpy(e->daddr, pkt->daddr, 16);
+	bpf_ringbuf_submit(e, 0);
+}
+
+#endif /* LW_TELEMETRY_H */

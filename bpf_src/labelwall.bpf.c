@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * labelwall TC classifier: one program per veth hook. The entry points only orchestrate;
+ * each concern lives in its own header under include/labelwall/.
+ */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+
+#include "labelwall/abi.h"
+#include "labelwall/maps.h"
+#include "labelwall/parse.h"
+#include "labelwall/identity.h"
+#include "labelwall/policy.h"
+#include "labelwall/conntrack.h"
+#include "labelwall/telemetry.h"
+
+static __always_inline int lw_finish(struct __sk_buff *skb, __u8 dir, __u32 subject,
+				     const struct lw_packet *pkt, const struct lw_decision *d,
+				     int emit, __u64 now)
+{
+	lw_count(dir, d->reason, skb->len);
+	if (emit)
+		lw_emit(skb, dir, subject, pkt, d, now);
+	return d->verdict == LW_VERDICT_ALLOW ? TC_ACT_OK : TC_ACT_SHOT;
+}
+
+static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
+{
+	struct lw_packet pkt = {};
+	struct lw_decision d = {};
+	const struct lw_endpoint *ep;
+	__u64 now = bpf_ktime_get_ns();
+	__u32 subject;
+	int status;
+	__u8 ct;
+
+	/* 1. Which pod is behind this veth? Unknown: drop (fail closed). */
+	ep = lw_endpoint_lookup(skb->ifindex);
+	if (!ep) {
+		d.reason = LW_REASON_UNKNOWN_ENDPOINT;
+		return lw_finish(skb, dir, 0, &pkt, &d, 1, now);
+	}
+	subject = ep->identity;
+
+	/* 2. Parse. ARP and IPv6 neighbour discovery always pass; unparsed IP only when the
+	 * subject is not isolated (or audited). */
+	status = lw_parse(skb, &pkt);
+	if (status == LW_REASON_NON_IP || status == LW_REASON_ICMP_ND) {
+		lw_allow(&d, status);
+		return lw_finish(skb, dir, subject, &pkt, &d, 0, now);
+	}
+	if (status) {
+		lw_unparsed_decide(subject, dir, status, &d);
+		return lw_finish(skb, dir, subject, &pkt, &d,
+				 d.verdict == LW_VERDICT_DROP || d.reason == LW_REASON_AUDIT, now);
+	}
+
+	/* 3. Conntrack: established or reply of an allowed flow passes without policy. */
+	ct = lw_ct_lookup(&pkt, dir, now);
+	if (ct) {
+		lw_allow(&d, ct);
+		return lw_finish(skb, dir, subject, &pkt, &d, 0, now);
+	}
+
+	/* 4. New flow: the lookup.py order; track every allowed flow, report every verdict. */
+	lw_policy_decide(&pkt, subject, dir, &d);
+	if (d.verdict == LW_VERDICT_ALLOW)
+		lw_ct_create(&pkt, dir, now);
+	return lw_finish(skb, dir, subject, &pkt, &d, 1, now);
+}
+
+/* Host-side veth tc ingress: packets leaving the pod, the pod's EGRESS policy. */
+SEC("tc")
+int handle_from_pod(struct __sk_buff *skb)
+{
+	return lw_handle(skb, LW_DIR_EGRESS);
+}
+
+/* Host-side veth tc egress: packets entering the pod, the pod's INGRESS policy. */
+SEC("tc")
+int handle_to_pod(struct __sk_buff *skb)
+{
+	return lw_handle(skb, LW_DIR_INGRESS);
+}
+
+char LICENSE[] SEC("license") = "GPL"; /* GPL-compatible: every helper stays usable */

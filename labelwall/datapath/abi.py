@@ -1,0 +1,563 @@
+"""Python mirror of bpf_src/include/labelwall/abi.h: constants, struct layouts, encoders.
+
+Field names equal the C field names; tests/datapath/test_abi_layout.py checks every
+layout against host offsetof/sizeof and against the BTF of the compiled object. Host-order
+fields use native byte order (``=``), "network order" fields are converted here, so the
+rest of the package only sees MapState values (labelwall/policy/mapstate.py).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum, IntFlag
+from functools import cached_property
+from typing import Any
+
+from labelwall.cluster import Direction, IPAddress, IPNetwork, Protocol
+from labelwall.policy.lookup import Reason
+from labelwall.policy.mapstate import IpcacheEntry, NamedPortKey, PolicyKey, SubjectFlags
+
+ABI_VERSION = 1
+PIN_ROOT = "/sys/fs/bpf"
+
+__all__ = ["Reason", "SubjectFlags"]  # re-exported mirrors of LW_REASON_* / LW_SUBJECT_*
+
+
+class Family(IntEnum):
+    """LW_FAMILY_*: the IP version, not AF_INET*."""
+
+    IPV4 = 4
+    IPV6 = 6
+
+
+class Verdict(IntEnum):
+    DROP = 0
+    ALLOW = 1
+
+
+class CtFlags(IntFlag):
+    NONE = 0
+    REPLY_SEEN = 1
+    CLOSING = 2
+
+
+class ConfigFlags(IntFlag):
+    NONE = 0
+    NO_ALLOW_EVENTS = 1
+    NO_EVENTS = 2
+
+
+DIR_NAMED = 0x80  # LW_DIR_NAMED, or-ed into lw_policy_key.dir
+REASON_MAX = 32  # LW_REASON_MAX
+REASON_FIRST_DROP = 16  # LW_REASON_FIRST_DROP
+
+POLICY_PREFIX_ANY_PROTO = 72  # LW_POLICY_PREFIX_ANY_PROTO
+POLICY_PREFIX_PROTO = 80  # LW_POLICY_PREFIX_PROTO
+POLICY_PREFIX_FULL = 96  # LW_POLICY_PREFIX_FULL
+CIDR_PREFIX_BASE = 32  # LW_CIDR_PREFIX_BASE
+
+# Conntrack timeouts, seconds (LW_CT_*_TIMEOUT_S).
+CT_TCP_SYN_TIMEOUT_S = 60
+CT_TCP_TIMEOUT_S = 21600
+CT_TCP_CLOSE_TIMEOUT_S = 10
+CT_UDP_TIMEOUT_S = 60
+CT_ICMP_TIMEOUT_S = 30
+CT_OTHER_TIMEOUT_S = 60
+
+EVENTS_PER_S_DEFAULT = 1000  # per CPU
+EVENTS_BURST_DEFAULT = 200  # per CPU
+
+# ---- struct layouts ----
+
+
+@dataclass(frozen=True)
+class Field:
+    """One C field: ``fmt`` is its struct format (``16s`` for u8[16])."""
+
+    name: str
+    fmt: str
+    network_order: bool = False
+
+    @property
+    def size(self) -> int:
+        return struct.calcsize("=" + self.fmt)
+
+
+@dataclass(frozen=True)
+class CStruct:
+    """A packed-by-construction C struct (explicit pads, so no implicit padding)."""
+
+    c_name: str
+    fields: tuple[Field, ...]
+
+    @cached_property
+    def codec(self) -> struct.Struct:
+        return struct.Struct("=" + "".join(f.fmt for f in self.fields))
+
+    @property
+    def size(self) -> int:
+        return self.codec.size
+
+    def offsets(self) -> dict[str, int]:
+        out, off = {}, 0
+        for f in self.fields:
+            out[f.name] = off
+            off += f.size
+        return out
+
+
+def _s(c_name: str, *fields: Field) -> CStruct:
+    return CStruct(c_name, fields)
+
+
+F = Field
+ENDPOINT = _s("lw_endpoint", F("identity", "I"), F("flags", "I"))
+SUBJECT = _s("lw_subject", F("flags", "I"))
+POLICY_KEY = _s(
+    "lw_policy_key",
+    F("prefixlen", "I"),
+    F("subject", "I"),
+    F("peer", "I"),
+    F("dir", "B"),
+    F("proto", "B"),
+    F("port", "H", network_order=True),
+)
+POLICY_VALUE = _s("lw_policy_value", F("cookie", "I"))
+IP_KEY = _s("lw_ip_key", F("family", "B"), F("pad", "3s"), F("addr", "16s", True))
+IPCACHE_VALUE = _s("lw_ipcache_value", F("identity", "I"), F("cidr_identity", "I"))
+CIDR_KEY = _s(
+    "lw_cidr_key", F("prefixlen", "I"), F("family", "B"), F("pad", "3s"), F("addr", "16s", True)
+)
+CIDR_VALUE = _s("lw_cidr_value", F("cidr_identity", "I"))
+PORT_KEY = _s(
+    "lw_port_key", F("family", "B"), F("proto", "B"), F("port", "H", True), F("addr", "16s", True)
+)
+PORT_VALUE = _s("lw_port_value", F("name_id", "I"))
+CT_KEY = _s(
+    "lw_ct_key",
+    F("family", "B"),
+    F("proto", "B"),
+    F("dir", "B"),
+    F("pad", "B"),
+    F("sport", "H", True),
+    F("dport", "H", True),
+    F("saddr", "16s", True),
+    F("daddr", "16s", True),
+)
+CT_VALUE = _s("lw_ct_value", F("expires_ns", "Q"), F("flags", "I"), F("pad", "I"))
+COUNTER = _s("lw_counter", F("packets", "Q"), F("bytes", "Q"))
+EVENT = _s(
+    "lw_event",
+    F("ts_ns", "Q"),
+    F("subject", "I"),
+    F("peer", "I"),
+    F("cidr_identity", "I"),
+    F("cookie", "I"),
+    F("ifindex", "I"),
+    F("family", "B"),
+    F("proto", "B"),
+    F("dir", "B"),
+    F("verdict", "B"),
+    F("reason", "B"),
+    F("pad", "B"),
+    F("sport", "H", True),
+    F("dport", "H", True),
+    F("pad2", "2s"),
+    F("saddr", "16s", True),
+    F("daddr", "16s", True),
+)
+EVRATE = _s("lw_evrate", F("last_ns", "Q"), F("tokens", "Q"), F("suppressed", "Q"), F("lost", "Q"))
+CONFIG = _s(
+    "lw_config", F("events_per_s", "I"), F("events_burst", "I"), F("flags", "I"), F("pad", "I")
+)
+
+STRUCTS: tuple[CStruct, ...] = (
+    ENDPOINT,
+    SUBJECT,
+    POLICY_KEY,
+    POLICY_VALUE,
+    IP_KEY,
+    IPCACHE_VALUE,
+    CIDR_KEY,
+    CIDR_VALUE,
+    PORT_KEY,
+    PORT_VALUE,
+    CT_KEY,
+    CT_VALUE,
+    COUNTER,
+    EVENT,
+    EVRATE,
+    CONFIG,
+)
+
+# ---- maps ----
+
+U32 = 4
+
+
+@dataclass(frozen=True)
+class MapSpec:
+    """What the loader expects of a pinned map (type/key/value/max_entries)."""
+
+    name: str
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+
+    @property
+    def pin_path(self) -> str:
+        return f"{PIN_ROOT}/{self.name}"
+
+
+# linux/bpf.h enum bpf_map_type
+_HASH, _ARRAY, _PERCPU_ARRAY, _LRU_HASH, _LPM_TRIE, _RINGBUF = 1, 2, 6, 9, 11, 27
+
+ENDPOINTS_MAX = 4096
+SUBJECTS_MAX = 65536
+POLICY_MAX = 1 << 20
+IPCACHE_MAX = 1 << 20
+CIDRS_MAX = 65536
+PORTS_MAX = 262144
+CT_MAX = 262144
+EVENTS_BYTES = 256 * 1024
+COUNTERS_MAX = 2 * REASON_MAX
+
+ENDPOINTS_MAP = MapSpec("lw_endpoints_v1", _HASH, U32, ENDPOINT.size, ENDPOINTS_MAX)
+SUBJECTS_MAP = MapSpec("lw_subjects_v1", _HASH, U32, SUBJECT.size, SUBJECTS_MAX)
+POLICY_MAP = MapSpec("lw_policy_v1", _LPM_TRIE, POLICY_KEY.size, POLICY_VALUE.size, POLICY_MAX)
+IPCACHE_MAP = MapSpec("lw_ipcache_v1", _HASH, IP_KEY.size, IPCACHE_VALUE.size, IPCACHE_MAX)
+CIDRS_MAP = MapSpec("lw_cidrs_v1", _LPM_TRIE, CIDR_KEY.size, CIDR_VALUE.size, CIDRS_MAX)
+PORTS_MAP = MapSpec("lw_ports_v1", _HASH, PORT_KEY.size, PORT_VALUE.size, PORTS_MAX)
+CT_MAP = MapSpec("lw_ct_v1", _LRU_HASH, CT_KEY.size, CT_VALUE.size, CT_MAX)
+COUNTERS_MAP = MapSpec("lw_counters_v1", _PERCPU_ARRAY, U32, COUNTER.size, COUNTERS_MAX)
+EVENTS_MAP = MapSpec("lw_events_v1", _RINGBUF, 0, 0, EVENTS_BYTES)
+EVRATE_MAP = MapSpec("lw_evrate_v1", _PERCPU_ARRAY, U32, EVRATE.size, 1)
+CONFIG_MAP = MapSpec("lw_config_v1", _ARRAY, U32, CONFIG.size, 1)
+
+MAPS: tuple[MapSpec, ...] = (
+    ENDPOINTS_MAP,
+    SUBJECTS_MAP,
+    POLICY_MAP,
+    IPCACHE_MAP,
+    CIDRS_MAP,
+    PORTS_MAP,
+    CT_MAP,
+    COUNTERS_MAP,
+    EVENTS_MAP,
+    EVRATE_MAP,
+    CONFIG_MAP,
+)
+
+# Program names in the object (SEC("tc") functions) and their pins.
+PROG_FROM_POD = "handle_from_pod"
+PROG_TO_POD = "handle_to_pod"
+PROG_PINS = {PROG_FROM_POD: f"{PIN_ROOT}/lw_from_pod_v1", PROG_TO_POD: f"{PIN_ROOT}/lw_to_pod_v1"}
+
+# ---- encoders / decoders (MapState types <-> bytes) ----
+
+_U32 = struct.Struct("=I")
+
+
+def _swap16(v: int) -> int:
+    """Host-order u16 -> the native-order integer whose bytes are ``v`` in network order."""
+    return ((v & 0xFF) << 8) | (v >> 8)
+
+
+def _addr16(addr: IPAddress) -> bytes:
+    return addr.packed.ljust(16, b"\0")
+
+
+def _addr_from16(family: int, raw: bytes) -> IPAddress:
+    if family == Family.IPV4:
+        return ipaddress.IPv4Address(raw[:4])
+    return ipaddress.IPv6Address(raw)
+
+
+def encode_u32(v: int) -> bytes:
+    """Keys that are a plain host-order u32 (ifindex, identity, array index)."""
+    return _U32.pack(v)
+
+
+def decode_u32(raw: bytes) -> int:
+    return int(_U32.unpack(raw)[0])
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    identity: int
+    flags: int = 0
+
+
+def encode_endpoint(v: Endpoint) -> bytes:
+    return ENDPOINT.codec.pack(v.identity, v.flags)
+
+
+def decode_endpoint(raw: bytes) -> Endpoint:
+    identity, flags = ENDPOINT.codec.unpack(raw)
+    return Endpoint(identity, flags)
+
+
+def encode_subject(flags: SubjectFlags) -> bytes:
+    return SUBJECT.codec.pack(int(flags))
+
+
+def decode_subject(raw: bytes) -> SubjectFlags:
+    return SubjectFlags(SUBJECT.codec.unpack(raw)[0])
+
+
+def policy_prefixlen(key: PolicyKey) -> int:
+    if key.protocol == Protocol.ANY:
+        return POLICY_PREFIX_ANY_PROTO
+    return POLICY_PREFIX_PROTO + (16 if key.named else key.port_bits)
+
+
+def encode_policy_key(key: PolicyKey) -> bytes:
+    return POLICY_KEY.codec.pack(
+        policy_prefixlen(key),
+        key.subject,
+        key.peer,
+        int(key.direction) | (DIR_NAMED if key.named else 0),
+        int(key.protocol),
+        _swap16(key.port),
+    )
+
+
+def decode_policy_key(raw: bytes) -> PolicyKey:
+    prefixlen, subject, peer, dir_, proto, port = POLICY_KEY.codec.unpack(raw)
+    named = bool(dir_ & DIR_NAMED)
+    protocol = Protocol(proto)
+    bits = 0 if protocol == Protocol.ANY else prefixlen - POLICY_PREFIX_PROTO
+    return PolicyKey(
+        subject, peer, Direction(dir_ & ~DIR_NAMED), protocol, _swap16(port), bits, named
+    )
+
+
+def encode_policy_value(cookie: int) -> bytes:
+    return POLICY_VALUE.codec.pack(cookie)
+
+
+def decode_policy_value(raw: bytes) -> int:
+    return int(POLICY_VALUE.codec.unpack(raw)[0])
+
+
+def encode_ip_key(addr: IPAddress) -> bytes:
+    return IP_KEY.codec.pack(addr.version, b"\0\0\0", _addr16(addr))
+
+
+def decode_ip_key(raw: bytes) -> IPAddress:
+    family, _pad, addr = IP_KEY.codec.unpack(raw)
+    return _addr_from16(family, addr)
+
+
+def encode_ipcache_value(v: IpcacheEntry) -> bytes:
+    return IPCACHE_VALUE.codec.pack(v.identity, v.cidr_identity)
+
+
+def decode_ipcache_value(raw: bytes) -> IpcacheEntry:
+    identity, cidr = IPCACHE_VALUE.codec.unpack(raw)
+    return IpcacheEntry(identity, cidr)
+
+
+def encode_cidr_key(net: IPNetwork) -> bytes:
+    return CIDR_KEY.codec.pack(
+        CIDR_PREFIX_BASE + net.prefixlen, net.version, b"\0\0\0", _addr16(net.network_address)
+    )
+
+
+def decode_cidr_key(raw: bytes) -> IPNetwork:
+    prefixlen, family, _pad, addr = CIDR_KEY.codec.unpack(raw)
+    base = _addr_from16(family, addr)
+    return ipaddress.ip_network(f"{base}/{prefixlen - CIDR_PREFIX_BASE}")
+
+
+def encode_cidr_value(cidr_identity: int) -> bytes:
+    return CIDR_VALUE.codec.pack(cidr_identity)
+
+
+def decode_cidr_value(raw: bytes) -> int:
+    return int(CIDR_VALUE.codec.unpack(raw)[0])
+
+
+def encode_port_key(key: NamedPortKey) -> bytes:
+    return PORT_KEY.codec.pack(
+        key.address.version, int(key.protocol), _swap16(key.port), _addr16(key.address)
+    )
+
+
+def decode_port_key(raw: bytes) -> NamedPortKey:
+    family, proto, port, addr = PORT_KEY.codec.unpack(raw)
+    return NamedPortKey(_addr_from16(family, addr), Protocol(proto), _swap16(port))
+
+
+def encode_port_value(name_id: int) -> bytes:
+    return PORT_VALUE.codec.pack(name_id)
+
+
+def decode_port_value(raw: bytes) -> int:
+    return int(PORT_VALUE.codec.unpack(raw)[0])
+
+
+@dataclass(frozen=True)
+class CtKey:
+    """lw_ct_key; ports are host-order integers here."""
+
+    family: int
+    proto: int
+    dir: int
+    sport: int
+    dport: int
+    saddr: IPAddress
+    daddr: IPAddress
+
+
+def encode_ct_key(k: CtKey) -> bytes:
+    return CT_KEY.codec.pack(
+        k.family,
+        k.proto,
+        k.dir,
+        0,
+        _swap16(k.sport),
+        _swap16(k.dport),
+        _addr16(k.saddr),
+        _addr16(k.daddr),
+    )
+
+
+def decode_ct_key(raw: bytes) -> CtKey:
+    family, proto, dir_, _pad, sport, dport, saddr, daddr = CT_KEY.codec.unpack(raw)
+    return CtKey(
+        family,
+        proto,
+        dir_,
+        _swap16(sport),
+        _swap16(dport),
+        _addr_from16(family, saddr),
+        _addr_from16(family, daddr),
+    )
+
+
+@dataclass(frozen=True)
+class CtValue:
+    expires_ns: int
+    flags: CtFlags
+
+
+def decode_ct_value(raw: bytes) -> CtValue:
+    expires, flags, _pad = CT_VALUE.codec.unpack(raw)
+    return CtValue(expires, CtFlags(flags))
+
+
+def counter_index(direction: Direction, reason: Reason) -> int:
+    return (int(direction) - 1) * REASON_MAX + int(reason)
+
+
+@dataclass(frozen=True)
+class Counter:
+    packets: int
+    bytes: int
+
+
+def decode_counter(raw: bytes) -> Counter:
+    packets, nbytes = COUNTER.codec.unpack(raw)
+    return Counter(packets, nbytes)
+
+
+@dataclass(frozen=True)
+class Event:
+    ts_ns: int
+    subject: int
+    peer: int
+    cidr_identity: int
+    cookie: int
+    ifindex: int
+    family: int
+    proto: int
+    dir: int
+    verdict: Verdict
+    reason: Reason
+    sport: int
+    dport: int
+    saddr: IPAddress | None
+    daddr: IPAddress | None
+
+
+def decode_event(raw: bytes) -> Event:
+    (ts, subject, peer, cidr, cookie, ifindex, family, proto, dir_, verdict, reason, _pad,
+     sport, dport, _pad2, saddr, daddr) = EVENT.codec.unpack(raw[: EVENT.size])  # fmt: skip
+    ip = family in (Family.IPV4, Family.IPV6)
+    return Event(
+        ts, subject, peer, cidr, cookie, ifindex, family, proto, dir_, Verdict(verdict),
+        Reason(reason), _swap16(sport), _swap16(dport),
+        _addr_from16(family, saddr) if ip else None, _addr_from16(family, daddr) if ip else None,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EventRate:
+    last_ns: int
+    tokens: int
+    suppressed: int
+    lost: int
+
+
+def decode_evrate(raw: bytes) -> EventRate:
+    return EventRate(*EVRATE.codec.unpack(raw))
+
+
+@dataclass(frozen=True)
+class Config:
+    events_per_s: int = 0  # per CPU; 0 = EVENTS_PER_S_DEFAULT
+    events_burst: int = 0  # per CPU; 0 = EVENTS_BURST_DEFAULT
+    flags: ConfigFlags = ConfigFlags.NONE
+
+
+def encode_config(c: Config) -> bytes:
+    return CONFIG.codec.pack(c.events_per_s, c.events_burst, int(c.flags), 0)
+
+
+def decode_config(raw: bytes) -> Config:
+    rate, burst, flags, _pad = CONFIG.codec.unpack(raw)
+    return Config(rate, burst, ConfigFlags(flags))
+
+
+# ---- MapState fields <-> maps ----
+
+
+@dataclass(frozen=True)
+class Table:
+    """How one MapState field is stored: its map and its key/value codecs."""
+
+    field: str  # attribute of MapState / MapDelta
+    spec: MapSpec
+    encode_key: Callable[[Any], bytes]
+    decode_key: Callable[[bytes], Any]
+    encode_value: Callable[[Any], bytes]
+    decode_value: Callable[[bytes], Any]
+
+
+TABLES: dict[str, Table] = {
+    t.field: t
+    for t in (
+        Table("subjects", SUBJECTS_MAP, encode_u32, decode_u32, encode_subject, decode_subject),
+        Table(
+            "policy", POLICY_MAP, encode_policy_key, decode_policy_key, encode_policy_value,
+            decode_policy_value,
+        ),
+        Table(
+            "ipcache", IPCACHE_MAP, encode_ip_key, decode_ip_key, encode_ipcache_value,
+            decode_ipcache_value,
+        ),
+        Table(
+            "cidrs", CIDRS_MAP, encode_cidr_key, decode_cidr_key, encode_cidr_value,
+            decode_cidr_value,
+        ),
+        Table(
+            "named_ports", PORTS_MAP, encode_port_key, decode_port_key, encode_port_value,
+            decode_port_value,
+        ),
+    )
+}  # fmt: skip

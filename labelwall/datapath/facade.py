@@ -1,0 +1,135 @@
+"""Datapath: the one object other code uses to load, attach, write and read the classifier.
+
+    with Datapath.open() as dp:          # load (reusing pinned maps), pin programs
+        dp.set_endpoint(ifindex, identity)
+        dp.apply(mapstate.diff(dp.read_state(), desired))
+        dp.attach("veth1234")            # tc clsact ingress + egress, idempotent
+        verdict, retval, _ = dp.test_run("handle_from_pod", packet, ifindex=1)
+
+Closing releases this process's handles only; pinned maps and programs (and attached
+filters) keep enforcing. ``unpin_all()`` removes the pins (tests, uninstall).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+from labelwall.cluster import Direction
+from labelwall.datapath import abi, loader, reader, tc, testrun
+from labelwall.datapath.events import EventStream
+from labelwall.datapath.writer import BpfMapWriter
+from labelwall.policy.lookup import Reason
+from labelwall.policy.mapstate import MapDelta, MapState
+
+FROM_POD = abi.PROG_FROM_POD  # tc ingress of the host-side veth: the pod's egress policy
+TO_POD = abi.PROG_TO_POD  # tc egress of the host-side veth: the pod's ingress policy
+
+
+class Datapath:
+    def __init__(self, loaded: loader.Loaded) -> None:
+        self._loaded = loaded
+        self.writer = BpfMapWriter(loaded.map_fds)
+
+    @classmethod
+    def open(cls, object_file: Path | None = None, config: abi.Config | None = None) -> Datapath:
+        """Load the object onto the pinned maps (creating them the first time)."""
+        dp = cls(loader.load(object_file))
+        dp.writer.set_config(config or abi.Config())
+        return dp
+
+    # ---- handles ----
+
+    @property
+    def map_fds(self) -> dict[str, int]:
+        return dict(self._loaded.map_fds)
+
+    def prog_fd(self, program: str) -> int:
+        return self._loaded.prog_fds[program]
+
+    # ---- tc ----
+
+    def attach(self, link: str | int) -> None:
+        """Both hooks on a host-side veth; re-attaching replaces the programs atomically."""
+        tc.attach(
+            link,
+            [
+                tc.Hook(tc.PARENT_INGRESS, self.prog_fd(FROM_POD), "lw_from_pod_v1"),
+                tc.Hook(tc.PARENT_EGRESS, self.prog_fd(TO_POD), "lw_to_pod_v1"),
+            ],
+        )
+
+    def detach(self, link: str | int) -> None:
+        tc.detach(link, [tc.PARENT_INGRESS, tc.PARENT_EGRESS])
+
+    def is_attached(self, link: str | int) -> bool:
+        return "lw_from_pod_v1" in tc.attached_names(
+            link, tc.PARENT_INGRESS
+        ) and "lw_to_pod_v1" in tc.attached_names(link, tc.PARENT_EGRESS)
+
+    # ---- writes ----
+
+    def set_endpoint(self, ifindex: int, identity: int) -> None:
+        self.writer.set_endpoint(ifindex, identity)
+
+    def delete_endpoint(self, ifindex: int) -> None:
+        self.writer.delete_endpoint(ifindex)
+
+    def apply(self, delta: MapDelta) -> None:
+        self.writer.apply(delta)
+
+    def set_config(self, config: abi.Config) -> None:
+        self.writer.set_config(config)
+
+    # ---- reads ----
+
+    def read_state(self) -> MapState:
+        return reader.read_state(self._loaded.map_fds)
+
+    def endpoints(self) -> dict[int, int]:
+        return {i: e.identity for i, e in reader.read_endpoints(self._loaded.map_fds).items()}
+
+    def counters(self) -> dict[tuple[Direction, Reason], abi.Counter]:
+        return reader.read_counters(self._loaded.map_fds)
+
+    def conntrack(self) -> dict[abi.CtKey, abi.CtValue]:
+        return reader.read_conntrack(self._loaded.map_fds)
+
+    def event_rate(self) -> abi.EventRate:
+        return reader.read_event_rate(self._loaded.map_fds)
+
+    def clear_conntrack(self) -> None:
+        spec = abi.CT_MAP
+        keys = [k for k, _ in reader.read_raw(self._loaded.map_fds[spec.name], spec)]
+        self.writer.delete_raw(spec, keys)
+
+    def events(self) -> EventStream:
+        return EventStream(self._loaded.map_fds[abi.EVENTS_MAP.name])
+
+    # ---- testing ----
+
+    def test_run(
+        self, program: str, packet: bytes, ifindex: int = testrun.LOOPBACK_IFINDEX, repeat: int = 1
+    ) -> testrun.TestRunResult:
+        """BPF_PROG_TEST_RUN of ``program`` (FROM_POD/TO_POD) on ``packet`` (Ethernet first)."""
+        return testrun.run(self.prog_fd(program), packet, ifindex, repeat)
+
+    # ---- lifecycle ----
+
+    def close(self) -> None:
+        self._loaded.close()
+
+    @staticmethod
+    def unpin_all() -> list[str]:
+        return loader.unpin_all()
+
+    def __enter__(self) -> Datapath:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,217 @@
+"""Apply a MapDelta to the maps, ordered so no flow allowed before and after is dropped.
+
+Why this order (``plan``). A flow's verdict grows with the policy entries and with relaxed
+subject flags (isolation bits cleared, audit set), so the writer moves through states that
+are at least as permissive as both the old and the new one:
+
+ 1. policy upserts          the union old+new: a newly isolated pod gets its allows first
+ 2. subjects, relaxing      each changed subject gets old & new isolation, old | new audit;
+                            deleted subjects (no longer selected = not isolated) go here
+ 3. cidrs, ipcache, ports   upserts (an address moving identity is one atomic overwrite,
+                            judged against the union policy and the relaxed flags)
+ 4. ipcache, ports, cidrs   deletes (ipcache first, so an address falling back to the cidr
+                            trie finds the new prefixes already there)
+ 5. subjects, final         the new flags (isolation added, audit cleared) now that the
+                            allows are complete
+ 6. policy deletes          last: nothing depends on them any more
+
+With only policy/subject changes this holds after every single entry write (a property
+test checks it). When an address changes identity *and* its named port *and* policy moves
+with it in one delta, a flow may see the new identity with the old name id for the
+duration of step 3 (documented limitation: such a flow is a different pod anyway).
+
+Batching: hash maps take BPF_MAP_UPDATE_BATCH / DELETE_BATCH (one syscall per chunk); LPM
+tries do not implement batch ops, so they fall back to one syscall per entry.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from labelwall.datapath import abi, libbpf
+from labelwall.policy.mapstate import MapChanges, MapDelta, MapState, SubjectFlags
+
+ISOLATION = SubjectFlags.INGRESS_ISOLATED | SubjectFlags.EGRESS_ISOLATED
+BATCH_CHUNK = 65536  # entries per batch syscall (bounds the kernel's temporary buffers)
+_NO_BATCH_ERRNOS = frozenset({errno.EINVAL, errno.EOPNOTSUPP, 524})  # 524 = ENOTSUPP
+
+
+@dataclass(frozen=True)
+class Step:
+    """Part of a delta for one MapState field, written as one unit (upserts then deletes)."""
+
+    table: str  # MapState field name, a key of abi.TABLES
+    upserts: Mapping[Any, Any] = field(default_factory=dict)
+    deletes: frozenset[Any] = frozenset()
+
+
+def relaxed(old: SubjectFlags, new: SubjectFlags) -> SubjectFlags:
+    """Flags at least as permissive as both: isolated only if both are, audited if either."""
+    return SubjectFlags((old & new & ISOLATION) | ((old | new) & SubjectFlags.AUDIT))
+
+
+def plan(delta: MapDelta, current_subjects: Mapping[int, SubjectFlags]) -> list[Step]:
+    """The write order for ``delta`` given the subject flags in force now (pure)."""
+    subj = delta.subjects
+    relax = {}
+    for ident, new in subj.upserts.items():
+        old = current_subjects.get(ident)
+        if old is not None and relaxed(old, new) != old:
+            relax[ident] = relaxed(old, new)
+    steps = [
+        Step("policy", upserts=delta.policy.upserts),
+        Step("subjects", upserts=relax, deletes=subj.deletes),
+        Step("cidrs", upserts=delta.cidrs.upserts),
+        Step("ipcache", upserts=delta.ipcache.upserts),
+        Step("named_ports", upserts=delta.named_ports.upserts),
+        Step("ipcache", deletes=delta.ipcache.deletes),
+        Step("named_ports", deletes=delta.named_ports.deletes),
+        Step("cidrs", deletes=delta.cidrs.deletes),
+        Step("subjects", upserts=subj.upserts),
+        Step("policy", deletes=delta.policy.deletes),
+    ]
+    return [s for s in steps if s.upserts or s.deletes]
+
+
+class MapWriter(Protocol):
+    """What the agent needs to change the datapath; BpfMapWriter and MemoryMapWriter."""
+
+    def apply(self, delta: MapDelta) -> None: ...
+
+    def set_endpoint(self, ifindex: int, identity: int) -> None: ...
+
+    def delete_endpoint(self, ifindex: int) -> None: ...
+
+
+def _state_dicts(state: MapState) -> dict[str, dict[Any, Any]]:
+    return {name: dict(getattr(state, name)) for name in abi.TABLES}
+
+
+class MemoryMapWriter:
+    """In-memory twin of BpfMapWriter for unit tests; can record every intermediate state."""
+
+    def __init__(self, initial: MapState | None = None, record: bool = False) -> None:
+        self._maps = _state_dicts(initial or MapState())
+        self.endpoints: dict[int, int] = {}
+        self.record = record
+        self.history: list[MapState] = []  # state after each single-entry write
+
+    @property
+    def state(self) -> MapState:
+        return MapState(**{k: dict(v) for k, v in self._maps.items()})
+
+    def _after_write(self) -> None:
+        if self.record:
+            self.history.append(self.state)
+
+    def apply(self, delta: MapDelta) -> None:
+        for step in plan(delta, self._maps["subjects"]):
+            table = self._maps[step.table]
+            for k, v in step.upserts.items():
+                table[k] = v
+                self._after_write()
+            for k in step.deletes:
+                table.pop(k, None)
+                self._after_write()
+
+    def set_endpoint(self, ifindex: int, identity: int) -> None:
+        self.endpoints[ifindex] = identity
+
+    def delete_endpoint(self, ifindex: int) -> None:
+        self.endpoints.pop(ifindex, None)
+
+
+class BpfMapWriter:
+    """Writes the pinned maps through their fds (batched where the map type allows)."""
+
+    def __init__(self, map_fds: Mapping[str, int]) -> None:
+        self._fds = dict(map_fds)
+        self._no_batch: set[str] = set()  # maps whose type has no batch ops
+
+    def _fd(self, spec: abi.MapSpec) -> int:
+        return self._fds[spec.name]
+
+    def _current_subjects(self, idents: list[int]) -> dict[int, SubjectFlags]:
+        fd, table = self._fd(abi.SUBJECTS_MAP), abi.TABLES["subjects"]
+        out = {}
+        for ident in idents:
+            raw = libbpf.lookup_elem(fd, table.encode_key(ident), abi.SUBJECTS_MAP.value_size)
+            if raw is not None:
+                out[ident] = table.decode_value(raw)
+        return out
+
+    def apply(self, delta: MapDelta) -> None:
+        current = self._current_subjects(list(delta.subjects.upserts))
+        for step in plan(delta, current):
+            table = abi.TABLES[step.table]
+            if step.upserts:
+                self.upsert_raw(
+                    table.spec,
+                    [table.encode_key(k) for k in step.upserts],
+                    [table.encode_value(v) for v in step.upserts.values()],
+                )
+            if step.deletes:
+                self.delete_raw(table.spec, [table.encode_key(k) for k in step.deletes])
+
+    def apply_changes(self, table_name: str, changes: MapChanges[Any, Any]) -> None:
+        """One table, no ordering (initial fills, benchmarks)."""
+        table = abi.TABLES[table_name]
+        self.upsert_raw(
+            table.spec,
+            [table.encode_key(k) for k in changes.upserts],
+            [table.encode_value(v) for v in changes.upserts.values()],
+        )
+        self.delete_raw(table.spec, [table.encode_key(k) for k in changes.deletes])
+
+    def upsert_raw(self, spec: abi.MapSpec, keys: list[bytes], values: list[bytes]) -> None:
+        fd = self._fd(spec)
+        start = 0
+        if spec.name not in self._no_batch:
+            while start < len(keys):
+                end = min(start + BATCH_CHUNK, len(keys))
+                try:
+                    libbpf.update_batch(
+                        fd, b"".join(keys[start:end]), b"".join(values[start:end]), end - start
+                    )
+                except OSError as e:
+                    if e.errno not in _NO_BATCH_ERRNOS or start > 0:
+                        raise
+                    self._no_batch.add(spec.name)
+                    break
+                start = end
+        for k, v in zip(keys[start:], values[start:], strict=True):
+            libbpf.update_elem(fd, k, v)
+
+    def delete_raw(self, spec: abi.MapSpec, keys: list[bytes]) -> None:
+        """Delete ``keys``; absent keys are skipped (deleting is idempotent)."""
+        fd = self._fd(spec)
+        start = 0
+        if spec.name not in self._no_batch:
+            while start < len(keys):
+                end = min(start + BATCH_CHUNK, len(keys))
+                try:
+                    done, missing = libbpf.delete_batch(fd, b"".join(keys[start:end]), end - start)
+                except OSError as e:
+                    if e.errno not in _NO_BATCH_ERRNOS or start > 0:
+                        raise
+                    self._no_batch.add(spec.name)
+                    break
+                start += done + (1 if missing else 0)
+        for k in keys[start:]:
+            libbpf.delete_elem(fd, k)
+
+    def set_endpoint(self, ifindex: int, identity: int) -> None:
+        libbpf.update_elem(
+            self._fd(abi.ENDPOINTS_MAP),
+            abi.encode_u32(ifindex),
+            abi.encode_endpoint(abi.Endpoint(identity)),
+        )
+
+    def delete_endpoint(self, ifindex: int) -> None:
+        libbpf.delete_elem(self._fd(abi.ENDPOINTS_MAP), abi.encode_u32(ifindex))
+
+    def set_config(self, config: abi.Config) -> None:
+        libbpf.update_elem(self._fd(abi.CONFIG_MAP), abi.encode_u32(0), abi.encode_config(config))
