@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from labelwall.datapath import abi
 from labelwall.errors import FieldError, InvalidInput
 
 #: Where the chart mounts the rendered config file in both pods.
@@ -53,15 +54,20 @@ class IdentityConfig:
 
 @dataclass(frozen=True)
 class MapSizes:
-    """max_entries of each BPF map (entries, not bytes); the loader checks the object's sizes."""
+    """max_entries of each BPF map (entries, not bytes).
 
-    endpoints: int = 4096  # local pods (host-veth ifindex -> subject identity)
-    subjects: int = 65536  # subject identities with isolation flags
-    policy: int = 262144  # (subject, peer, direction, protocol, port) -> allow
-    ipcache: int = 262144  # pod addresses -> peer identity (exact-match hash)
-    cidrs: int = 16384  # ipBlock prefixes the policies name (LPM trie)
-    ports: int = 65536  # port-range entries
-    conntrack: int = 262144  # LRU 5-tuple flows
+    The defaults are the datapath ABI's sizes (abi.h LW_*_MAX, mirrored in
+    labelwall.datapath.abi), i.e. the sizes the shipped object is built with and the loader
+    checks, so a default config never needs a rebuild.
+    """
+
+    endpoints: int = abi.ENDPOINTS_MAX  # local pods (host-veth ifindex -> subject identity)
+    subjects: int = abi.SUBJECTS_MAX  # subject identities with isolation flags
+    policy: int = abi.POLICY_MAX  # (subject, peer, direction, protocol, port) -> allow
+    ipcache: int = abi.IPCACHE_MAX  # pod addresses -> peer identity (exact-match hash)
+    cidrs: int = abi.CIDRS_MAX  # ipBlock prefixes the policies name (LPM trie)
+    ports: int = abi.PORTS_MAX  # named-port / port-range entries
+    conntrack: int = abi.CT_MAX  # LRU 5-tuple flows
 
 
 @dataclass(frozen=True)

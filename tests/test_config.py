@@ -13,6 +13,7 @@ from labelwall.config import (
     MapSizes,
     load_config,
 )
+from labelwall.datapath import abi
 from labelwall.errors import InvalidInput
 
 
@@ -28,11 +29,23 @@ def test_no_path_gives_the_documented_defaults() -> None:
     assert c.identity.gc_grace_period_seconds == 300
     assert c.audit is False
     assert c.audit_namespaces == ()
-    assert c.map_sizes == MapSizes(4096, 65536, 262144, 262144, 16384, 65536, 262144)
+    assert c.map_sizes == MapSizes(4096, 65536, 1 << 20, 1 << 20, 65536, 262144, 262144)
     assert (c.operator.metrics_port, c.operator.health_port) == (9964, 9965)
     assert (c.agent.metrics_port, c.agent.health_port) == (9962, 9963)
     assert c.agent.node_name == "node-a"
     assert c.agent.bpffs == "/sys/fs/bpf"
+
+
+def test_default_map_sizes_are_the_sizes_the_loader_checks() -> None:
+    by_name = {spec.name: spec.max_entries for spec in abi.MAPS}
+    sizes = MapSizes()
+    assert sizes.endpoints == by_name["lw_endpoints_v1"]
+    assert sizes.subjects == by_name["lw_subjects_v1"]
+    assert sizes.policy == by_name["lw_policy_v1"]
+    assert sizes.ipcache == by_name["lw_ipcache_v1"]
+    assert sizes.cidrs == by_name["lw_cidrs_v1"]
+    assert sizes.ports == by_name["lw_ports_v1"]
+    assert sizes.conntrack == by_name["lw_ct_v1"]
 
 
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ Command line (what the operator and full-stack tests can shell out to)::
     python tools/helm/render.py config             # the rendered config.yaml
 
 helm is found as $LABELWALL_HELM, else the binary tools/helm/build.sh builds (its cache),
-else `helm` on PATH; if none exists, HelmMissing says how to build it.
+else `helm` on PATH; if none exists, HelmMissingError says how to build it.
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ DEFAULT_RELEASE = "labelwall"
 DEFAULT_NAMESPACE = "labelwall-system"
 
 
-class HelmMissing(RuntimeError):
+class HelmMissingError(RuntimeError):
     """No helm binary: say exactly how to get one."""
 
 
-class HelmFailed(RuntimeError):
+class HelmFailedError(RuntimeError):
     """helm exited non-zero; the message carries its stderr."""
 
     def __init__(self, args: Sequence[str], returncode: int, stderr: str) -> None:
@@ -55,7 +55,7 @@ def helm_path() -> str:
     explicit = os.environ.get("LABELWALL_HELM")
     if explicit:
         if not os.access(explicit, os.X_OK):
-            raise HelmMissing(f"LABELWALL_HELM={explicit} is not an executable file")
+            raise HelmMissingError(f"LABELWALL_HELM={explicit} is not an executable file")
         return explicit
     cached = subprocess.run(
         ["bash", str(BUILD_SCRIPT), "--print-path"],
@@ -68,18 +68,18 @@ def helm_path() -> str:
     on_path = shutil.which("helm")
     if on_path:
         return on_path
-    raise HelmMissing(
+    raise HelmMissingError(
         "helm not found: build it from source with `bash tools/helm/build.sh` "
         f"(expected at {cached}), or set LABELWALL_HELM=/path/to/helm"
     )
 
 
 def run_helm(args: Sequence[str]) -> str:
-    """Run helm with ``args``; return stdout or raise HelmFailed with stderr."""
+    """Run helm with ``args``; return stdout or raise HelmFailedError with stderr."""
     cmd = [helm_path(), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     if proc.returncode != 0:
-        raise HelmFailed(cmd, proc.returncode, proc.stderr)
+        raise HelmFailedError(cmd, proc.returncode, proc.stderr)
     return proc.stdout
 
 
@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(template_text(args.values, args.set, **kw))
             return 0
         docs = template(args.values, args.set, **kw)
-    except (HelmMissing, HelmFailed) as e:
+    except (HelmMissingError, HelmFailedError) as e:
         print(e, file=sys.stderr)
         return 2
     if args.what == "config":
