@@ -15,6 +15,13 @@
 #include "labelwall/conntrack.h"
 #include "labelwall/telemetry.h"
 
+/*
+ * BTF anchor: struct lw_event is only ever a ring buffer record (ring buffers have no value
+ * type), so this read-only global is what puts its layout into the object's BTF, where
+ * the ABI tests compare it with labelwall/datapath/abi.py. Never read.
+ */
+const volatile struct lw_event lw_event_btf_anchor = {};
+
 static __always_inline int lw_finish(struct __sk_buff *skb, __u8 dir, __u32 subject,
 				     const struct lw_packet *pkt, const struct lw_decision *d,
 				     int emit, __u64 now)
