@@ -1,6 +1,7 @@
 """pytest plugin: fixtures that run a real etcd + kube-apiserver for `apiserver` tests.
 
-Register with ``pytest_plugins = ["tests.apiserver_plugin"]`` in tests/conftest.py.
+Register with ``pytest_plugins = ["apiserver_plugin"]`` in tests/conftest.py (tests/ has no
+__init__.py, so pytest puts tests/ itself on sys.path when it loads that conftest).
 The binaries come from tools/k8s/build.sh; when they are missing the fixture fails
 (it never skips) and says how to build them.
 """
@@ -20,7 +21,9 @@ def k8s_binaries() -> Binaries:
     try:
         return find_binaries()
     except BinariesMissing as e:
-        pytest.fail(str(e), pytrace=False)
+        message = str(e)
+    # Outside the except block, so the report shows one message and no chained traceback.
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import socket
@@ -84,13 +83,15 @@ def stop_pid(
 ) -> None:
     """SIGTERM ``pid``, then SIGKILL after ``grace_s`` seconds; wait until it is gone.
 
-    ``owner_marker`` must appear in the process's command line: a recorded pid may have
-    been reused by an unrelated process since, and that one must never be signalled.
+    Without ``popen`` (a pid read from a state file), ``owner_marker`` must appear in the
+    process's command line: a recorded pid may have been reused by an unrelated process
+    since, and that one must never be signalled. With ``popen`` the pid is our unreaped
+    child, which the kernel cannot have given to anyone else.
     """
     if not is_running(pid):
         _reap(popen)
         return
-    if not any(owner_marker in arg for arg in cmdline(pid)):
+    if popen is None and not any(owner_marker in arg for arg in cmdline(pid)):
         return
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
         try:
@@ -99,9 +100,9 @@ def stop_pid(
             break
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            if popen is not None and popen.poll() is not None:
-                return
             if not is_running(pid):
+                # Gone or a zombie: reap our own child so no zombie outlives the stop.
+                _reap(popen)
                 return
             time.sleep(_POLL_S)
     _reap(popen)
@@ -109,11 +110,7 @@ def stop_pid(
 
 def _reap(popen: subprocess.Popen[bytes] | None) -> None:
     if popen is not None:
-        try:
-            popen.wait(timeout=5)
-        except (subprocess.TimeoutExpired, OSError) as e:
-            if not isinstance(e, OSError) or e.errno != errno.ECHILD:
-                raise
+        popen.wait(timeout=5)
 
 
 def wait_until(

@@ -47,9 +47,10 @@ def test_private_keys_are_readable_only_by_their_owner(tmp_path: Path) -> None:
         assert key.stat().st_mode & 0o077 == 0, key
 
 
-def test_stop_never_signals_a_pid_whose_command_line_lacks_the_owner_marker() -> None:
+def test_stop_never_signals_a_recorded_pid_whose_command_line_lacks_the_owner_marker() -> None:
     proc = subprocess.Popen(["sleep", "30"])
     try:
+        # No Popen passed: the pid is treated as read from a state file.
         stop_pid(proc.pid, "/no/such/testenv/dir", grace_s=0.5)
         assert is_running(proc.pid)
     finally:
@@ -60,7 +61,7 @@ def test_stop_never_signals_a_pid_whose_command_line_lacks_the_owner_marker() ->
 def test_stop_terminates_an_owned_process_and_reaps_it() -> None:
     proc = subprocess.Popen(["sleep", "30"])
     try:
-        stop_pid(proc.pid, "sleep", popen=proc, grace_s=5)
+        stop_pid(proc.pid, "unused-with-popen", popen=proc, grace_s=5)
         assert proc.returncode is not None
         assert not is_running(proc.pid)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from labelwall.testenv.processes import is_running
 pytestmark = pytest.mark.apiserver
 
 
-def _apply(env: TestEnv, *objs: dict[str, object]) -> None:
+def _apply(env: TestEnv, *objs: Mapping[str, object]) -> None:
     env.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objs))
 
 
