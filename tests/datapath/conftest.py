@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -30,8 +31,8 @@ def require_tool(name: str) -> str:
     return path
 
 
-@pytest.fixture
-def dp() -> Iterator[Datapath]:
+@contextmanager
+def fresh_datapath() -> Iterator[Datapath]:
     """A freshly loaded datapath on empty maps; unpinned afterwards, even on failure."""
     require_root_bpf()
     if lw_pins():
@@ -45,3 +46,9 @@ def dp() -> Iterator[Datapath]:
             datapath.close()
         Datapath.unpin_all()
         assert lw_pins() == []
+
+
+@pytest.fixture
+def dp() -> Iterator[Datapath]:
+    with fresh_datapath() as datapath:
+        yield datapath
