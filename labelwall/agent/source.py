@@ -1,0 +1,43 @@
+"""Where the agent's cluster state comes from: the interface every source implements.
+
+Two sources exist: a watched directory of YAML (lab mode, ``labelwall/lab``) and the
+Kubernetes API (``labelwall/operator/k8s_source.py``). A source is level-triggered: it
+hands the agent the complete current object set, and the agent diffs it against what it
+compiled last, so a missed or repeated notification can never leave stale state.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from labelwall.cluster import ClusterState
+from labelwall.identity.labels import LabelSet
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The cluster as a source sees it now.
+
+    ``published`` is ``None`` when the source allocates identities itself (lab mode);
+    otherwise it maps each label set whose Identity object exists to its number, and the
+    agent gives pods of any other label set the reserved ``init`` identity.
+    """
+
+    state: ClusterState
+    published: Mapping[LabelSet, int] | None = None
+    revision: int = 0
+    errors: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Source(Protocol):
+    def start(self, changed: threading.Event) -> None:
+        """Begin watching; set ``changed`` whenever a new snapshot may be available."""
+
+    def snapshot(self) -> Snapshot:
+        """The current state (cheap; called after ``changed`` fires)."""
+
+    def stop(self) -> None:
+        """Stop watching and release resources (idempotent)."""
