@@ -1,0 +1,103 @@
+"""Incremental compilation: one object changes, the map delta comes back (ARCHITECTURE §4).
+
+Every update returns the MapDelta that turns the previous map state into the new one; it
+equals ``mapstate.diff(compile(before), compile(after))`` when both compiles share the
+registry (the property tests check it). A pod IP change touches only the ipcache and
+named-port maps, never the policy map: identities do not depend on addresses.
+"""
+
+from __future__ import annotations
+
+from labelwall.cluster import ClusterState, Namespace, Node, Pod
+from labelwall.identity.allocator import IdentityRegistry, InMemoryRegistry
+from labelwall.policy.compile import Compiled, CompileOptions, Engine, NeedsRebuild
+from labelwall.policy.mapstate import MapDelta, MapState, diff
+from labelwall.policy.model import NetworkPolicy
+
+
+class IncrementalCompiler:
+    """Holds a compiled cluster and applies single-object upserts and deletes to it."""
+
+    def __init__(
+        self,
+        state: ClusterState | None = None,
+        options: CompileOptions = CompileOptions(),  # noqa: B008 - frozen value
+        registry: IdentityRegistry | None = None,
+    ) -> None:
+        self.options = options
+        self.registry: IdentityRegistry = registry if registry is not None else InMemoryRegistry()
+        self._engine = Engine.build(state or ClusterState(), options, self.registry)
+        self._compiled: Compiled | None = None
+
+    @property
+    def map_state(self) -> MapState:
+        return self._engine.map_state()
+
+    @property
+    def compiled(self) -> Compiled:
+        """The full compile result (maps, identities, cookies, warnings, stats) right now."""
+        if self._compiled is None:
+            self._compiled = self._engine.compiled()
+        return self._compiled
+
+    @property
+    def state(self) -> ClusterState:
+        return self._engine.state()
+
+    def _done(self) -> MapDelta:
+        self._compiled = None
+        return self._engine.take_delta()
+
+    # pods
+    def upsert_pod(self, pod: Pod) -> MapDelta:
+        """Pod added, relabelled, moved to other IPs, or its ports changed."""
+        self._engine.set_pod(pod.key, pod)
+        return self._done()
+
+    def delete_pod(self, key: str) -> MapDelta:
+        self._engine.set_pod(key, None)
+        return self._done()
+
+    # namespaces
+    def upsert_namespace(self, namespace: Namespace) -> MapDelta:
+        self._engine.set_namespace(namespace.name, namespace)
+        return self._done()
+
+    def delete_namespace(self, name: str) -> MapDelta:
+        self._engine.set_namespace(name, None)
+        return self._done()
+
+    # nodes
+    def upsert_node(self, node: Node) -> MapDelta:
+        self._engine.set_node(node.name, node)
+        return self._done()
+
+    def delete_node(self, name: str) -> MapDelta:
+        self._engine.set_node(name, None)
+        return self._done()
+
+    # policies
+    def upsert_policy(self, policy: NetworkPolicy) -> MapDelta:
+        return self._policy(policy.key, policy)
+
+    def delete_policy(self, key: str) -> MapDelta:
+        return self._policy(key, None)
+
+    def _policy(self, key: str, policy: NetworkPolicy | None) -> MapDelta:
+        try:
+            self._engine.set_policy(key, policy)
+        except NeedsRebuild:
+            # Rare: a new prefix or port name would renumber an existing one (probe chains
+            # met). Recompile from scratch with the same registry and diff.
+            before = self._engine.map_state()
+            state = self._engine.state()
+            policies = dict(state.policies)
+            if policy is None:
+                policies.pop(key, None)
+            else:
+                policies[key] = policy
+            new = ClusterState(state.namespaces, state.pods, state.nodes, policies)
+            self._engine = Engine.build(new, self.options, self.registry)
+            self._compiled = None
+            return diff(before, self._engine.map_state())
+        return self._done()
