@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint typecheck pytest bench clean-pins
+.PHONY: setup tools demo test lint typecheck pytest bench clean-pins
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,6 +15,12 @@ $(VENV)/.installed: pyproject.toml
 setup:
 	bash scripts/install-system-deps.sh
 	$(MAKE) $(VENV)/.installed
+
+# kube-apiserver + etcd (real API server for tests) and helm, built from source through the
+# Go module proxy once per pinned version into ~/.cache/labelwall (reused afterwards).
+tools:
+	bash tools/k8s/build.sh
+	bash tools/helm/build.sh
 
 # The main job on the bundled example.
 demo: setup
@@ -30,7 +36,7 @@ typecheck: $(VENV)/.installed
 pytest: $(VENV)/.installed
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-test: setup lint typecheck pytest
+test: setup tools lint typecheck pytest
 
 # The BPF classifier object the package loads (flags live in bpf_src/build.py, shared with
 # setup.py, which also builds it at `pip install .` / `pip install -e .`).
