@@ -18,7 +18,12 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _add_inputs(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument(
-        "-f", "--filename", action="append", default=[], required=required, metavar="PATH",
+        "-f",
+        "--filename",
+        action="append",
+        default=[],
+        required=required,
+        metavar="PATH",
         help="YAML/JSON file, directory (recursive) or - for stdin; repeatable. Holds "
         "Namespaces, Pods, Nodes and NetworkPolicies (kubectl get -o yaml output works).",
     )
@@ -26,11 +31,17 @@ def _add_inputs(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 def _add_ports(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--port", action="append", default=[], metavar="PORT",
+        "--port",
+        action="append",
+        default=[],
+        metavar="PORT",
         help="port number or name to probe (repeatable; default: ports the policies name)",
     )
     p.add_argument(
-        "--protocol", action="append", default=[], metavar="PROTO",
+        "--protocol",
+        action="append",
+        default=[],
+        metavar="PROTO",
         choices=["TCP", "UDP", "SCTP"],
         help="protocol for the ports (repeatable; default TCP)",
     )
@@ -46,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
-        "compile", help="validate and compile NetworkPolicies; print a summary",
+        "compile",
+        help="validate and compile NetworkPolicies; print a summary",
         description="Validate every NetworkPolicy and compile the cluster state into map "
         "entries. Exit 0 clean, 1 findings (warnings with --strict), 2 invalid input.",
     )
@@ -56,10 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=offline.cmd_compile)
 
     p = sub.add_parser(
-        "matrix", help="reachability truth table for every pod pair",
+        "matrix",
+        help="reachability truth table for every pod pair",
         description="Compute, from the compiled maps and through the same lookup order as "
         "the kernel classifier, whether each pod can reach each other pod per port/protocol. "
-        "Grid: '.' allowed, 'X' blocked, '-' not probed (destination lacks the named port).",
+        "Grid: '.' allowed, 'X' blocked (also when the destination lacks a named port).",
     )
     _add_inputs(p)
     _add_ports(p)
@@ -67,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=offline.cmd_matrix)
 
     p = sub.add_parser(
-        "explain", help="why one flow is allowed or blocked",
+        "explain",
+        help="why one flow is allowed or blocked",
         description="Show both identities, isolation per side and the policies that isolate "
         "it, and the map entry (with its policy rule) that allowed the flow, or that none did.",
     )
@@ -80,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=offline.cmd_explain)
 
     p = sub.add_parser(
-        "diff", help="pod pairs whose reachability changes between two policy sets",
+        "diff",
+        help="pod pairs whose reachability changes between two policy sets",
         description="Compare reachability under the policies in --before and --after (the "
         "cluster state comes from -f and from both sides). Exit 1 when anything changes.",
     )

@@ -39,7 +39,9 @@ def _usage_error(msg: str) -> InvalidInput:
     return InvalidInput([FieldError("<command line>", None, "labelwall", "", msg)])
 
 
-def probe_ports(state: ClusterState, ports: Sequence[str], protocols: Sequence[str]) -> list[PortProto]:
+def probe_ports(
+    state: ClusterState, ports: Sequence[str], protocols: Sequence[str]
+) -> list[PortProto]:
     """The (port, protocol) pairs to evaluate.
 
     Explicit ``--port``/``--protocol`` flags form a cross product (protocol default TCP).
@@ -78,8 +80,13 @@ def _label(pp: PortProto) -> str:
 
 def cells_json(cells: Iterable[Cell]) -> list[dict[str, Any]]:
     return [
-        {"from": c.src, "to": c.dst, "port": c.port, "protocol": c.protocol.name,
-         "allowed": c.allowed}
+        {
+            "from": c.src,
+            "to": c.dst,
+            "port": c.port,
+            "protocol": c.protocol.name,
+            "allowed": c.allowed,
+        }
         for c in cells
     ]
 
@@ -89,26 +96,29 @@ def cmd_compile(args: argparse.Namespace) -> int:
     c = loaded.compiled
     ms = c.map_state
     warnings = [str(w) for w in loaded.warnings] + [str(w) for w in c.warnings]
-    summary = {
+    entries = {
+        "lw_subjects_v1": len(ms.subjects),
+        "lw_policy_v1": len(ms.policy),
+        "lw_ipcache_v1": len(ms.ipcache),
+        "lw_cidrs_v1": len(ms.cidrs),
+        "lw_ports_v1": len(ms.named_ports),
+    }
+    summary: dict[str, Any] = {
         "policies": len(loaded.state.policies),
         "namespaces": len(loaded.state.namespaces),
         "pods": len(loaded.state.pods),
         "identities": len(c.identities),
-        "entries": {
-            "lw_subjects_v1": len(ms.subjects),
-            "lw_policy_v1": len(ms.policy),
-            "lw_ipcache_v1": len(ms.ipcache),
-            "lw_cidrs_v1": len(ms.cidrs),
-            "lw_ports_v1": len(ms.named_ports),
-        },
+        "entries": entries,
         "warnings": warnings,
     }
     if args.output != "table":
         print(dump(summary, args.output), end="" if args.output == "yaml" else "\n")
     else:
-        print(f"policies: {summary['policies']}   namespaces: {summary['namespaces']}   "
-              f"pods: {summary['pods']}   identities: {summary['identities']}")
-        print(table(["map", "entries"], summary["entries"].items()))  # type: ignore[union-attr]
+        print(
+            f"policies: {summary['policies']}   namespaces: {summary['namespaces']}   "
+            f"pods: {summary['pods']}   identities: {summary['identities']}"
+        )
+        print(table(["map", "entries"], entries.items()))
         for w in warnings:
             print(f"warning: {w}")
     return EXIT_FINDINGS if (args.strict and warnings) else EXIT_OK
@@ -152,23 +162,48 @@ def cmd_diff(args: argparse.Namespace) -> int:
         | set(probe_ports(after.state, args.port, args.protocol)),
         key=lambda pp: (pp[1].name, isinstance(pp[0], str), str(pp[0]).zfill(5)),
     )
-    old = {(c.src, c.dst, c.port, c.protocol): c.allowed for c in reachability(before.compiled, ports)}
-    new = {(c.src, c.dst, c.port, c.protocol): c.allowed for c in reachability(after.compiled, ports)}
-    changes = []
+    old = {
+        (c.src, c.dst, c.port, c.protocol): c.allowed for c in reachability(before.compiled, ports)
+    }
+    new = {
+        (c.src, c.dst, c.port, c.protocol): c.allowed for c in reachability(after.compiled, ports)
+    }
+    changes: list[dict[str, Any]] = []
     for key in sorted(set(old) | set(new), key=lambda k: (k[0], k[1], k[3].name, str(k[2]))):
         b, a = old.get(key), new.get(key)
         if b != a:
-            changes.append({"from": key[0], "to": key[1], "port": key[2],
-                            "protocol": key[3].name, "before": b, "after": a})
+            changes.append(
+                {
+                    "from": key[0],
+                    "to": key[1],
+                    "port": key[2],
+                    "protocol": key[3].name,
+                    "before": b,
+                    "after": a,
+                }
+            )
     if args.output != "table":
         print(dump({"changes": changes}, args.output))
     elif not changes:
         print("no reachability changes")
     else:
+
         def word(v: bool | None) -> str:
             return "-" if v is None else ("allowed" if v else "blocked")
 
-        print(table(["from", "to", "port", "before", "after"],
-                    [(c["from"], c["to"], f"{c['protocol']}/{c['port']}",
-                      word(c["before"]), word(c["after"])) for c in changes]))
+        print(
+            table(
+                ["from", "to", "port", "before", "after"],
+                [
+                    (
+                        c["from"],
+                        c["to"],
+                        f"{c['protocol']}/{c['port']}",
+                        word(c["before"]),
+                        word(c["after"]),
+                    )
+                    for c in changes
+                ],
+            )
+        )
     return EXIT_FINDINGS if changes else EXIT_OK

@@ -1,0 +1,187 @@
+"""The offline CLI end to end: exit codes, output formats, and verdicts on the bundled example."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from labelwall.cli.main import main
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_compile_summarises_the_example_and_exits_clean(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "compile", "-f", str(EXAMPLES), "-o", "json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["policies"] == 5
+    assert summary["pods"] == 5
+    assert summary["entries"]["lw_policy_v1"] > 0
+    assert summary["entries"]["lw_ipcache_v1"] == 5
+
+
+def test_compile_strict_turns_a_warning_into_a_finding(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+        "metadata: {name: wide, namespace: shop}\n"
+        "spec:\n  podSelector: {}\n  egress:\n  - to: [{ipBlock: {cidr: 10.244.1.1/4}}]\n"
+    )
+    code, out, _ = run(capsys, "compile", "-f", str(tmp_path))
+    assert code == 0
+    assert "warning:" in out
+    code, _, _ = run(capsys, "compile", "--strict", "-f", str(tmp_path))
+    assert code == 1
+
+
+def test_invalid_policy_exits_2_naming_file_object_and_field(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+        "metadata: {name: typo, namespace: x}\nspec:\n  podSelectr: {}\n"
+    )
+    code, out, err = run(capsys, "compile", "-f", str(bad))
+    assert code == 2
+    assert out == ""
+    assert str(bad) in err
+    assert "x/typo" in err
+    assert "podSelectr" in err
+
+
+def test_matrix_json_cells_follow_the_published_format(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "matrix", "-f", str(EXAMPLES), "--port", "5432", "--protocol", "TCP", "-o", "json"
+    )
+    assert code == 0
+    cells = json.loads(out)["cells"]
+    assert len(cells) == 25
+    assert set(cells[0]) == {"from", "to", "port", "protocol", "allowed"}
+    allowed = {(c["from"], c["to"]) for c in cells if c["allowed"] and c["from"] != c["to"]}
+    # Only api may reach db on 5432; tenant/client and monitoring are not isolated.
+    assert ("shop/api", "shop/db") in allowed
+    assert ("shop/web", "shop/db") not in allowed
+    assert ("tenant/client", "shop/db") not in allowed
+    assert ("tenant/client", "monitoring/prometheus") in allowed
+
+
+def test_matrix_grid_marks_allowed_and_blocked(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "matrix", "-f", str(EXAMPLES), "--port", "http")
+    assert code == 0
+    assert "TCP/http" in out
+    row = next(line for line in out.splitlines() if line.startswith("| shop/web "))
+    # columns: monitoring/prometheus, shop/api, shop/db, shop/web, tenant/client
+    marks = [c.strip() for c in row.split("|")[2:-1]]
+    assert marks[1] == "."  # web -> api on api's named port http (9000)
+    assert marks[2] == "X"  # web -> db
+
+
+def test_explain_names_the_policy_rule_that_allowed_the_flow(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(
+        capsys,
+        "explain",
+        "-f",
+        str(EXAMPLES),
+        "--from",
+        "shop/web",
+        "--to",
+        "shop/api",
+        "--port",
+        "http",
+        "-o",
+        "json",
+    )
+    assert code == 0
+    report = json.loads(out)
+    assert report["allowed"] is True
+    text = json.dumps(report)
+    assert "shop/web-to-api" in text
+    assert "shop/api" in text
+
+
+def test_explain_says_when_no_entry_matched(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys,
+        "explain",
+        "-f",
+        str(EXAMPLES),
+        "--from",
+        "shop/web",
+        "--to",
+        "shop/db",
+        "--port",
+        "5432",
+    )
+    assert code == 0
+    assert "blocked" in out.lower() or "denied" in out.lower()
+
+
+def test_diff_reports_the_pairs_a_policy_change_opens(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    before, after = tmp_path / "before", tmp_path / "after"
+    shutil.copytree(EXAMPLES / "policies", before)
+    shutil.copytree(EXAMPLES / "policies", after)
+    (after / "web-to-db.yaml").write_text(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+        "metadata: {name: web-to-db, namespace: shop}\n"
+        "spec:\n  podSelector: {matchLabels: {tier: data}}\n"
+        "  ingress:\n  - from: [{podSelector: {matchLabels: {tier: frontend}}}]\n"
+        "    ports: [{port: 5432}]\n"
+        "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+        "metadata: {name: web-egress-db, namespace: shop}\n"
+        "spec:\n  podSelector: {matchLabels: {tier: frontend}}\n  policyTypes: [Egress]\n"
+        "  egress:\n  - to: [{podSelector: {matchLabels: {tier: data}}}]\n"
+        "    ports: [{port: 5432}]\n"
+    )
+    cluster = str(EXAMPLES / "cluster.yaml")
+    code, out, _ = run(
+        capsys, "diff", "--before", str(before), "--after", str(before), "-f", cluster
+    )
+    assert code == 0
+    assert "no reachability changes" in out
+    code, out, _ = run(
+        capsys,
+        "diff",
+        "--before",
+        str(before),
+        "--after",
+        str(after),
+        "-f",
+        cluster,
+        "--port",
+        "5432",
+        "-o",
+        "json",
+    )
+    assert code == 1
+    changes = json.loads(out)["changes"]
+    assert changes == [
+        {
+            "from": "shop/web",
+            "to": "shop/db",
+            "port": 5432,
+            "protocol": "TCP",
+            "before": False,
+            "after": True,
+        }
+    ]
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "matrix", "-f", str(EXAMPLES), "--protocol", "UDP")
+    assert code == 2
+    assert "--port" in err
