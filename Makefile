@@ -29,6 +29,7 @@ demo: setup
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check labelwall tests bench
 	$(VENV)/bin/ruff format --check labelwall tests bench
+	$(VENV)/bin/lint-imports
 
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy labelwall
