@@ -71,5 +71,21 @@ class PrefixTable:
         return {row[2] for row in self.inside(block.cidr)} - holes
 
 
+def _inside(p: IPNetwork, net: IPNetwork) -> bool:
+    return (
+        p.version == net.version
+        and p.prefixlen >= net.prefixlen
+        and (
+            int(p.network_address) >> (_width(p.version) - net.prefixlen)
+            == int(net.network_address) >> (_width(p.version) - net.prefixlen)
+        )
+    )
+
+
+def block_selects(block: IPBlock, prefix: IPNetwork) -> bool:
+    """Whether ``block`` selects the table prefix ``prefix``: P ⊆ cidr and P ⊄ each except."""
+    return _inside(prefix, block.cidr) and not any(_inside(prefix, e) for e in block.except_)
+
+
 def block_prefixes(block: IPBlock) -> list[IPNetwork]:
     return [block.cidr, *block.except_]

@@ -12,6 +12,8 @@ value is the smallest cookie among the (policy, rule) pairs that currently produ
 
 from __future__ import annotations
 
+import bisect
+import ipaddress
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,7 +38,7 @@ from labelwall.identity.allocator import (
 )
 from labelwall.identity.labels import DEFAULT_EXCLUDE, LabelSet, namespace_labels
 from labelwall.identity.numbers import ANY, Reserved
-from labelwall.policy.cidr import PrefixTable, block_prefixes
+from labelwall.policy.cidr import PrefixTable, block_prefixes, block_selects
 from labelwall.policy.cookies import RuleRef, cookie
 from labelwall.policy.mapstate import (
     IpcacheEntry,
@@ -267,6 +269,7 @@ class Engine:
         self.name_ids: dict[str, int] = {}
         # addresses: addr -> claims (0, pod key) for pods, (1, "") for host addresses
         self.addr_claims: dict[IPAddress, dict[tuple[int, str], int]] = {}
+        self.addr_sorted: dict[int, list[int]] = {4: [], 6: []}  # claimed addresses as ints
         self.np_claims: dict[NamedPortKey, Counter[int]] = {}
         # the maps
         self.subjects: _Tracked[int, SubjectFlags] = _Tracked()
@@ -590,34 +593,53 @@ class Engine:
         self.ns_policies[pol.namespace].discard(pol.key)
 
     def _set_prefix_ids(self, ids: dict[IPNetwork, int]) -> None:
-        """Install a new prefix table; reselect ipBlock rules and re-resolve affected addresses."""
+        """Install a new prefix set; reselect ipBlock rules and re-resolve affected addresses.
+
+        Existing prefixes keep their identities (check_policy_change guarantees it), and
+        whether an ipBlock selects a prefix depends only on the two, so only the prefixes
+        that come or go need looking at.
+        """
         old = self.table.ids
-        changed = {p for p in set(old) | set(ids) if old.get(p) != ids.get(p)}
-        if not changed:
+        added = {p: n for p, n in ids.items() if old.get(p) != n}
+        removed = {p: n for p, n in old.items() if ids.get(p) != n}
+        if not added and not removed:
             return
         self.table = PrefixTable(ids)
-        for p in changed:
-            if p in ids:
-                self.cidrs.set(p, ids[p])
-            else:
-                self.cidrs.delete(p)
+        for p in removed:
+            self.cidrs.delete(p)
+        for p, n in added.items():
+            self.cidrs.set(p, n)
+        gone_ids = set(removed.values())
         for rid in sorted(self.block_rules):
             rs = self.rules[rid]
-            new: set[int] = set()
-            for peer in rs.rule.peers:
-                if peer.ip_block is not None:
-                    new |= self.table.selected(peer.ip_block)
-            if new == rs.cidr_peers:
+            gone = rs.cidr_peers & gone_ids
+            new = {
+                n
+                for p, n in added.items()
+                if any(
+                    peer.ip_block is not None and block_selects(peer.ip_block, p)
+                    for peer in rs.rule.peers
+                )
+            }
+            if not gone and not new:
                 continue
-            gone, added = rs.cidr_peers - new, new - rs.cidr_peers
-            rs.cidr_peers = new
+            rs.cidr_peers = (rs.cidr_peers - gone) | new
             for s in self.pol[rid[0]].subjects:
                 if self._local(s):
                     self._emit(s, rs, gone, -1)
-                    self._emit(s, rs, added, +1)
-        for addr in self.addr_claims:
-            if any(addr.version == p.version and addr in p for p in changed):
-                self._refresh_addr(addr)
+                    self._emit(s, rs, new, +1)
+        touched: set[IPAddress] = set()
+        for p in [*added, *removed]:
+            touched.update(self._addresses_in(p))
+        for addr in touched:
+            self._refresh_addr(addr)
+
+    def _addresses_in(self, net: IPNetwork) -> list[IPAddress]:
+        rows = self.addr_sorted[net.version]
+        lo = bisect.bisect_left(rows, int(net.network_address))
+        hi = bisect.bisect_right(rows, int(net.broadcast_address))
+        make = ipaddress.IPv4Address if net.version == 4 else ipaddress.IPv6Address
+        return [make(a) for a in rows[lo:hi]]
 
     # ------------------------------------------------------------------ addresses
 
@@ -655,12 +677,17 @@ class Engine:
             self._claim(ip, _HOST_CLAIM, sign)
 
     def _claim(self, addr: IPAddress, claim: tuple[int, str], sign: int) -> None:
-        claims = self.addr_claims.setdefault(addr, {})
+        claims = self.addr_claims.get(addr)
+        if claims is None:
+            claims = self.addr_claims[addr] = {}
+            bisect.insort(self.addr_sorted[addr.version], int(addr))
         claims[claim] = claims.get(claim, 0) + sign
         if claims[claim] <= 0:
             del claims[claim]
         if not claims:
             del self.addr_claims[addr]
+            rows = self.addr_sorted[addr.version]
+            del rows[bisect.bisect_left(rows, int(addr))]
 
     def _refresh_addr(self, addr: IPAddress) -> None:
         claims = self.addr_claims.get(addr)
