@@ -96,7 +96,6 @@ def make_policy(
         (Peer(ip_block=IPBlock(ipaddress.ip_network(f"203.0.{rng.randrange(256)}.0/24"))),),
         (PortSpec(Protocol.TCP, 5432),),
     )
-    del namespaces
     return NetworkPolicy(
         ns, name, sel(), frozenset({Direction.EGRESS}), (), (internet, dns, partner)
     )
@@ -130,7 +129,7 @@ def generate(
             i += 1
         for k in range(policies_per_ns):
             shape = rng.choices((0, 1, 2, 3), weights=(25, 25, 35, 15))[0]
-            pol = make_policy(rng, name, f"p{k}", shape, namespaces)
+            pol = make_policy(rng, name, f"p{k}", shape)
             pols[pol.key] = pol
     for k in range((i + 99) // 100):
         nodes[f"node-{k}"] = Node(
@@ -152,7 +151,7 @@ def cpu_model() -> str:
 
 def percentile(values: list[float], q: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
 
 
 def timed(fn: Callable[[], MapDelta]) -> tuple[float, MapDelta]:
@@ -200,7 +199,7 @@ def run(runs: int, updates: int, seed: int) -> dict[str, Any]:
         ip_change_policy_writes += len(delta.policy) + len(delta.subjects)
 
         ns = f"ns-{rng.randrange(1000):04d}"
-        pol = make_policy(rng, ns, f"bench-{u}", rng.choice((0, 1, 2, 3)), 1000)
+        pol = make_policy(rng, ns, f"bench-{u}", rng.choice((0, 1, 2, 3)))
         dt, _ = timed(lambda pol=pol: inc.upsert_policy(pol))
         lat["policy_add"].append(dt)
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -240,7 +239,7 @@ def table(r: dict[str, Any]) -> str:
             f"{c['namespaces']} namespaces, {c['pods']} pods, {c['label_sets']} label sets, "
             f"{c['policies']} policies",
         ),
-        ("full compile (median of %d)" % r["runs"], f"{r['full_compile_s']:.2f} s"),
+        (f"full compile (median of {r['runs']})", f"{r['full_compile_s']:.2f} s"),
     ]
     rows += [(f"entries {k}", str(v)) for k, v in r["entries"].items()]
     rows.append(("peak RSS", f"{r['peak_rss_mb']:.0f} MB"))
