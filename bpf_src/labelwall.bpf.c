@@ -37,7 +37,7 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 	struct lw_packet pkt = {};
 	struct lw_decision d = {};
 	const struct lw_endpoint *ep;
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now;
 	__u32 subject;
 	int status;
 	__u8 ct;
@@ -46,7 +46,7 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 	ep = lw_endpoint_lookup(skb->ifindex);
 	if (!ep) {
 		d.reason = LW_REASON_UNKNOWN_ENDPOINT;
-		return lw_finish(skb, dir, 0, &pkt, &d, 1, now);
+		return lw_finish(skb, dir, 0, &pkt, &d, 1, bpf_ktime_get_coarse_ns());
 	}
 	subject = ep->identity;
 
@@ -55,8 +55,11 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 	status = lw_parse(skb, &pkt);
 	if (status == LW_REASON_NON_IP || status == LW_REASON_ICMP_ND) {
 		lw_allow(&d, status);
-		return lw_finish(skb, dir, subject, &pkt, &d, 0, now);
+		return lw_finish(skb, dir, subject, &pkt, &d, 0, 0);
 	}
+	/* CLOCK_MONOTONIC_COARSE ns (jiffy resolution, ~20 ns cheaper than the precise clock):
+	 * conntrack expiry, event time, token bucket. */
+	now = bpf_ktime_get_coarse_ns();
 	if (status) {
 		lw_unparsed_decide(subject, dir, status, &d);
 		return lw_finish(skb, dir, subject, &pkt, &d,

@@ -259,7 +259,7 @@ struct lw_ct_key {
 _Static_assert(sizeof(struct lw_ct_key) == 40, "lw_ct_key");
 
 struct lw_ct_value {
-	__u64 expires_ns; /* bpf_ktime_get_ns() deadline (CLOCK_MONOTONIC, ns) */
+	__u64 expires_ns; /* deadline, bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC_COARSE, ns) */
 	__u32 flags;      /* LW_CT_F_* */
 	__u32 pad;        /* zero */
 };
@@ -274,7 +274,7 @@ _Static_assert(sizeof(struct lw_counter) == 16, "lw_counter");
 
 /* lw_events_v1 (ring buffer) record: one verdict, for drops and for new-flow allows. */
 struct lw_event {
-	__u64 ts_ns;         /* bpf_ktime_get_ns() */
+	__u64 ts_ns;         /* bpf_ktime_get_coarse_ns(): CLOCK_MONOTONIC, jiffy resolution */
 	__u32 subject;       /* host order: identity of the pod behind the veth */
 	__u32 peer;          /* host order: peer identity (0 if not looked up) */
 	__u32 cidr_identity; /* host order */
@@ -296,7 +296,7 @@ _Static_assert(sizeof(struct lw_event) == 72, "lw_event");
 
 /* lw_evrate_v1 (per-CPU array, 1 entry): event token bucket and its losses. */
 struct lw_evrate {
-	__u64 last_ns;    /* last refill time, bpf_ktime_get_ns() */
+	__u64 last_ns;    /* last refill time, bpf_ktime_get_coarse_ns() */
 	__u64 tokens;     /* in nano-events: 1 event = 1e9 */
 	__u64 suppressed; /* events refused by the bucket */
 	__u64 lost;       /* events refused by a full ring buffer */
