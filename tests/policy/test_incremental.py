@@ -131,3 +131,12 @@ def test_a_namespace_relabel_renumbers_its_identities() -> None:
 def test_an_unchanged_upsert_returns_an_empty_delta() -> None:
     delta, _ = run(lambda i: i.upsert_pod(STATE.pods["x/a"]))
     assert delta.is_empty()
+
+
+def test_a_namespace_relabelled_into_a_remote_namespace_selector_gains_access() -> None:
+    pol = policy("y", "from-c", sel({"app": "a"}), ingress=[rule([ns_peer({"team": "c"})])])
+    state = cluster(STATE.namespaces.values(), STATE.pods.values(), [pol])
+    delta, inc = run(lambda i: i.upsert_namespace(ns("x", team="c")), state)
+    ya = inc.compiled.pod_identity["y/a"]
+    xa = inc.compiled.pod_identity["x/a"]
+    assert any(k.subject == ya and k.peer == xa for k in delta.policy.upserts)
