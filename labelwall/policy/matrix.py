@@ -123,6 +123,7 @@ class Side:
     policies: tuple[str, ...]  # policies selecting the pod with this direction in policyTypes
     verdict: Verdict
     rule: RuleRef | None
+    entry_text: str = ""  # the matched entry in words, e.g. "peer 4242, TCP port name 'http'"
 
     def as_dict(self) -> dict[str, Any]:
         v = self.verdict
@@ -168,7 +169,9 @@ class Side:
         lines = [head + "isolated by " + ", ".join(self.policies)]
         v = self.verdict
         if v.reason is Reason.POLICY and v.entry is not None:
-            lines.append(f"  matched entry {v.entry} (cookie {v.cookie:#010x}) from {self.rule}")
+            lines.append(
+                f"  matched entry [{self.entry_text}] cookie {v.cookie:#010x} from {self.rule}"
+            )
         elif v.reason is Reason.HOST:
             lines.append("  peer is the host -> allowed")
         elif v.reason is Reason.AUDIT:
@@ -241,7 +244,32 @@ def _side(c: Compiled, direction: Direction, pod: str, verdict: Verdict) -> Side
         )
     )
     rule = c.cookies.get(verdict.cookie) if verdict.reason is Reason.POLICY else None
-    return Side(direction, pod, ident, isolated, policies, verdict, rule)
+    return Side(direction, pod, ident, isolated, policies, verdict, rule, _entry_text(c, verdict))
+
+
+def _entry_text(c: Compiled, verdict: Verdict) -> str:
+    e = verdict.entry
+    if e is None:
+        return ""
+    peer = "any peer" if e.peer == 0 else f"peer {e.peer}"
+    if e.peer in c.identities:
+        peer += f" {c.identities[e.peer]}"
+    elif e.peer:
+        nets = [str(n) for n, i in c.map_state.cidrs.items() if i == e.peer]
+        peer += f" (cidr {', '.join(nets)})" if nets else ""
+    if e.protocol == Protocol.ANY:
+        ports = "any protocol and port"
+    elif e.named:
+        names = [n for n, i in c.name_ids.items() if i == e.port]
+        ports = f"{e.protocol.name} port name {names[0] if names else e.port!r}"
+    elif e.port_bits == 0:
+        ports = f"{e.protocol.name} any port"
+    elif e.port_bits == 16:
+        ports = f"{e.protocol.name} port {e.port}"
+    else:
+        last = e.port + (1 << (16 - e.port_bits)) - 1
+        ports = f"{e.protocol.name} ports {e.port}-{last}"
+    return f"subject {e.subject}, {peer}, {e.direction.name.lower()}, {ports}"
 
 
 def _pod(c: Compiled, key: str, flag: str) -> Pod:
