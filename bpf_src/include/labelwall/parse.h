@@ -41,6 +41,26 @@ struct lw_packet {
 	__u8 daddr[16]; /* network order */
 };
 
+/* Offsets beyond this are read with bpf_skb_load_bytes only (bounds the verifier's range). */
+#define LW_DIRECT_MAX_OFF 512
+
+/*
+ * Copy len bytes at off: straight from the linear packet data when it holds them (no
+ * helper call), else with bpf_skb_load_bytes (non-linear skbs, or beyond the bound).
+ * Negative when the packet is shorter than off + len.
+ */
+static __always_inline int lw_load(struct __sk_buff *skb, __u32 off, void *buf, const __u32 len)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+
+	if (off <= LW_DIRECT_MAX_OFF && data + off + len <= data_end) {
+		__builtin_memcpy(buf, data + off, len);
+		return 0;
+	}
+	return bpf_skb_load_bytes(skb, off, buf, len);
+}
+
 /* L4 header sizes we insist on reading in full (a shorter header is malformed). */
 #define LW_TCP_HDR_MIN 20
 #define LW_UDP_HDR_LEN 8
@@ -53,23 +73,23 @@ static __always_inline int lw_parse_l4(struct __sk_buff *skb, __u32 off, struct 
 
 	switch (pkt->proto) {
 	case IPPROTO_TCP:
-		if (bpf_skb_load_bytes(skb, off, buf, LW_TCP_HDR_MIN) < 0)
+		if (lw_load(skb, off, buf, LW_TCP_HDR_MIN) < 0)
 			return LW_REASON_MALFORMED;
 		if ((buf[12] >> 4) < 5) /* data offset in 32-bit words */
 			return LW_REASON_MALFORMED;
 		pkt->tcp_flags = buf[13];
 		break;
 	case IPPROTO_UDP:
-		if (bpf_skb_load_bytes(skb, off, buf, LW_UDP_HDR_LEN) < 0)
+		if (lw_load(skb, off, buf, LW_UDP_HDR_LEN) < 0)
 			return LW_REASON_MALFORMED;
 		break;
 	case IPPROTO_SCTP:
-		if (bpf_skb_load_bytes(skb, off, buf, LW_SCTP_COMMON_HDR_LEN) < 0)
+		if (lw_load(skb, off, buf, LW_SCTP_COMMON_HDR_LEN) < 0)
 			return LW_REASON_MALFORMED;
 		break;
 	case IPPROTO_ICMP:
 	case IPPROTO_ICMPV6:
-		if (bpf_skb_load_bytes(skb, off, buf, LW_ICMP_HDR_LEN) < 0)
+		if (lw_load(skb, off, buf, LW_ICMP_HDR_LEN) < 0)
 			return LW_REASON_MALFORMED;
 		if (pkt->proto == IPPROTO_ICMPV6 && buf[0] >= LW_ICMPV6_ND_FIRST &&
 		    buf[0] <= LW_ICMPV6_ND_LAST && pkt->family == LW_FAMILY_IPV6)
@@ -96,7 +116,7 @@ static __always_inline int lw_parse_ipv4(struct __sk_buff *skb, struct lw_packet
 {
 	struct iphdr ip;
 
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+	if (lw_load(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
 		return LW_REASON_MALFORMED;
 	if (ip.version != 4 || ip.ihl < 5)
 		return LW_REASON_MALFORMED;
@@ -126,7 +146,7 @@ static __always_inline int lw_parse_ipv6(struct __sk_buff *skb, struct lw_packet
 	__u8 nexthdr;
 	int i;
 
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
+	if (lw_load(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
 		return LW_REASON_MALFORMED;
 	if (ip6.version != 6)
 		return LW_REASON_MALFORMED;
@@ -141,7 +161,7 @@ static __always_inline int lw_parse_ipv6(struct __sk_buff *skb, struct lw_packet
 
 		if (!lw_ipv6_is_ext(nexthdr))
 			break;
-		if (bpf_skb_load_bytes(skb, off, ext, sizeof(ext)) < 0)
+		if (lw_load(skb, off, ext, sizeof(ext)) < 0)
 			return LW_REASON_MALFORMED;
 		switch (nexthdr) {
 		case IPPROTO_FRAGMENT: {
@@ -178,7 +198,7 @@ static __always_inline int lw_parse(struct __sk_buff *skb, struct lw_packet *pkt
 {
 	__be16 h_proto;
 
-	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &h_proto, 2) < 0)
+	if (lw_load(skb, offsetof(struct ethhdr, h_proto), &h_proto, 2) < 0)
 		return LW_REASON_MALFORMED;
 	switch (h_proto) {
 	case bpf_htons(ETH_P_IP):
