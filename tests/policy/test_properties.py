@@ -17,7 +17,7 @@ from strategies import (
 
 from labelwall.cluster import ClusterState, Direction, IPAddress, Pod, Protocol
 from labelwall.identity.allocator import InMemoryRegistry
-from labelwall.policy.compile import Compiled, compile_cluster
+from labelwall.policy.compile import Compiled, CompileOptions, compile_cluster
 from labelwall.policy.lookup import PORT_PROTOCOLS, decide
 
 SETTINGS = settings(max_examples=150, deadline=None)
@@ -115,3 +115,26 @@ def test_compile_with_a_shared_registry_is_reproducible(state: ClusterState) -> 
         compile_cluster(state, registry=reg).map_state
         == compile_cluster(state, registry=reg).map_state
     )
+
+
+@settings(max_examples=80, deadline=None)
+@given(clusters_with_policies(), st.data())
+def test_local_identities_compile_exactly_the_local_part_of_the_full_maps(
+    state: ClusterState, data: st.DataObject
+) -> None:
+    full = compile_cluster(state)
+    local = (
+        frozenset(data.draw(st.sets(st.sampled_from(sorted(full.identities)))))
+        if full.identities
+        else frozenset()
+    )
+    part = compile_cluster(state, CompileOptions(local_identities=local))
+    assert part.map_state.policy == {
+        k: v for k, v in full.map_state.policy.items() if k.subject in local
+    }
+    assert part.map_state.subjects == {
+        k: v for k, v in full.map_state.subjects.items() if k in local
+    }
+    assert part.map_state.ipcache == full.map_state.ipcache
+    assert part.map_state.cidrs == full.map_state.cidrs
+    assert part.map_state.named_ports == full.map_state.named_ports
