@@ -1,0 +1,1 @@
+"""The lab: pods as network namespaces on one machine, wired like a routed CNI."""
