@@ -61,9 +61,7 @@ def pod_ips(i: int) -> tuple[IPAddress, ...]:
     return (v4, ipaddress.IPv6Address(V6 + i + 1)) if i % 3 == 0 else (v4,)
 
 
-def make_policy(
-    rng: random.Random, ns: str, name: str, shape: int, namespaces: int
-) -> NetworkPolicy:
+def make_policy(rng: random.Random, ns: str, name: str, shape: int) -> NetworkPolicy:
     if shape == 0:  # default deny ingress
         return NetworkPolicy(ns, name, sel(), frozenset({Direction.INGRESS}))
     if shape == 1:  # namespace isolation: only pods of the same namespace
