@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ports(p)
     p.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
     p.set_defaults(handler=offline.cmd_diff)
+
+    from labelwall.agent.cli import add_parser as add_agent_parser
+
+    add_agent_parser(sub)
     return parser
 
 

@@ -1,0 +1,168 @@
+"""`labelwall agent`: wire config, source, datapath, metrics and health endpoints, run the loop."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import start_http_server
+
+from labelwall.agent import logs
+from labelwall.agent.dirsource import DirSource
+from labelwall.agent.loop import DRIFT_INTERVAL_S, Agent
+from labelwall.agent.metrics import AgentMetrics
+from labelwall.agent.routes import HostRoutes
+from labelwall.agent.source import Source
+from labelwall.config import Config, load_config
+from labelwall.errors import FieldError, InvalidInput
+from labelwall.policy.compile import CompileOptions
+
+log = logging.getLogger("labelwall.agent")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "agent",
+        help="the node agent: enforce the cluster's NetworkPolicies on this node (root)",
+        description="Take the cluster state from a source, compile it incrementally, write "
+        "only the changes into the pinned BPF maps and attach the classifier to each local "
+        "pod's host-side veth (found through the pod's /32 host route). Needs root "
+        "(CAP_BPF, CAP_NET_ADMIN). Restarting it never flushes the maps.",
+    )
+    p.add_argument("--config", default=None, metavar="PATH", help="config YAML (chart format)")
+    p.add_argument(
+        "--source",
+        required=True,
+        metavar="dir:PATH|kubernetes",
+        help="dir:PATH = a directory of Kubernetes YAML (lab mode); kubernetes = the API",
+    )
+    p.add_argument("--node", default=None, help="this node's name (default: config/NODE_NAME; "
+                   "empty = every pod is local)")  # fmt: skip
+    p.add_argument(
+        "--netns",
+        default=None,
+        help="run in this network namespace (the lab's node); bpffs is not per-netns",
+    )
+    p.add_argument("--drift-interval", type=float, default=DRIFT_INTERVAL_S, metavar="SECONDS")
+    p.add_argument(
+        "--metrics-port", type=int, default=None, help="override agent.metricsPort (0: off)"
+    )
+    p.add_argument(
+        "--health-port", type=int, default=None, help="override agent.healthPort (0: off)"
+    )
+    p.set_defaults(handler=cmd_agent)
+
+
+def _usage(msg: str) -> InvalidInput:
+    return InvalidInput([FieldError("<command line>", None, "labelwall agent", "", msg)])
+
+
+def make_source(spec: str) -> tuple[Source, bool]:
+    """The source and whether it publishes identities (Kubernetes) or not (a directory)."""
+    if spec.startswith("dir:") and len(spec) > 4:
+        return DirSource(spec[4:]), False
+    if spec == "kubernetes":
+        module = importlib.import_module("labelwall.operator.k8s_source")
+        factory = getattr(module, "KubernetesSource", None) or module.make_source
+        return factory(), True
+    raise _usage(f"--source {spec!r}: expected dir:PATH or kubernetes")
+
+
+def serve_health(port: int, agent: Agent, max_age_s: float) -> ThreadingHTTPServer:
+    """GET /healthz: 200 while the loop turned within ``max_age_s``, 503 otherwise."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            age = agent.clock() - agent.heartbeat
+            ok = self.path.startswith("/healthz") and age <= max_age_s
+            body = (b"ok\n" if ok else b"stale\n") if self.path.startswith("/healthz") else b""
+            self.send_response(200 if ok else (503 if body else 404))
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("", port), Handler)
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    return server
+
+
+def build_agent(
+    config: Config, source_spec: str, node: str | None, drift_s: float
+) -> tuple[Agent, Any]:
+    from labelwall.datapath.facade import Datapath
+
+    source, published_mode = make_source(source_spec)
+    dp = Datapath.open()
+    metrics = AgentMetrics()
+    metrics.add_datapath(dp.counters)
+    options = CompileOptions(
+        exclude=frozenset(config.identity.exclude_labels),
+        audit=config.audit,
+        audit_namespaces=frozenset(config.audit_namespaces),
+    )
+    agent = Agent(
+        source,
+        dp,
+        HostRoutes(),
+        options=options,
+        node=node,
+        grace_s=float(config.identity.gc_grace_period_seconds),
+        published_mode=published_mode,
+        metrics=metrics,
+        drift_interval_s=drift_s,
+    )
+    return agent, dp
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    logs.setup(config.log_level)
+    if os.geteuid() != 0:
+        raise _usage("the agent needs root (CAP_BPF and CAP_NET_ADMIN)")
+    if args.netns:
+        from pyroute2 import netns as _netns
+
+        _netns.setns(args.netns, flags=0)  # before any socket: the whole process moves
+    node = config.agent.node_name if args.node is None else args.node
+    agent, dp = build_agent(config, args.source, node or None, args.drift_interval)
+    metrics_port = config.agent.metrics_port if args.metrics_port is None else args.metrics_port
+    health_port = config.agent.health_port if args.health_port is None else args.health_port
+    if metrics_port:
+        start_http_server(metrics_port, registry=agent.metrics.registry)
+    if health_port:
+        serve_health(health_port, agent, max(5.0, 5 * args.drift_interval))
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: Any) -> None:
+        log.info("stopping", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info(
+        "agent starting",
+        extra={
+            "source": args.source,
+            "node": node or "*",
+            "netns": args.netns or "",
+            "metrics_port": metrics_port,
+            "pid": os.getpid(),
+        },
+    )
+    t0 = time.monotonic()
+    try:
+        agent.run(stop)
+    finally:
+        dp.close()
+        log.info("agent stopped", extra={"uptime_s": round(time.monotonic() - t0, 1)})
+    return 0

@@ -1,0 +1,205 @@
+"""The agent's main loop: snapshots in, incremental writes out, drift repair on a timer.
+
+One thread does all datapath work (sync, repair, endpoint retries), so writes never
+interleave. A bad snapshot (source errors, two pods with one address, a compiler failure)
+is logged and rejected: the previous good state stays enforced.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from labelwall.agent.desired import DesiredState
+from labelwall.agent.metrics import AgentMetrics
+from labelwall.agent.port import DatapathPort, RoutesPort
+from labelwall.agent.reconcile import Reconciler, WriteStats
+from labelwall.agent.source import Snapshot, Source
+from labelwall.cluster import ClusterState, IPAddress
+from labelwall.policy.compile import CompileOptions
+
+log = logging.getLogger("labelwall.agent")
+
+#: How often the maps are re-read and compared with the desired state (seconds).
+DRIFT_INTERVAL_S = 1.0
+#: How soon a pod with an address but no host route yet is retried (seconds).
+PENDING_RETRY_S = 0.05
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    ok: bool
+    writes: int
+    seconds: float
+    errors: tuple[str, ...] = ()
+
+
+def duplicate_addresses(state: ClusterState) -> list[str]:
+    """Two pods claiming one address: which one's packets are they? Reject the snapshot."""
+    owner: dict[IPAddress, str] = {}
+    errors = []
+    for key in sorted(state.pods):
+        pod = state.pods[key]
+        if pod.host_network:
+            continue
+        for ip in pod.ips:
+            if ip in owner:
+                errors.append(f"Pod {key}: IP {ip} is also the IP of Pod {owner[ip]}")
+            else:
+                owner[ip] = key
+    return errors
+
+
+class Agent:
+    def __init__(
+        self,
+        source: Source,
+        datapath: DatapathPort,
+        routes: RoutesPort,
+        *,
+        options: CompileOptions = CompileOptions(),  # noqa: B008 - frozen value
+        node: str | None = None,
+        grace_s: float = 300.0,
+        published_mode: bool = False,
+        metrics: AgentMetrics | None = None,
+        drift_interval_s: float = DRIFT_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.desired = DesiredState(options, grace_s, published_mode)
+        self.reconciler = Reconciler(datapath, routes, node)
+        self.metrics = metrics or AgentMetrics()
+        self.drift_interval_s = drift_interval_s
+        self.clock = clock
+        self.started = False
+        self.startup_writes: int | None = None
+        self.last_good: Snapshot | None = None
+        self.heartbeat = clock()
+
+    # ---- one step each ----
+
+    def start(self) -> None:
+        """Adopt what the pinned maps hold (a previous agent's work is kept)."""
+        self.reconciler.adopt()
+        self.started = True
+        log.info(
+            "adopted pinned maps",
+            extra={
+                "entries": sum(len(v) for v in self.reconciler.applied.values()),
+                "endpoints": len(self.reconciler.endpoints),
+            },
+        )
+
+    def handle(self, snap: Snapshot) -> SyncResult:
+        """Compile and write one snapshot; reject it (state unchanged) if it is bad."""
+        t0 = time.perf_counter()
+        errors = list(snap.errors) or duplicate_addresses(snap.state)
+        if errors:
+            for e in errors:
+                log.error("snapshot rejected", extra={"revision": snap.revision, "error": e})
+            self.metrics.syncs.labels("rejected").inc()
+            return SyncResult(False, 0, time.perf_counter() - t0, tuple(errors))
+        try:
+            update = self.desired.update(snap.state, self.clock(), snap.published)
+        except Exception as exc:
+            log.exception(
+                "compile failed; keeping the previous state", extra={"revision": snap.revision}
+            )
+            self.metrics.syncs.labels("error").inc()
+            good = self.last_good
+            self.desired.rebuild(
+                good.state if good else ClusterState(), good.published if good else None
+            )
+            return SyncResult(False, 0, time.perf_counter() - t0, (f"{type(exc).__name__}: {exc}",))
+        first = self.startup_writes is None
+        stats = self.reconciler.sync(self.desired, None if first else update.touched)
+        seconds = time.perf_counter() - t0
+        self.last_good = snap
+        self._record(stats)
+        self.metrics.sync_seconds.observe(seconds)
+        self.metrics.syncs.labels("ok" if stats.total or update.objects else "noop").inc()
+        if first:
+            self.startup_writes = stats.total
+            self.metrics.startup_writes.set(stats.total)
+            log.info(
+                "first sync after start",
+                extra={
+                    "writes": stats.total,
+                    "revision": snap.revision,
+                    "ms": round(seconds * 1e3, 2),
+                },
+            )
+        elif stats.total or update.objects:
+            log.info(
+                "synced",
+                extra={
+                    "revision": snap.revision,
+                    "objects": update.objects,
+                    "writes": stats.total,
+                    "attached": stats.attached,
+                    "detached": stats.detached,
+                    "ms": round(seconds * 1e3, 2),
+                },
+            )
+        return SyncResult(True, stats.total, seconds)
+
+    def repair(self) -> WriteStats:
+        """Rewrite whatever differs from the desired state (entries removed or changed by hand)."""
+        if self.last_good is not None and self.desired.ghosts:
+            # Expire ghosts whose grace ran out (compiles only what changed).
+            nxt = self.desired.next_expiry()
+            if nxt is not None and nxt <= self.clock():
+                self.handle(self.last_good)
+        stats = self.reconciler.repair(self.desired)
+        self._record(stats)
+        if stats.total:
+            self.metrics.drift.inc(stats.total)
+            log.warning(
+                "drift repaired",
+                extra={"upserts": dict(stats.upserts), "deletes": dict(stats.deletes)},
+            )
+        return stats
+
+    def _record(self, stats: WriteStats) -> None:
+        m = self.metrics
+        m.record_writes(stats.upserts, stats.deletes)
+        sizes = {t: len(v) for t, v in self.reconciler.applied.items()}
+        sizes["endpoints"] = len(self.reconciler.endpoints)
+        m.record_sizes(sizes)
+        m.endpoints.set(len(self.reconciler.endpoints))
+        m.pending.set(len(self.reconciler.pending))
+
+    # ---- the loop ----
+
+    def run(self, stop: threading.Event) -> None:
+        changed = threading.Event()
+        if not self.started:
+            self.start()
+        self.source.start(changed)
+        next_repair = self.clock() + self.drift_interval_s
+        try:
+            while not stop.is_set():
+                self.heartbeat = self.clock()
+                wait = next_repair - self.clock()
+                if self.reconciler.pending:
+                    wait = min(wait, PENDING_RETRY_S)
+                if changed.wait(max(0.0, wait)):
+                    changed.clear()
+                    if stop.is_set():
+                        break
+                    self.handle(self.source.snapshot())
+                    continue
+                if self.clock() >= next_repair:
+                    try:
+                        self.repair()
+                    except OSError as exc:
+                        log.error("drift check failed", extra={"error": str(exc)})
+                    next_repair = self.clock() + self.drift_interval_s
+                elif self.reconciler.pending and self.last_good is not None:
+                    stats = self.reconciler.sync(self.desired, {})
+                    self._record(stats)
+        finally:
+            self.source.stop()

@@ -1,0 +1,109 @@
+"""Prometheus metrics: map entries and fill, sync latency, writes, datapath counters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from labelwall.cluster import Direction
+from labelwall.datapath import abi
+from labelwall.policy.lookup import DROP_REASONS, Reason
+
+#: MapState field -> pinned map, for the ``map`` label and the fill ratio's denominator.
+MAP_SPECS: dict[str, abi.MapSpec] = {
+    **{t: spec.spec for t, spec in abi.TABLES.items()},
+    "endpoints": abi.ENDPOINTS_MAP,
+}
+
+CounterReader = Callable[[], Mapping[tuple[Direction, Reason], abi.Counter]]
+
+
+class DatapathCounters(Collector):
+    """Reads the per-CPU verdict counters at scrape time (summed over CPUs by the reader)."""
+
+    def __init__(self, read: CounterReader) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        packets = CounterMetricFamily(
+            "labelwall_datapath_packets",
+            "Packets classified by the datapath, by direction (of the pod) and reason",
+            labels=["direction", "reason", "verdict"],
+        )
+        nbytes = CounterMetricFamily(
+            "labelwall_datapath_bytes",
+            "Bytes classified by the datapath, by direction (of the pod) and reason",
+            labels=["direction", "reason", "verdict"],
+        )
+        try:
+            counters = self.read()
+        except OSError:
+            counters = {}
+        for (direction, reason), c in sorted(counters.items()):
+            verdict = "drop" if reason in DROP_REASONS else "pass"
+            labels = [direction.name.lower(), reason.name.lower(), verdict]
+            packets.add_metric(labels, c.packets)
+            nbytes.add_metric(labels, c.bytes)
+        yield packets
+        yield nbytes
+
+
+class AgentMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.entries = Gauge(
+            "labelwall_map_entries", "Entries in each pinned map (as last written)", ["map"],
+            registry=r,
+        )  # fmt: skip
+        self.fill = Gauge(
+            "labelwall_map_fill_ratio", "Entries / max_entries of each pinned map", ["map"],
+            registry=r,
+        )  # fmt: skip
+        self.sync_seconds = Histogram(
+            "labelwall_agent_sync_duration_seconds",
+            "Time from a new snapshot to its changes written and attached",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.writes = Counter(
+            "labelwall_agent_map_writes", "Map entries written, by map and operation",
+            ["map", "op"], registry=r,
+        )  # fmt: skip
+        self.syncs = Counter(
+            "labelwall_agent_syncs", "Snapshots handled, by result (ok, noop, rejected, error)",
+            ["result"], registry=r,
+        )  # fmt: skip
+        self.drift = Counter(
+            "labelwall_agent_drift_repaired_entries",
+            "Entries rewritten because the maps differed from the desired state",
+            registry=r,
+        )
+        self.startup_writes = Gauge(
+            "labelwall_agent_startup_writes",
+            "Entries written by the first sync after start (0 = the maps were already right)",
+            registry=r,
+        )
+        self.endpoints = Gauge("labelwall_agent_endpoints", "Local pods enforced", registry=r)
+        self.pending = Gauge(
+            "labelwall_agent_pending_endpoints",
+            "Local pods with an address but no host route (not enforced yet)", registry=r,
+        )  # fmt: skip
+
+    def add_datapath(self, read: CounterReader) -> None:
+        self.registry.register(DatapathCounters(read))
+
+    def record_writes(self, upserts: Mapping[str, int], deletes: Mapping[str, int]) -> None:
+        for m, n in upserts.items():
+            self.writes.labels(MAP_SPECS[m].name, "upsert").inc(n)
+        for m, n in deletes.items():
+            self.writes.labels(MAP_SPECS[m].name, "delete").inc(n)
+
+    def record_sizes(self, sizes: Mapping[str, int]) -> None:
+        for m, n in sizes.items():
+            spec = MAP_SPECS[m]
+            self.entries.labels(spec.name).set(n)
+            self.fill.labels(spec.name).set(n / spec.max_entries)

@@ -1,0 +1,209 @@
+"""Make the node's datapath match the desired state: map writes, endpoints, tc attachments.
+
+Write order for one sync (why: no flow allowed before and after a change is ever dropped,
+and an endpoint never points at an identity whose entries are not complete):
+
+ 1. map upserts (the writer orders them: policy, relaxed subjects, ipcache, final subjects)
+ 2. endpoints: new or relabelled pods get their entry, new pods are attached only after
+    their entry exists (an attached veth without an entry would be classified as unknown);
+    pods that left are detached, then their entry is deleted
+ 3. map deletes (entries of identities no endpoint or address uses any more)
+
+Only differences are written: ``applied`` mirrors what the maps hold (read back from the
+kernel on start), so a restart with nothing changed writes zero entries, and ``repair``
+rewrites only what drifted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from labelwall.agent.desired import TABLES, DesiredState
+from labelwall.agent.port import DatapathPort, RoutesPort
+from labelwall.cluster import Pod
+from labelwall.policy.mapstate import MapChanges, MapDelta, MapState
+
+log = logging.getLogger("labelwall.agent")
+
+
+@dataclass
+class WriteStats:
+    """Entries written by one operation, per map (``endpoints`` included)."""
+
+    upserts: dict[str, int] = field(default_factory=dict)
+    deletes: dict[str, int] = field(default_factory=dict)
+    attached: int = 0
+    detached: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.upserts.values()) + sum(self.deletes.values())
+
+    def add(self, table: str, upserts: int, deletes: int) -> None:
+        if upserts:
+            self.upserts[table] = self.upserts.get(table, 0) + upserts
+        if deletes:
+            self.deletes[table] = self.deletes.get(table, 0) + deletes
+
+
+def _split(delta: Mapping[str, MapChanges[Any, Any]]) -> tuple[MapDelta, MapDelta]:
+    ups = MapDelta(**{t: MapChanges(upserts=dict(delta[t].upserts)) for t in TABLES})
+    dels = MapDelta(**{t: MapChanges(deletes=delta[t].deletes) for t in TABLES})
+    return ups, dels
+
+
+def state_dicts(state: MapState) -> dict[str, dict[Any, Any]]:
+    return {t: dict(getattr(state, t)) for t in TABLES}
+
+
+class Reconciler:
+    """Holds what the maps contain (``applied``) and writes the difference to the desired state."""
+
+    def __init__(
+        self,
+        datapath: DatapathPort,
+        routes: RoutesPort,
+        node: str | None = None,
+    ) -> None:
+        self.dp = datapath
+        self.routes = routes
+        self.node = node or None
+        self.applied: dict[str, dict[Any, Any]] = {t: {} for t in TABLES}
+        self.endpoints: dict[int, int] = {}  # ifindex -> identity, as in the endpoints map
+        self.attached: set[int] = set()
+        self.pending: set[str] = set()  # local pods with an address but no host route yet
+
+    # ---- start ----
+
+    def adopt(self) -> None:
+        """Read the pinned maps back: what a previous agent wrote is kept, not flushed."""
+        self.applied = state_dicts(self.dp.read_state())
+        self.endpoints = self.dp.endpoints()
+        self.attached = {i for i in self.endpoints if self._is_attached(i)}
+
+    # ---- map writes ----
+
+    def _changes(
+        self, desired: DesiredState, keys: Mapping[str, frozenset[Any]] | None
+    ) -> dict[str, MapChanges[Any, Any]]:
+        """Differences between desired and applied, over ``keys`` (None: every key)."""
+        out: dict[str, MapChanges[Any, Any]] = {}
+        full = desired.map_state() if keys is None else None
+        for t in TABLES:
+            have = self.applied[t]
+            if full is not None:
+                want: Mapping[Any, Any] = getattr(full, t)
+                cand = set(want) | set(have)
+            else:
+                assert keys is not None
+                cand = set(keys.get(t, ()))
+            ups: dict[Any, Any] = {}
+            dels: set[Any] = set()
+            for k in cand:
+                v = want.get(k) if full is not None else desired.value(t, k)
+                if v is None:
+                    if k in have:
+                        dels.add(k)
+                elif have.get(k) != v:
+                    ups[k] = v
+            out[t] = MapChanges(ups, frozenset(dels))
+        return out
+
+    def _write(self, delta: MapDelta, stats: WriteStats) -> None:
+        if delta.is_empty():
+            return
+        self.dp.apply(delta)
+        for t in TABLES:
+            ch: MapChanges[Any, Any] = getattr(delta, t)
+            mirror = self.applied[t]
+            for k in ch.deletes:
+                mirror.pop(k, None)
+            mirror.update(ch.upserts)
+            stats.add(t, len(ch.upserts), len(ch.deletes))
+
+    # ---- endpoints ----
+
+    def _is_attached(self, ifindex: int) -> bool:
+        try:
+            return self.dp.is_attached(ifindex)
+        except LookupError:
+            return False
+
+    def local_pods(self, desired: DesiredState) -> list[Pod]:
+        return [
+            p
+            for p in desired.state.pods.values()
+            if p.ips and not p.host_network and (self.node is None or p.node in (None, self.node))
+        ]
+
+    def desired_endpoints(self, desired: DesiredState) -> dict[int, int]:
+        routes = self.routes.host_routes()
+        want: dict[int, int] = {}
+        pending: set[str] = set()
+        for pod in self.local_pods(desired):
+            ifindex = next((routes[ip] for ip in pod.ips if ip in routes), None)
+            ident = desired.identity_of(pod)
+            if ifindex is None or ident is None:
+                pending.add(pod.key)
+                continue
+            want[ifindex] = ident
+        self.pending = pending
+        return want
+
+    def _sync_endpoints(self, want: Mapping[int, int], stats: WriteStats, check: bool) -> None:
+        for ifindex, ident in sorted(want.items()):
+            if self.endpoints.get(ifindex) != ident:
+                self.dp.set_endpoint(ifindex, ident)
+                self.endpoints[ifindex] = ident
+                stats.add("endpoints", 1, 0)
+            if ifindex not in self.attached or (check and not self._is_attached(ifindex)):
+                # Entry first, then the classifier: it never sees this veth without one.
+                try:
+                    self.dp.attach(ifindex)
+                except LookupError:
+                    log.warning("interface vanished before attach", extra={"ifindex": ifindex})
+                    continue
+                self.attached.add(ifindex)
+                stats.attached += 1
+        for ifindex in sorted(set(self.endpoints) - set(want)):
+            if ifindex in self.attached:
+                try:
+                    self.dp.detach(ifindex)
+                except LookupError:
+                    pass  # the veth went with its pod's namespace, filters with it
+                except OSError as exc:
+                    log.warning("detach failed", extra={"ifindex": ifindex, "error": str(exc)})
+                self.attached.discard(ifindex)
+                stats.detached += 1
+            self.dp.delete_endpoint(ifindex)
+            del self.endpoints[ifindex]
+            stats.add("endpoints", 0, 1)
+        self.attached &= set(self.endpoints) | set(want)
+
+    # ---- entry points ----
+
+    def sync(self, desired: DesiredState, keys: Mapping[str, frozenset[Any]] | None) -> WriteStats:
+        """Write what changed: ``keys`` from DesiredState.update, or None for a full diff."""
+        stats = WriteStats()
+        ups, dels = _split(self._changes(desired, keys))
+        self._write(ups, stats)
+        self._sync_endpoints(self.desired_endpoints(desired), stats, check=False)
+        self._write(dels, stats)
+        return stats
+
+    def repair(self, desired: DesiredState) -> WriteStats:
+        """Re-read the kernel maps and rewrite whatever differs from the desired state."""
+        self.adopt_maps_only()
+        stats = WriteStats()
+        ups, dels = _split(self._changes(desired, None))
+        self._write(ups, stats)
+        self.endpoints = self.dp.endpoints()
+        self._sync_endpoints(self.desired_endpoints(desired), stats, check=True)
+        self._write(dels, stats)
+        return stats
+
+    def adopt_maps_only(self) -> None:
+        self.applied = state_dicts(self.dp.read_state())
