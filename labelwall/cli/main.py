@@ -109,7 +109,34 @@ def build_parser() -> argparse.ArgumentParser:
     from labelwall.agent.cli import add_parser as add_agent_parser
 
     add_agent_parser(sub)
+
+    from labelwall.operator import app as operator_app
+
+    p = sub.add_parser(
+        "operator",
+        help="run the Kubernetes operator (identities, garbage collection, policy status)",
+        description="Run the kopf operator against the cluster found the standard way "
+        "(in-cluster, else KUBECONFIG / ~/.kube/config) until SIGTERM.",
+    )
+    operator_app.add_arguments(p)
+    p.set_defaults(handler=operator_app.main)
+
+    p = sub.add_parser(
+        "testenv",
+        help="run a real etcd + kube-apiserver for experiments: up|down|build",
+        add_help=False,
+        # Everything after `testenv`, options included, goes to labelwall.testenv.cli.
+        prefix_chars="\0",
+    )
+    p.add_argument("testenv_args", nargs="*")
+    p.set_defaults(handler=_testenv)
     return parser
+
+
+def _testenv(args: argparse.Namespace) -> int:
+    from labelwall.testenv.cli import main as testenv_main
+
+    return testenv_main(args.testenv_args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
