@@ -8,6 +8,8 @@ state, and the agent keeps enforcing the previous good one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 from pathlib import Path
@@ -19,6 +21,7 @@ from labelwall.errors import InvalidInput
 from labelwall.manifests import load_cluster
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+STATUS_FILE = ".status.json"
 Fingerprint = tuple[tuple[str, int, int, int], ...]
 
 
@@ -38,6 +41,22 @@ def fingerprint(root: Path) -> Fingerprint:
     return tuple(sorted(out))
 
 
+def state_digest(root: Path) -> int:
+    """A digest of every manifest's relative path and bytes: what a snapshot was made of.
+
+    Writers compute it for the files they wrote and wait until the agent's status file
+    reports it (``synced``): then the change is enforced.
+    """
+    h = hashlib.sha256()
+    for path, *_ in fingerprint(root):
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            continue
+        h.update(os.path.relpath(path, root).encode() + b"\0" + data + b"\0")
+    return int.from_bytes(h.digest()[:8], "big")
+
+
 def pods_without_ip(state: ClusterState) -> list[str]:
     return [
         f"Pod {key}: status.podIP: Required value: the lab needs every pod's address"
@@ -46,10 +65,17 @@ def pods_without_ip(state: ClusterState) -> list[str]:
     ]
 
 
-def read_snapshot(root: Path, require_ips: bool = True, revision: int = 0) -> Snapshot:
-    """Everything under ``root`` as one Snapshot; errors instead of state if anything is bad."""
+def read_snapshot(root: Path, require_ips: bool = True, revision: int | None = None) -> Snapshot:
+    """Everything under ``root`` as one Snapshot; errors instead of state if anything is bad.
+
+    ``revision`` defaults to the digest of the files, taken before they are parsed (a file
+    replaced in between then shows up as a newer snapshot, never as a false match).
+    """
+    if revision is None:
+        revision = state_digest(root)
     try:
-        docs = read_sources([str(root)]) if any(True for _ in fingerprint(root)) else []
+        # Only the files the fingerprint lists: dot-files (temporaries, our status) never.
+        docs = read_sources([path for path, *_ in fingerprint(root)])
         state = load_cluster(docs).state
     except InvalidInput as exc:
         return Snapshot(ClusterState(), None, revision, tuple(str(e) for e in exc.errors))
@@ -68,7 +94,6 @@ class DirSource:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._seen: Fingerprint | None = None
-        self._revision = 0
 
     def start(self, changed: threading.Event) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -83,14 +108,24 @@ class DirSource:
             with self._lock:
                 if fp != self._seen:
                     self._seen = fp
-                    self._revision += 1
                     changed.set()
             self._stop.wait(self.poll_s)
 
     def snapshot(self) -> Snapshot:
-        with self._lock:
-            revision = self._revision
-        return read_snapshot(self.root, self.require_ips, revision)
+        return read_snapshot(self.root, self.require_ips)
+
+    def synced(self, snap: Snapshot, ok: bool, errors: tuple[str, ...], pending: int) -> None:
+        """Report what is enforced in ``.status.json`` (atomically; ignored by the source)."""
+        status = {
+            "revision": snap.revision,
+            "ok": ok,
+            "errors": list(errors),
+            "pending": pending,
+            "pid": os.getpid(),
+        }
+        tmp = self.root / ".status.json.tmp"
+        tmp.write_text(json.dumps(status))
+        os.replace(tmp, self.root / STATUS_FILE)
 
     def stop(self) -> None:
         self._stop.set()

@@ -172,6 +172,15 @@ class Agent:
         m.endpoints.set(len(self.reconciler.endpoints))
         m.pending.set(len(self.reconciler.pending))
 
+    def _report(self, snap: Snapshot, ok: bool, errors: tuple[str, ...]) -> None:
+        """Tell sources that want it (the lab's directory) what is enforced now."""
+        synced = getattr(self.source, "synced", None)
+        if synced is not None:
+            try:
+                synced(snap, ok, errors, len(self.reconciler.pending))
+            except OSError as exc:
+                log.warning("cannot report status", extra={"error": str(exc)})
+
     # ---- the loop ----
 
     def run(self, stop: threading.Event) -> None:
@@ -190,7 +199,9 @@ class Agent:
                     changed.clear()
                     if stop.is_set():
                         break
-                    self.handle(self.source.snapshot())
+                    snap = self.source.snapshot()
+                    result = self.handle(snap)
+                    self._report(snap, result.ok, result.errors)
                     continue
                 if self.clock() >= next_repair:
                     try:
@@ -201,5 +212,7 @@ class Agent:
                 elif self.reconciler.pending and self.last_good is not None:
                     stats = self.reconciler.sync(self.desired, {})
                     self._record(stats)
+                    if not self.reconciler.pending:
+                        self._report(self.last_good, True, ())
         finally:
             self.source.stop()

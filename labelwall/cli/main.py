@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_agent_parser(sub)
 
+    from labelwall.lab.cli import add_parser as add_lab_parser
+
+    add_lab_parser(sub)
+
     from labelwall.operator import app as operator_app
 
     p = sub.add_parser(

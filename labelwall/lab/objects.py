@@ -1,0 +1,168 @@
+"""The lab's object store: Kubernetes manifests keyed like the API server keys them, validated.
+
+Applying or deleting merges into the current set and validates the whole result with
+the same loader ``labelwall matrix`` uses, plus the lab's own rules (every pod needs an
+IPv4 address in the lab's pod CIDR; no hostNetwork pods). A change that fails leaves the
+store as it was.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from labelwall.cluster import ClusterState, Protocol
+from labelwall.errors import FieldError, InvalidInput
+from labelwall.manifests import SourceDoc, expand_lists, load_cluster
+
+POD_CIDR_V4 = ipaddress.IPv4Network("10.244.0.0/16")
+POD_CIDR_V6 = ipaddress.IPv6Network("fd00:10:244::/48")
+#: Addresses the lab's node holds (labelwall.lab.netns HOST_V4/HOST_V6).
+RESERVED = frozenset({ipaddress.ip_address("10.244.0.1"), ipaddress.ip_address("fd00:10:244::1")})
+
+KINDS = {"Namespace": False, "Pod": True, "NetworkPolicy": True, "Node": False}  # -> namespaced
+ObjKey = tuple[str, str, str]  # (kind, namespace or "", name)
+
+
+@dataclass(frozen=True)
+class LabPod:
+    """What the lab builds for one pod: a netns with these addresses and listeners."""
+
+    key: str
+    ipv4: str
+    ipv6: str | None
+    tcp: tuple[int, ...]
+    udp: tuple[int, ...]
+    sctp: tuple[int, ...]
+
+
+def object_key(obj: Mapping[str, Any]) -> ObjKey | None:
+    kind = obj.get("kind")
+    meta = obj.get("metadata") or {}
+    if not isinstance(kind, str) or kind not in KINDS or not isinstance(meta, Mapping):
+        return None
+    name = str(meta.get("name") or "")
+    namespace = str(meta.get("namespace") or "default") if KINDS[kind] else ""
+    return kind, namespace, name
+
+
+def flatten(docs: Iterable[SourceDoc]) -> tuple[list[SourceDoc], list[FieldError]]:
+    """Expand ``*List`` documents; errors for malformed lists."""
+    out: list[SourceDoc] = []
+    errors: list[FieldError] = []
+    for doc in docs:
+        for entry in expand_lists(doc):
+            if isinstance(entry, FieldError):
+                errors.append(entry)
+            else:
+                out.append(entry)
+    return out, errors
+
+
+def lab_errors(state: ClusterState) -> list[FieldError]:
+    errors = []
+    for key in sorted(state.pods):
+        pod = state.pods[key]
+
+        def err(field: str, msg: str, key: str = key) -> None:
+            errors.append(FieldError("lab", None, f"Pod {key}", field, msg))
+
+        if pod.host_network:
+            err("spec.hostNetwork", "Unsupported value: true: the lab runs pods in their own netns")
+            continue
+        v4 = [ip for ip in pod.ips if ip.version == 4]
+        if not v4:
+            err("status.podIP", "Required value: the lab needs an IPv4 address for every pod")
+        for ip in pod.ips:
+            cidr = POD_CIDR_V4 if ip.version == 4 else POD_CIDR_V6
+            if ip not in cidr:
+                err("status.podIPs", f"Invalid value: {str(ip)!r}: the lab's pod CIDR is {cidr}")
+            elif ip in RESERVED:
+                err("status.podIPs", f"Invalid value: {str(ip)!r}: the lab's node holds it")
+    return errors
+
+
+def lab_pods(state: ClusterState) -> dict[str, LabPod]:
+    out = {}
+    for key, pod in state.pods.items():
+        v4 = next(str(ip) for ip in pod.ips if ip.version == 4)
+        v6 = next((str(ip) for ip in pod.ips if ip.version == 6), None)
+
+        def ports(proto: Protocol, pod: Any = pod) -> tuple[int, ...]:
+            return tuple(sorted({cp.port for cp in pod.ports if cp.protocol == proto}))
+
+        out[key] = LabPod(
+            key, v4, v6, ports(Protocol.TCP), ports(Protocol.UDP), ports(Protocol.SCTP)
+        )
+    return out
+
+
+class ObjectStore:
+    """Current manifests (plain dicts) by (kind, namespace, name)."""
+
+    def __init__(self, objects: Mapping[ObjKey, Mapping[str, Any]] | None = None) -> None:
+        self.objects: dict[ObjKey, Mapping[str, Any]] = dict(objects or {})
+
+    def state_of(self, objects: Mapping[ObjKey, Mapping[str, Any]]) -> ClusterState:
+        docs = [
+            SourceDoc(f"{k[0]} {k[1]}/{k[2]}".replace(" /", " "), 0, o)
+            for k, o in sorted(objects.items())
+        ]
+        state = load_cluster(docs).state
+        errors = lab_errors(state)
+        if errors:
+            raise InvalidInput(errors)
+        return state
+
+    def state(self) -> ClusterState:
+        return self.state_of(self.objects)
+
+    def merged(
+        self, docs: Iterable[SourceDoc]
+    ) -> tuple[dict[ObjKey, Mapping[str, Any]], ClusterState]:
+        """The store with ``docs`` applied, and its validated state; raises InvalidInput."""
+        flat, errors = flatten(docs)
+        new = dict(self.objects)
+        fresh: list[SourceDoc] = []
+        for doc in flat:
+            key = object_key(doc.obj)
+            if key is None:
+                continue  # load_cluster reports unknown kinds and malformed objects below
+            new[key] = doc.obj
+            fresh.append(doc)
+        # Validate the incoming documents with their own file names first, so errors
+        # point at the user's file; then the merged whole (cross-object rules).
+        try:
+            load_cluster(flat)
+        except InvalidInput as exc:
+            errors.extend(exc.errors)
+        if errors:
+            raise InvalidInput(errors)
+        return new, self.state_of(new)
+
+    def without(
+        self, docs: Iterable[SourceDoc]
+    ) -> tuple[dict[ObjKey, Mapping[str, Any]], ClusterState]:
+        """The store with the objects of ``docs`` (and a deleted namespace's objects) removed."""
+        flat, errors = flatten(docs)
+        new = dict(self.objects)
+        for doc in flat:
+            key = object_key(doc.obj)
+            if key is None:
+                errors.append(FieldError(doc.source, doc.index, "object", "kind", "not a lab kind"))
+                continue
+            if key not in new:
+                what = f"{key[0]} {key[1]}/{key[2]}".replace(" /", " ")
+                errors.append(
+                    FieldError(doc.source, doc.index, what, "", "NotFound: not in the lab")
+                )
+                continue
+            del new[key]
+            if key[0] == "Namespace":
+                for other in [k for k in new if k[1] == key[2] and KINDS[k[0]]]:
+                    del new[other]
+        if errors:
+            raise InvalidInput(errors)
+        return new, self.state_of(new)

@@ -1,0 +1,319 @@
+"""The lab supervisor: one background process that owns the lab's pods and answers the CLI.
+
+It holds, per pod, the network namespace (``labelwall.lab.netns``) and one long-lived
+helper process inside it (echo servers on every declared port, and the prober), writes
+the manifests the agent watches, and waits until the agent reports them enforced before
+answering, so ``lab apply`` returning means the change is in force. Requests are JSON
+lines on a Unix socket (``lab.sock``); state changes are serialised, probes run in
+parallel with them (per-pod locks), which is what the continuous-probe tests need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import socketserver
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from labelwall.agent import logs
+from labelwall.agent.dirsource import STATUS_FILE, state_digest
+from labelwall.errors import FieldError, InvalidInput
+from labelwall.lab import netns
+from labelwall.lab.layout import LabPaths, update_record
+from labelwall.lab.objects import LabPod, ObjectStore, ObjKey, lab_pods
+from labelwall.manifests import SourceDoc
+
+log = logging.getLogger("labelwall.lab")
+
+#: How long a change may take to be enforced before `lab apply` gives up waiting (seconds).
+SYNC_TIMEOUT_S = 10.0
+_PROTO: dict[str, netns.Proto] = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
+
+
+class PodHandle:
+    def __init__(self, spec: LabPod, net: netns.PodNet, helper: netns.Agent) -> None:
+        self.spec = spec
+        self.net = net
+        self.helper = helper
+        self.lock = threading.Lock()
+
+
+class Supervisor:
+    def __init__(self, paths: LabPaths) -> None:
+        self.paths = paths
+        self.store = ObjectStore()
+        self.pods: dict[str, PodHandle] = {}
+        self.lock = threading.Lock()  # serialises apply/delete
+        self.node: netns.NodeNet | None = None
+
+    # ---- lifecycle ----
+
+    def setup(self) -> None:
+        self.paths.state.mkdir(parents=True, exist_ok=True)
+        self.node = netns.setup_node(self.paths.node_netns, link=self.paths.host_link)
+        update_record(
+            self.paths,
+            node_netns=self.paths.node_netns,
+            node_created=self.node.created_netns,
+            prefix=self.paths.prefix,
+            supervisor_pid=os.getpid(),
+        )
+
+    def teardown(self) -> None:
+        for key in list(self.pods):
+            self._remove_pod(key)
+        if self.node is not None:
+            netns.teardown_node(self.node)
+
+    # ---- pods ----
+
+    def _create_pod(self, spec: LabPod) -> None:
+        name = self.paths.pod_netns(spec.key)
+        # A leftover of a crashed run has our name: it is ours, remove it first.
+        netns.delete_pod(name, node=self.paths.node_netns)
+        net = netns.create_pod(name, spec.ipv4, spec.ipv6, node=self.paths.node_netns)
+        try:
+            helper = netns.Agent.start(name)
+            helper.serve(tcp=spec.tcp, udp=spec.udp, sctp=spec.sctp)
+        except BaseException:
+            netns.delete_pod(name, node=self.paths.node_netns)
+            raise
+        self.pods[spec.key] = PodHandle(spec, net, helper)
+        log.info("pod created", extra={"pod": spec.key, "netns": name, "ip": spec.ipv4})
+
+    def _remove_pod(self, key: str) -> None:
+        handle = self.pods.pop(key, None)
+        if handle is None:
+            return
+        with handle.lock:
+            handle.helper.close()
+        netns.delete_pod(handle.net.name, node=self.paths.node_netns)
+        log.info("pod removed", extra={"pod": key, "netns": handle.net.name})
+
+    def _realise(self, want: Mapping[str, LabPod]) -> None:
+        """Create new pods, re-create pods whose addresses changed, add new listeners."""
+        for key, spec in sorted(want.items()):
+            have = self.pods.get(key)
+            if have is None:
+                self._create_pod(spec)
+            elif (have.spec.ipv4, have.spec.ipv6) != (spec.ipv4, spec.ipv6):
+                self._remove_pod(key)
+                self._create_pod(spec)
+            elif have.spec != spec:
+                with have.lock:
+                    have.helper.serve(tcp=spec.tcp, udp=spec.udp, sctp=spec.sctp)
+                have.spec = spec
+
+    # ---- manifests ----
+
+    def _write_objects(self, new: Mapping[ObjKey, Mapping[str, Any]]) -> bool:
+        changed = False
+        for key, obj in new.items():
+            if self.store.objects.get(key) == obj:
+                continue
+            path = self.paths.object_file(key[0], key[1] or None, key[2])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.parent / f".{path.name}.tmp"
+            tmp.write_text(yaml.safe_dump(dict(obj), sort_keys=False))
+            os.replace(tmp, path)
+            changed = True
+        for key in self.store.objects.keys() - new.keys():
+            with contextlib.suppress(FileNotFoundError):
+                self.paths.object_file(key[0], key[1] or None, key[2]).unlink()
+            changed = True
+        self.store.objects = dict(new)
+        return changed
+
+    def wait_enforced(self, timeout: float = SYNC_TIMEOUT_S) -> dict[str, Any]:
+        """Until the agent's status names the current files' digest with nothing pending."""
+        want = state_digest(self.paths.state)
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+                status = json.loads((self.paths.state / STATUS_FILE).read_text())
+                if status.get("revision") == want and (
+                    not status.get("ok") or status.get("pending") == 0
+                ):
+                    return {"enforced": bool(status.get("ok")), "agent": status}
+            time.sleep(0.002)
+        return {"enforced": False, "agent": status, "warning": "the agent did not confirm in time"}
+
+    # ---- requests ----
+
+    def apply(self, docs: list[SourceDoc], wait: bool) -> dict[str, Any]:
+        with self.lock:
+            new, state = self.store.merged(docs)
+            self._realise(lab_pods(state))
+            changed = self._write_objects(new)
+            result: dict[str, Any] = {"ok": True, "changed": changed}
+            if wait:
+                result.update(self.wait_enforced())
+            return result
+
+    def delete(self, docs: list[SourceDoc], wait: bool) -> dict[str, Any]:
+        with self.lock:
+            new, state = self.store.without(docs)
+            gone = self.pods.keys() - state.pods.keys()
+            self._write_objects(new)
+            result: dict[str, Any] = {"ok": True, "deleted_pods": sorted(gone)}
+            if wait:
+                result.update(self.wait_enforced())
+            for key in gone:
+                self._remove_pod(key)
+            return result
+
+    def probe(self, requests: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
+        """One outcome per request {src, dst, port, protocol}; probes of one source batch."""
+        by_src: dict[str, list[int]] = {}
+        for i, r in enumerate(requests):
+            by_src.setdefault(r["src"], []).append(i)
+        out: list[dict[str, Any]] = [{} for _ in requests]
+
+        def run(src: str, idxs: list[int]) -> None:
+            handle = self.pods.get(src)
+            if handle is None:
+                for i in idxs:
+                    out[i] = {"outcome": "error", "detail": f"no pod {src}"}
+                return
+            probes = []
+            for i in idxs:
+                r = requests[i]
+                dst = self.pods.get(r["dst"])
+                ip = r.get("ip") or (dst.spec.ipv4 if dst else None)
+                proto = _PROTO[r["protocol"]]
+                probes.append(netns.Probe(proto, ip or "10.244.255.255", int(r["port"]), timeout))
+            with handle.lock:
+                results = handle.helper.probe(probes)
+            for i, res in zip(idxs, results, strict=True):
+                out[i] = {"outcome": res.outcome, "rtt_ms": res.rtt_ms, "detail": res.detail}
+
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(by_src)))) as pool:
+            for f in [pool.submit(run, s, idxs) for s, idxs in by_src.items()]:
+                f.result()
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "objects": [dict(o) for _, o in sorted(self.store.objects.items())],
+            "pods": {
+                k: {
+                    "netns": h.net.name,
+                    "ifname": h.net.host_ifname,
+                    "ifindex": h.net.host_ifindex,
+                    "ipv4": h.spec.ipv4,
+                    "helper_pid": h.helper.pid,
+                }
+                for k, h in sorted(self.pods.items())
+            },
+            "node_netns": self.paths.node_netns,
+            "pid": os.getpid(),
+        }
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        try:
+            if op == "apply":
+                return self.apply(_docs(request), bool(request.get("wait", True)))
+            if op == "delete":
+                return self.delete(_docs(request), bool(request.get("wait", True)))
+            if op == "probe":
+                return {
+                    "results": self.probe(request["probes"], float(request.get("timeout", 0.3)))
+                }
+            if op == "status":
+                return self.status()
+            if op == "wait":
+                return self.wait_enforced(float(request.get("timeout", SYNC_TIMEOUT_S)))
+            if op == "ping":
+                return {"ok": True, "pid": os.getpid()}
+            return {"error": f"unknown op {op!r}"}
+        except InvalidInput as exc:
+            return {"invalid": [_field_error(e) for e in exc.errors]}
+        except Exception as exc:
+            log.exception("request failed", extra={"op": op})
+            return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _docs(request: Mapping[str, Any]) -> list[SourceDoc]:
+    return [
+        SourceDoc(d["source"], int(d["index"]), d["obj"], d.get("path", ""))
+        for d in request["docs"]
+    ]
+
+
+def _field_error(e: FieldError) -> dict[str, Any]:
+    return {
+        "source": e.source,
+        "index": e.index,
+        "obj": e.obj,
+        "field": e.field,
+        "message": e.message,
+    }
+
+
+def serve(paths: LabPaths, ready_fd: int | None = None) -> int:
+    sup = Supervisor(paths)
+    sup.setup()
+    stop = threading.Event()
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            line = self.rfile.readline()
+            if not line:
+                return
+            request = json.loads(line)
+            if request.get("op") == "shutdown":
+                self.wfile.write(b'{"ok": true}\n')
+                stop.set()
+                return
+            answer = sup.handle(request)
+            self.wfile.write(json.dumps(answer).encode() + b"\n")
+
+    with contextlib.suppress(FileNotFoundError):
+        paths.socket.unlink()
+    server = socketserver.ThreadingUnixStreamServer(str(paths.socket), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="lab-socket", daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    log.info("lab supervisor ready", extra={"socket": str(paths.socket), "pid": os.getpid()})
+    if ready_fd is not None:
+        os.write(ready_fd, b"ok\n")
+        os.close(ready_fd)
+    try:
+        stop.wait()
+    finally:
+        server.shutdown()
+        server.server_close()
+        with contextlib.suppress(FileNotFoundError):
+            paths.socket.unlink()
+        sup.teardown()
+        log.info("lab supervisor stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m labelwall.lab.supervisor")
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--ready-fd", type=int, default=None)
+    args = parser.parse_args(argv)
+    logs.setup("info")
+    return serve(LabPaths(Path(args.root), args.prefix), args.ready_fd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
