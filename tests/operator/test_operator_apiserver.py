@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yaml
 from operator_harness import (
+    REPO,
     OperatorProcess,
     apply,
     by_summary,
@@ -22,11 +26,12 @@ from operator_harness import (
 )
 
 from labelwall.operator.objects import CANONICAL_ANNOTATION, parse_time
-from labelwall.testenv import TestEnv
+from labelwall.testenv import TestEnv, service_account_kubeconfig
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.slow]
 
 Start = Callable[..., OperatorProcess]
+HELM_RENDER = REPO / "tools" / "helm" / "render.py"
 
 
 def _settled(env: TestEnv, ns: str, want: dict[str, int]) -> Callable[[], list[dict[str, Any]]]:
@@ -275,7 +280,100 @@ def test_policies_get_a_status_annotation_and_an_event_that_names_the_field_warn
     # Adding the selected pod changes the outcome: annotation and a new event follow.
     apply(crds, pod(ns, "ghost", {"app": "ghost"}))
     wait_for(
-        lambda: (s := status("nobody")) is not None and s.get("subjects") == 1 or None,
+        lambda: ((s := status("nobody")) is not None and s.get("subjects") == 1) or None,
         30,
         "policy now selects the ghost pod",
     )
+
+
+def _render_operator_rbac(release: str, ns: str) -> list[dict[str, Any]]:
+    """The chart's operator ClusterRole and binding, rendered by helm (fails if helm is missing)."""
+    spec = importlib.util.spec_from_file_location("lw_helm_render_op", HELM_RENDER)
+    assert spec is not None
+    assert spec.loader is not None
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    try:
+        text = render.run_helm(
+            ["template", release, str(render.CHART), "--namespace", ns,
+             "--show-only", "templates/operator/rbac.yaml"]
+        )  # fmt: skip
+    except render.HelmMissingError as e:
+        pytest.fail(f"{e} (.ci/run must run tools/helm/build.sh)", pytrace=False)
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def test_operator_works_with_exactly_the_chart_operator_role_and_rbac_on(
+    crds: TestEnv, operators: Start, fresh_ns: Callable[[str], str]
+) -> None:
+    sa_ns, ns = fresh_ns("op-rbac-sa"), fresh_ns("op-rbac")
+    docs = _render_operator_rbac(f"lwrbac{os.getpid()}", sa_ns)
+    assert [d["kind"] for d in docs] == ["ClusterRole", "ClusterRoleBinding"]
+    account = docs[1]["subjects"][0]["name"]
+    kubeconfig = service_account_kubeconfig(crds, sa_ns, account)
+    can = crds.kubectl(
+        "auth", "can-i", "create", "identities.labelwall.io", kubeconfig=kubeconfig, check=False
+    )
+    assert can.stdout.strip() == "no"  # nothing before the chart's role is bound
+    apply(crds, *docs)
+    # The peering object the chart ships (templates/operator/peering.yaml): kopf peering on.
+    apply(
+        crds,
+        {
+            "apiVersion": "kopf.dev/v1",
+            "kind": "ClusterKopfPeering",
+            "metadata": {"name": "labelwall"},
+        },
+    )
+
+    op = operators(kubeconfig=kubeconfig, standalone=False, grace_s=1)
+    apply(
+        crds,
+        namespace(ns),
+        pod(ns, "web", {"app": "web"}),
+        pod(ns, "gone", {"app": "gone"}),
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "web", "namespace": ns},
+            "spec": {"podSelector": {"matchLabels": {"app": "web"}}},
+        },
+    )
+    wait_for(_settled(crds, ns, {"app=web": 1, "app=gone": 1}), 30, f"identities\n{op.tail()}")
+    # delete (garbage collection) is allowed too
+    crds.kubectl("delete", "pod", "gone", "-n", ns, "--force", "--grace-period=0")
+    wait_for(_settled(crds, ns, {"app=web": 1}), 30, f"app=gone collected\n{op.tail()}")
+    annotation = crds.kubectl(
+        "get", "networkpolicy", "web", "-n", ns,
+        "-o", "jsonpath={.metadata.annotations.labelwall\\.io/status}",
+    ).stdout  # fmt: skip
+    assert json.loads(annotation)["subjects"] == 1
+    events = json.loads(crds.kubectl("get", "events", "-n", ns, "-o", "json").stdout)["items"]
+    assert [e["reason"] for e in events] == ["Compiled"]
+    log = op.log.read_text()
+    assert "Forbidden" not in log
+    assert "403" not in log
+
+
+def test_operator_recovers_from_an_apiserver_restart_without_losing_or_duplicating(
+    crds: TestEnv, operators: Start, fresh_ns: Callable[[str], str]
+) -> None:
+    ns = fresh_ns("op-outage")
+    op = operators()
+    apply(crds, namespace(ns), pod(ns, "a", {"app": "a"}), pod(ns, "b", {"app": "b"}))
+    before = wait_for(_settled(crds, ns, {"app=a": 1, "app=b": 1}), 30, "identities")
+    uids = {i["metadata"]["name"]: i["metadata"]["uid"] for i in before}
+
+    crds.restart_apiserver()
+
+    apply(crds, pod(ns, "c", {"app": "c"}), pod(ns, "a2", {"app": "a"}))
+    after = wait_for(
+        _settled(crds, ns, {"app=a": 2, "app=b": 1, "app=c": 1}), 90, f"recovery\n{op.tail()}"
+    )
+    assert op.proc is not None
+    assert op.proc.poll() is None  # the same process, no restart
+    kept = {
+        i["metadata"]["name"]: i["metadata"]["uid"] for i in after if i["metadata"]["name"] in uids
+    }
+    assert kept == uids
+    assert op.healthz() == 200
