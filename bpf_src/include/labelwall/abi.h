@@ -19,10 +19,12 @@
  *    the pod's EGRESS policy); handle_to_pod at its tc egress (packets entering the pod:
  *    INGRESS policy). The subject is lw_endpoints_v1[skb->ifindex]; a miss drops
  *    (LW_REASON_UNKNOWN_ENDPOINT, fail closed).
- *  - Per packet: endpoint -> parse -> (ND / non-IP pass) -> conntrack (forward key =
- *    established, reverse key = reply) -> the lookup order of labelwall/policy/lookup.py
- *    -> on allow, create a conntrack entry (isolated or not, so replies pass when the
- *    other side is isolated).
+ *  - Per packet: parse -> conntrack (forward key = established, reverse key = reply; no
+ *    identity needed, so an established flow costs one hash lookup) -> endpoint (a miss
+ *    drops) -> (ND / non-IP pass) -> the lookup order of labelwall/policy/lookup.py -> on
+ *    allow, create a conntrack entry (isolated or not, so replies pass when the other
+ *    side is isolated). A conntrack hit passes even on a veth whose endpoint entry is
+ *    gone (pod teardown): the flow was judged on a known endpoint when it started.
  *  - Identities and ports inside map keys are host byte order except where a field says
  *    "network order" (ports, addresses), which is what makes LPM port prefixes work.
  *  - Address family codes are 4 and 6 (as Python's ipaddress .version), not AF_INET*.

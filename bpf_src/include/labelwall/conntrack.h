@@ -35,30 +35,24 @@ static __always_inline __u64 lw_ct_timeout_ns(__u8 proto, __u32 flags)
 	}
 }
 
-static __always_inline void lw_ct_key_forward(struct lw_ct_key *key, const struct lw_packet *pkt,
-					      __u8 dir)
+/* The packet's own tuple becomes the forward key: only dir and pad are per hook. */
+static __always_inline void lw_ct_key_forward(struct lw_packet *pkt, __u8 dir)
 {
-	key->family = pkt->family;
-	key->proto = pkt->proto;
-	key->dir = dir;
-	key->pad = 0;
-	key->sport = pkt->sport;
-	key->dport = pkt->dport;
-	__builtin_memcpy(key->saddr, pkt->saddr, 16);
-	__builtin_memcpy(key->daddr, pkt->daddr, 16);
+	pkt->t.dir = dir;
+	pkt->t.pad = 0;
 }
 
 static __always_inline void lw_ct_key_reverse(struct lw_ct_key *key, const struct lw_packet *pkt,
 					      __u8 dir)
 {
-	key->family = pkt->family;
-	key->proto = pkt->proto;
+	key->family = pkt->t.family;
+	key->proto = pkt->t.proto;
 	key->dir = lw_dir_opposite(dir);
 	key->pad = 0;
-	key->sport = pkt->dport;
-	key->dport = pkt->sport;
-	__builtin_memcpy(key->saddr, pkt->daddr, 16);
-	__builtin_memcpy(key->daddr, pkt->saddr, 16);
+	key->sport = pkt->t.dport;
+	key->dport = pkt->t.sport;
+	__builtin_memcpy(key->saddr, pkt->t.daddr, 16);
+	__builtin_memcpy(key->daddr, pkt->t.saddr, 16);
 }
 
 /* Extend (or, on FIN/RST, cap) a live entry's lifetime; writes at most once a second. */
@@ -70,7 +64,7 @@ static __always_inline void lw_ct_touch(struct lw_ct_value *v, const struct lw_p
 
 	if (pkt->tcp_flags & (LW_TCP_FIN | LW_TCP_RST))
 		flags |= LW_CT_F_CLOSING;
-	expires = now + lw_ct_timeout_ns(pkt->proto, flags);
+	expires = now + lw_ct_timeout_ns(pkt->t.proto, flags);
 	if (flags != v->flags) {
 		v->flags = flags;
 		/* closing only ever shortens the lifetime */
@@ -82,14 +76,17 @@ static __always_inline void lw_ct_touch(struct lw_ct_value *v, const struct lw_p
 	}
 }
 
-/* Returns LW_REASON_CT_ESTABLISHED, LW_REASON_CT_REPLY, or 0 for a new flow. */
-static __always_inline __u8 lw_ct_lookup(const struct lw_packet *pkt, __u8 dir, __u64 now)
+/*
+ * Returns LW_REASON_CT_ESTABLISHED, LW_REASON_CT_REPLY, or 0 for a new flow. Leaves
+ * pkt->t as the forward key (lw_ct_create uses it).
+ */
+static __always_inline __u8 lw_ct_lookup(struct lw_packet *pkt, __u8 dir, __u64 now)
 {
 	struct lw_ct_key key;
 	struct lw_ct_value *v;
 
-	lw_ct_key_forward(&key, pkt, dir);
-	v = bpf_map_lookup_elem(&lw_ct_v1, &key);
+	lw_ct_key_forward(pkt, dir);
+	v = bpf_map_lookup_elem(&lw_ct_v1, &pkt->t);
 	if (v && v->expires_ns > now) {
 		lw_ct_touch(v, pkt, 0, now);
 		return LW_REASON_CT_ESTABLISHED;
@@ -104,17 +101,16 @@ static __always_inline __u8 lw_ct_lookup(const struct lw_packet *pkt, __u8 dir, 
 }
 
 /* Track an allowed new flow (also when not isolated: the other side may be). */
-static __always_inline void lw_ct_create(const struct lw_packet *pkt, __u8 dir, __u64 now)
+static __always_inline void lw_ct_create(struct lw_packet *pkt, __u8 dir, __u64 now)
 {
-	struct lw_ct_key key;
 	struct lw_ct_value v = {
 		.flags = pkt->tcp_flags & (LW_TCP_FIN | LW_TCP_RST) ? LW_CT_F_CLOSING : 0,
 		.pad = 0,
 	};
 
-	lw_ct_key_forward(&key, pkt, dir);
-	v.expires_ns = now + lw_ct_timeout_ns(pkt->proto, v.flags);
-	bpf_map_update_elem(&lw_ct_v1, &key, &v, BPF_ANY);
+	lw_ct_key_forward(pkt, dir);
+	v.expires_ns = now + lw_ct_timeout_ns(pkt->t.proto, v.flags);
+	bpf_map_update_elem(&lw_ct_v1, &pkt->t, &v, BPF_ANY);
 }
 
 #endif /* LW_CONNTRACK_H */

@@ -29,16 +29,15 @@
 #define LW_ICMPV6_ND_FIRST 133 /* router solicitation */
 #define LW_ICMPV6_ND_LAST 137  /* redirect */
 
-/* What the classifier needs from one packet (not an ABI struct: never leaves the program). */
+/*
+ * What the classifier needs from one packet (not an ABI struct: never leaves the program).
+ * The tuple is parsed straight into conntrack key layout, so the established-flow lookup
+ * (the hot path) uses it as its key with no copy: only t.dir and t.pad are set per hook.
+ */
 struct lw_packet {
-	__u8 family;    /* LW_FAMILY_*, 0 until an IP header was read */
-	__u8 proto;     /* IP protocol (after IPv6 extension headers) */
-	__u8 tcp_flags; /* TCP flags byte, 0 for other protocols */
-	__u8 has_ports; /* 1 for TCP/UDP/SCTP: policy matches dport */
-	__be16 sport;   /* network order; conntrack ports (ICMP echo: the echo id) */
-	__be16 dport;   /* network order */
-	__u8 saddr[16]; /* network order */
-	__u8 daddr[16]; /* network order */
+	struct lw_ct_key t; /* family, proto, ports (ICMP echo: the echo id), addresses */
+	__u8 tcp_flags;     /* TCP flags byte, 0 for other protocols */
+	__u8 has_ports;     /* 1 for TCP/UDP/SCTP: policy matches dport */
 };
 
 /* Offsets beyond this are read with bpf_skb_load_bytes only (bounds the verifier's range). */
@@ -71,7 +70,7 @@ static __always_inline int lw_parse_l4(struct __sk_buff *skb, __u32 off, struct 
 {
 	__u8 buf[LW_TCP_HDR_MIN];
 
-	switch (pkt->proto) {
+	switch (pkt->t.proto) {
 	case IPPROTO_TCP:
 		if (lw_load(skb, off, buf, LW_TCP_HDR_MIN) < 0)
 			return LW_REASON_MALFORMED;
@@ -91,23 +90,23 @@ static __always_inline int lw_parse_l4(struct __sk_buff *skb, __u32 off, struct 
 	case IPPROTO_ICMPV6:
 		if (lw_load(skb, off, buf, LW_ICMP_HDR_LEN) < 0)
 			return LW_REASON_MALFORMED;
-		if (pkt->proto == IPPROTO_ICMPV6 && buf[0] >= LW_ICMPV6_ND_FIRST &&
-		    buf[0] <= LW_ICMPV6_ND_LAST && pkt->family == LW_FAMILY_IPV6)
+		if (pkt->t.proto == IPPROTO_ICMPV6 && buf[0] >= LW_ICMPV6_ND_FIRST &&
+		    buf[0] <= LW_ICMPV6_ND_LAST && pkt->t.family == LW_FAMILY_IPV6)
 			return LW_REASON_ICMP_ND;
-		if ((pkt->proto == IPPROTO_ICMP &&
+		if ((pkt->t.proto == IPPROTO_ICMP &&
 		     (buf[0] == LW_ICMP_ECHO_REQUEST || buf[0] == LW_ICMP_ECHO_REPLY)) ||
-		    (pkt->proto == IPPROTO_ICMPV6 &&
+		    (pkt->t.proto == IPPROTO_ICMPV6 &&
 		     (buf[0] == LW_ICMPV6_ECHO_REQUEST || buf[0] == LW_ICMPV6_ECHO_REPLY))) {
 			/* echo id (bytes 4..5) as both ports: request and reply then share a flow */
-			__builtin_memcpy(&pkt->sport, &buf[4], 2);
-			pkt->dport = pkt->sport;
+			__builtin_memcpy(&pkt->t.sport, &buf[4], 2);
+			pkt->t.dport = pkt->t.sport;
 		}
 		return 0;
 	default:
 		return 0; /* no ports: matched by protocol only */
 	}
-	__builtin_memcpy(&pkt->sport, &buf[0], 2);
-	__builtin_memcpy(&pkt->dport, &buf[2], 2);
+	__builtin_memcpy(&pkt->t.sport, &buf[0], 2);
+	__builtin_memcpy(&pkt->t.dport, &buf[2], 2);
 	pkt->has_ports = 1;
 	return 0;
 }
@@ -120,10 +119,10 @@ static __always_inline int lw_parse_ipv4(struct __sk_buff *skb, struct lw_packet
 		return LW_REASON_MALFORMED;
 	if (ip.version != 4 || ip.ihl < 5)
 		return LW_REASON_MALFORMED;
-	pkt->family = LW_FAMILY_IPV4;
-	pkt->proto = ip.protocol;
-	__builtin_memcpy(pkt->saddr, &ip.saddr, 4);
-	__builtin_memcpy(pkt->daddr, &ip.daddr, 4);
+	pkt->t.family = LW_FAMILY_IPV4;
+	pkt->t.proto = ip.protocol;
+	__builtin_memcpy(pkt->t.saddr, &ip.saddr, 4);
+	__builtin_memcpy(pkt->t.daddr, &ip.daddr, 4);
 	if (bpf_ntohs(ip.tot_len) < ip.ihl * 4)
 		return LW_REASON_MALFORMED;
 	/* A non-first fragment has no L4 header: nothing to match ports against. */
@@ -150,9 +149,9 @@ static __always_inline int lw_parse_ipv6(struct __sk_buff *skb, struct lw_packet
 		return LW_REASON_MALFORMED;
 	if (ip6.version != 6)
 		return LW_REASON_MALFORMED;
-	pkt->family = LW_FAMILY_IPV6;
-	__builtin_memcpy(pkt->saddr, &ip6.saddr, 16);
-	__builtin_memcpy(pkt->daddr, &ip6.daddr, 16);
+	pkt->t.family = LW_FAMILY_IPV6;
+	__builtin_memcpy(pkt->t.saddr, &ip6.saddr, 16);
+	__builtin_memcpy(pkt->t.daddr, &ip6.daddr, 16);
 	nexthdr = ip6.nexthdr;
 
 	/* Bounded walk; a chain longer than LW_IPV6_MAX_EXT is refused, never skipped. */
@@ -168,7 +167,7 @@ static __always_inline int lw_parse_ipv6(struct __sk_buff *skb, struct lw_packet
 			__be16 frag_off;
 
 			__builtin_memcpy(&frag_off, &ext[2], 2);
-			pkt->proto = ext[0];
+			pkt->t.proto = ext[0];
 			if (bpf_ntohs(frag_off) & LW_IPV6_FRAG_OFFSET_MASK)
 				return LW_REASON_FRAGMENT;
 			off += 8; /* fixed size */
@@ -183,7 +182,7 @@ static __always_inline int lw_parse_ipv6(struct __sk_buff *skb, struct lw_packet
 		}
 		nexthdr = ext[0];
 	}
-	pkt->proto = nexthdr;
+	pkt->t.proto = nexthdr;
 	if (lw_ipv6_is_ext(nexthdr))
 		return LW_REASON_UNSUPPORTED;
 	return lw_parse_l4(skb, off, pkt);

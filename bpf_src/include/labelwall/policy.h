@@ -41,9 +41,9 @@ static __always_inline int lw_policy_match_peer(__u32 subject, __u32 peer, __u8 
 						const struct lw_packet *pkt, __be16 port,
 						__be16 name_id, __u32 *cookie)
 {
-	if (lw_policy_match(subject, peer, dir, pkt->proto, port, cookie))
+	if (lw_policy_match(subject, peer, dir, pkt->t.proto, port, cookie))
 		return 1;
-	return name_id && lw_policy_match(subject, peer, dir | LW_DIR_NAMED, pkt->proto,
+	return name_id && lw_policy_match(subject, peer, dir | LW_DIR_NAMED, pkt->t.proto,
 					  name_id, cookie);
 }
 
@@ -52,13 +52,13 @@ static __always_inline __be16 lw_named_port(const struct lw_packet *pkt)
 	/* lookup.py step 4: keyed by the packet's destination (the subject for ingress,
 	 * the peer for egress), i.e. always daddr. */
 	struct lw_port_key key = {
-		.family = pkt->family,
-		.proto = pkt->proto,
-		.port = pkt->dport,
+		.family = pkt->t.family,
+		.proto = pkt->t.proto,
+		.port = pkt->t.dport,
 	};
 	const struct lw_port_value *v;
 
-	__builtin_memcpy(key.addr, pkt->daddr, 16);
+	__builtin_memcpy(key.addr, pkt->t.daddr, 16);
 	v = bpf_map_lookup_elem(&lw_ports_v1, &key);
 	return v ? bpf_htons((__u16)v->name_id) : 0;
 }
@@ -74,15 +74,15 @@ static __always_inline void lw_policy_decide(const struct lw_packet *pkt, __u32 
 					     __u8 dir, struct lw_decision *d)
 {
 	__u32 flags = lw_subject_flags(subject);
-	const __u8 *peer_addr = dir == LW_DIR_EGRESS ? pkt->daddr : pkt->saddr;
-	__be16 port = pkt->has_ports ? pkt->dport : 0;
+	const __u8 *peer_addr = dir == LW_DIR_EGRESS ? pkt->t.daddr : pkt->t.saddr;
+	__be16 port = pkt->has_ports ? pkt->t.dport : 0;
 	__be16 name_id = 0;
 
 	if (!(flags & lw_isolation_flag(dir))) {
 		lw_allow(d, LW_REASON_NOT_ISOLATED);
 		return;
 	}
-	lw_peer_identity(pkt->family, peer_addr, &d->peer, &d->cidr_identity);
+	lw_peer_identity(pkt->t.family, peer_addr, &d->peer, &d->cidr_identity);
 	if (d->peer == LW_ID_HOST) {
 		lw_allow(d, LW_REASON_HOST);
 		return;

@@ -81,18 +81,18 @@ static __always_inline void lw_emit(struct __sk_buff *skb, __u8 dir, __u32 subje
 	e->cidr_identity = d->cidr_identity;
 	e->cookie = d->cookie;
 	e->ifindex = skb->ifindex;
-	e->family = pkt->family;
-	e->proto = pkt->proto;
+	e->family = pkt->t.family;
+	e->proto = pkt->t.proto;
 	e->dir = dir;
 	e->verdict = d->verdict;
 	e->reason = d->reason;
 	e->pad = 0;
-	e->sport = pkt->sport;
-	e->dport = pkt->dport;
+	e->sport = pkt->t.sport;
+	e->dport = pkt->t.dport;
 	e->pad2[0] = 0;
 	e->pad2[1] = 0;
-	__builtin_memcpy(e->saddr, pkt->saddr, 16);
-	__builtin_memcpy(e->daddr, pkt->daddr, 16);
+	__builtin_memcpy(e->saddr, pkt->t.saddr, 16);
+	__builtin_memcpy(e->daddr, pkt->t.daddr, 16);
 	bpf_ringbuf_submit(e, 0);
 }
 
