@@ -172,6 +172,27 @@ class Agent:
         m.endpoints.set(len(self.reconciler.endpoints))
         m.pending.set(len(self.reconciler.pending))
 
+    def _on_change(self) -> None:
+        snap = self.source.snapshot()
+        result = self.handle(snap)
+        self._report(snap, result.ok, result.errors)
+
+    def _retry_pending(self) -> None:
+        self._record(self.reconciler.sync(self.desired, {}))
+        if not self.reconciler.pending and self.last_good is not None:
+            self._report(self.last_good, True, ())
+
+    def _guarded(self, step: Callable[[], object]) -> None:
+        """A failing write or netlink call must not end the agent: log, retry next turn.
+
+        The next drift check re-reads the maps, so a half-done write is completed then.
+        """
+        try:
+            step()
+        except Exception:
+            log.exception("agent step failed; retrying at the next check")
+            self.metrics.syncs.labels("error").inc()
+
     def _report(self, snap: Snapshot, ok: bool, errors: tuple[str, ...]) -> None:
         """Tell sources that want it (the lab's directory) what is enforced now."""
         synced = getattr(self.source, "synced", None)
@@ -199,20 +220,12 @@ class Agent:
                     changed.clear()
                     if stop.is_set():
                         break
-                    snap = self.source.snapshot()
-                    result = self.handle(snap)
-                    self._report(snap, result.ok, result.errors)
+                    self._guarded(self._on_change)
                     continue
                 if self.clock() >= next_repair:
-                    try:
-                        self.repair()
-                    except OSError as exc:
-                        log.error("drift check failed", extra={"error": str(exc)})
+                    self._guarded(self.repair)
                     next_repair = self.clock() + self.drift_interval_s
                 elif self.reconciler.pending and self.last_good is not None:
-                    stats = self.reconciler.sync(self.desired, {})
-                    self._record(stats)
-                    if not self.reconciler.pending:
-                        self._report(self.last_good, True, ())
+                    self._guarded(self._retry_pending)
         finally:
             self.source.stop()

@@ -129,7 +129,7 @@ class Reconciler:
     def _is_attached(self, ifindex: int) -> bool:
         try:
             return self.dp.is_attached(ifindex)
-        except LookupError:
+        except Exception:  # a vanished link (LookupError, netlink ENODEV)
             return False
 
     def local_pods(self, desired: DesiredState) -> list[Pod]:
@@ -163,8 +163,8 @@ class Reconciler:
                 # Entry first, then the classifier: it never sees this veth without one.
                 try:
                     self.dp.attach(ifindex)
-                except LookupError:
-                    log.warning("interface vanished before attach", extra={"ifindex": ifindex})
+                except Exception as exc:  # link gone (pod deleted): retried
+                    log.warning("attach failed", extra={"ifindex": ifindex, "error": str(exc)})
                     continue
                 self.attached.add(ifindex)
                 stats.attached += 1
@@ -172,10 +172,9 @@ class Reconciler:
             if ifindex in self.attached:
                 try:
                     self.dp.detach(ifindex)
-                except LookupError:
-                    pass  # the veth went with its pod's namespace, filters with it
-                except OSError as exc:
-                    log.warning("detach failed", extra={"ifindex": ifindex, "error": str(exc)})
+                except Exception as exc:  # usually ENODEV: the veth went
+                    # with its pod's namespace, and its filters with it.
+                    log.debug("detach skipped", extra={"ifindex": ifindex, "error": str(exc)})
                 self.attached.discard(ifindex)
                 stats.detached += 1
             self.dp.delete_endpoint(ifindex)
