@@ -1,0 +1,167 @@
+"""The agent's Source in a cluster: watched Pods, Namespaces, Nodes, policies and Identities.
+
+Pods of the agent's own node come from a watch with the field selector
+``spec.nodeName=NODE`` (the pods it enforces, delivered without waiting on the cluster-wide
+stream); every other pod comes from a cluster-wide watch (peers in policies and ipcache
+entries). Identities come from a watch of the Identity objects: ``Snapshot.published``
+holds only numbers whose object exists, so the agent gives other pods ``init``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes.client import (
+    ApiClient,
+    CoreV1Api,
+    CustomObjectsApi,
+    NetworkingV1Api,
+)
+
+from labelwall.agent.source import Snapshot
+from labelwall.cluster import ClusterState, Namespace, Node, Pod
+from labelwall.identity.labels import LabelSet
+from labelwall.operator.kube import api_client
+from labelwall.operator.objects import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    IdentityRecord,
+    PolicyEntry,
+    parse_namespace,
+    parse_node,
+    parse_pod,
+    parse_policy,
+)
+from labelwall.operator.plan import STATUS_ANNOTATION
+from labelwall.operator.reflector import Reflector
+from labelwall.operator.registry import IdentityCache
+
+
+def _pod(obj: Mapping[str, Any]) -> tuple[str, Pod] | None:
+    pod = parse_pod(obj)
+    return None if pod is None else (pod.key, pod)
+
+
+def _namespace(obj: Mapping[str, Any]) -> tuple[str, Namespace] | None:
+    ns = parse_namespace(obj)
+    return None if ns is None else (ns.name, ns)
+
+
+def _node(obj: Mapping[str, Any]) -> tuple[str, Node] | None:
+    node = parse_node(obj)
+    return None if node is None else (node.name, node)
+
+
+def _policy(obj: Mapping[str, Any]) -> tuple[str, PolicyEntry] | None:
+    entry = parse_policy(obj, STATUS_ANNOTATION)
+    return entry.key, entry
+
+
+def _identity(obj: Mapping[str, Any]) -> tuple[int, IdentityRecord] | None:
+    record = IdentityRecord.from_object(obj)
+    return None if record is None else (record.number, record)
+
+
+class KubernetesSource:
+    """``labelwall.agent.source.Source`` backed by list+watch of the API server."""
+
+    def __init__(
+        self,
+        node: str | None = None,
+        client: ApiClient | None = None,
+        *,
+        watch_timeout_s: int = 30,
+        resync_s: float = 300.0,
+    ) -> None:
+        #: The node whose pods this agent enforces (the chart sets NODE_NAME).
+        self.node = node if node is not None else os.environ.get("NODE_NAME", "")
+        self.client = client if client is not None else api_client()
+        core, net = CoreV1Api(self.client), NetworkingV1Api(self.client)
+        custom = CustomObjectsApi(self.client)
+        self._changed: threading.Event | None = None
+        self._lock = threading.Lock()
+        self._revision = 0
+        opts: dict[str, Any] = {"watch_timeout_s": watch_timeout_s, "resync_s": resync_s}
+
+        def list_identities(**kwargs: Any) -> Any:
+            return custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs)
+
+        self.local_pods: Reflector[str, Pod] = Reflector(
+            "local-pods", core.list_pod_for_all_namespaces, _pod, self._bump,
+            field_selector=f"spec.nodeName={self.node}", **opts,
+        )  # fmt: skip
+        self.pods: Reflector[str, Pod] = Reflector(
+            "pods", core.list_pod_for_all_namespaces, _pod, self._bump, **opts
+        )
+        self.namespaces: Reflector[str, Namespace] = Reflector(
+            "namespaces", core.list_namespace, _namespace, self._bump, **opts
+        )
+        self.nodes: Reflector[str, Node] = Reflector(
+            "nodes", core.list_node, _node, self._bump, **opts
+        )
+        self.policies: Reflector[str, PolicyEntry] = Reflector(
+            "networkpolicies", net.list_network_policy_for_all_namespaces, _policy, self._bump,
+            **opts,
+        )  # fmt: skip
+        self.identities: Reflector[int, IdentityRecord] = Reflector(
+            "identities", list_identities, _identity, self._bump, **opts
+        )
+        self._reflectors: tuple[Reflector[Any, Any], ...] = (
+            self.local_pods, self.pods, self.namespaces, self.nodes, self.policies,
+            self.identities,
+        )  # fmt: skip
+
+    def _bump(self) -> None:
+        with self._lock:
+            self._revision += 1
+            changed = self._changed
+        if changed is not None:
+            changed.set()
+
+    # --- Source --------------------------------------------------------------------------
+
+    def start(self, changed: threading.Event) -> None:
+        with self._lock:
+            self._changed = changed
+        for r in self._reflectors:
+            r.start()
+
+    def synced(self) -> bool:
+        """True once every watch has completed its first LIST."""
+        return all(r.synced.is_set() for r in self._reflectors)
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            revision = self._revision
+        if not self.synced():
+            # A partial view would remove pods and identities that merely are not listed
+            # yet; until every LIST is in, report nothing new (the agent keeps its state).
+            return Snapshot(ClusterState(), {}, revision, ("waiting for the initial LISTs",))
+        local = self.local_pods.items()
+        pods = {k: p for k, p in self.pods.items().items() if p.node != self.node}
+        pods.update(local)
+        entries = self.policies.items()
+        cache = IdentityCache()
+        cache.rebase(self.identities.items().values())
+        published: dict[LabelSet, int] = cache.published()
+        errors = tuple(str(e) for key in sorted(entries) for e in entries[key].errors)
+        state = ClusterState(
+            namespaces=dict(sorted(self.namespaces.items().items())),
+            pods=dict(sorted(pods.items())),
+            nodes=dict(sorted(self.nodes.items().items())),
+            policies={k: e.policy for k, e in sorted(entries.items()) if e.policy is not None},
+        )
+        return Snapshot(state, published, revision, errors)
+
+    def stop(self) -> None:
+        for r in self._reflectors:
+            r.stop()
+
+
+def make_source() -> KubernetesSource:
+    """What ``labelwall agent --source kubernetes`` builds (node from $NODE_NAME)."""
+    return KubernetesSource()

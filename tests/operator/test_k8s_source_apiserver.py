@@ -1,0 +1,121 @@
+"""KubernetesSource (the agent's cluster source) against a real API server."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+from kubernetes.client import CustomObjectsApi
+from operator_harness import apply, namespace, pod, set_pod_ip, wait_for
+
+from labelwall.agent.source import Snapshot
+from labelwall.cluster import Labels
+from labelwall.identity.allocator import allocate
+from labelwall.identity.labels import LabelSet
+from labelwall.operator.k8s_source import KubernetesSource
+from labelwall.operator.kube import api_client
+from labelwall.operator.registry import KubeIdentityRegistry
+from labelwall.testenv import TestEnv
+
+pytestmark = pytest.mark.apiserver
+
+NODE = "node-src"
+
+
+@pytest.fixture
+def source(crds: TestEnv) -> Iterator[tuple[KubernetesSource, threading.Event]]:
+    client = api_client(str(crds.kubeconfig))
+    # A short watch timeout so the test also crosses watch reconnects.
+    src = KubernetesSource(NODE, client, watch_timeout_s=3)
+    changed = threading.Event()
+    src.start(changed)
+    try:
+        yield src, changed
+    finally:
+        src.stop()
+        client.close()
+
+
+def _snap_where(src: KubernetesSource, check: Callable[[Snapshot], bool], what: str) -> Snapshot:
+    def probe() -> Snapshot | None:
+        snap = src.snapshot()
+        return snap if src.synced() and check(snap) else None
+
+    return wait_for(probe, 30, what)
+
+
+def test_snapshots_follow_pods_created_relabelled_deleted_and_policies_added(
+    crds: TestEnv,
+    source: tuple[KubernetesSource, threading.Event],
+    fresh_ns: Callable[[str], str],
+) -> None:
+    src, changed = source
+    ns = fresh_ns("src")
+    apply(
+        crds,
+        namespace(ns, {"team": "a"}),
+        pod(ns, "local", {"app": "web"}, node=NODE),
+        pod(ns, "remote", {"app": "db"}, node="node-other"),
+    )
+    set_pod_ip(crds, ns, "local", "10.244.9.1")
+    set_pod_ip(crds, ns, "remote", "10.244.9.2")
+    snap = _snap_where(
+        src,
+        lambda s: all(
+            (p := s.state.pods.get(f"{ns}/{n}")) is not None and p.ips for n in ("local", "remote")
+        ),
+        "both pods with IPs",
+    )
+    assert changed.is_set()
+    assert snap.state.pods[f"{ns}/local"].ips == (ipaddress.ip_address("10.244.9.1"),)
+    assert snap.state.pods[f"{ns}/local"].node == NODE
+    assert snap.state.pods[f"{ns}/remote"].node == "node-other"
+    assert snap.state.namespaces[ns].labels["team"] == "a"
+
+    crds.kubectl("label", "pod", "local", "-n", ns, "app=api", "--overwrite")
+    _snap_where(src, lambda s: s.state.pods[f"{ns}/local"].labels["app"] == "api", "relabel")
+
+    crds.kubectl("delete", "pod", "remote", "-n", ns, "--force", "--grace-period=0")
+    _snap_where(src, lambda s: f"{ns}/remote" not in s.state.pods, "remote pod gone")
+
+    apply(
+        crds,
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "deny", "namespace": ns},
+            "spec": {"podSelector": {}},
+        },
+    )
+    snap = _snap_where(src, lambda s: f"{ns}/deny" in s.state.policies, "policy")
+    assert snap.errors == ()
+    assert snap.revision > 0
+
+
+def test_published_holds_exactly_the_label_sets_whose_identity_exists(
+    crds: TestEnv,
+    source: tuple[KubernetesSource, threading.Event],
+    fresh_ns: Callable[[str], str],
+) -> None:
+    src, _ = source
+    ns = fresh_ns("src-pub")
+    ls = LabelSet(ns, Labels({"app": "web"}), Labels({"kubernetes.io/metadata.name": ns}))
+    other = LabelSet(ns, Labels({"app": "db"}), Labels({"kubernetes.io/metadata.name": ns}))
+    _snap_where(src, lambda s: s.published is not None, "first snapshot")
+    assert src.snapshot().published is not None
+    assert ls not in (src.snapshot().published or {})
+
+    client = api_client(str(crds.kubeconfig))
+    try:
+        number = allocate(ls, KubeIdentityRegistry(CustomObjectsApi(client)))
+    finally:
+        client.close()
+    snap = _snap_where(src, lambda s: ls in (s.published or {}), "identity published")
+    assert snap.published is not None
+    assert snap.published[ls] == number
+    assert other not in snap.published
+
+    crds.kubectl("delete", "identity", str(number))
+    _snap_where(src, lambda s: ls not in (s.published or {}), "identity unpublished")
