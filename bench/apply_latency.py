@@ -24,7 +24,11 @@ from labelwall.lab.control import Lab, down
 from labelwall.lab.layout import LabPaths
 from labelwall.manifests import SourceDoc
 
-PROBE_TIMEOUT_S = 0.02  # a dropped SYN shows up after this long (local veths: RTT ~0.1 ms)
+# Probe timeouts (seconds). Waiting for an allow, a probe that fails early only delays
+# detection (conservative), so it is short; waiting for a deny, a slow success must not pass
+# for a drop, so it is longer. Latency counts from the probe's send time either way.
+ALLOW_PROBE_TIMEOUT_S = 0.005
+DENY_PROBE_TIMEOUT_S = 0.05
 GIVE_UP_S = 5.0
 
 
@@ -73,7 +77,7 @@ def until(lab: Lab, src: str, want_ok: bool, t0: float) -> float:
     req = [{"src": src, "dst": "bench/server", "port": 80, "protocol": "TCP"}]
     while True:
         sent = time.perf_counter()
-        [r] = lab.probe(req, PROBE_TIMEOUT_S)
+        [r] = lab.probe(req, ALLOW_PROBE_TIMEOUT_S if want_ok else DENY_PROBE_TIMEOUT_S)
         if (r["outcome"] == "ok") == want_ok:
             return (sent - t0) * 1e3
         if sent - t0 > GIVE_UP_S:
@@ -120,11 +124,20 @@ def main(argv: list[str] | None = None) -> int:
         lab.up(docs([NS, SERVER, CLIENT, OTHER, *FILLER, DENY]), metrics_port=0)
         until(lab, "bench/client", False, time.perf_counter())  # baseline: denied
         samples = measure(lab, args.iterations)
+    except BaseException:
+        for log in (paths.agent_log, paths.daemon_log):
+            if log.exists():
+                print(f"--- last lines of {log}", file=sys.stderr)
+                print("\n".join(log.read_text().splitlines()[-15:]), file=sys.stderr)
+        raise
     finally:
         down(paths)
     out: dict[str, Any] = {
         "iterations": args.iterations,
-        "probe_timeout_ms": PROBE_TIMEOUT_S * 1e3,
+        "probe_timeout_ms": {
+            "allow": ALLOW_PROBE_TIMEOUT_S * 1e3,
+            "deny": DENY_PROBE_TIMEOUT_S * 1e3,
+        },
     }
     for kind, values in samples.items():
         out[f"{kind}_n"] = len(values)

@@ -86,7 +86,7 @@ def read_snapshot(root: Path, require_ips: bool = True, revision: int | None = N
 
 
 class DirSource:
-    def __init__(self, root: str | Path, require_ips: bool = True, poll_s: float = 0.02) -> None:
+    def __init__(self, root: str | Path, require_ips: bool = True, poll_s: float = 0.01) -> None:
         self.root = Path(root)
         self.require_ips = require_ips
         self.poll_s = poll_s

@@ -25,6 +25,8 @@ log = logging.getLogger("labelwall.agent")
 
 #: How often the maps are re-read and compared with the desired state (seconds).
 DRIFT_INTERVAL_S = 1.0
+#: Every how many drift checks the tc attachments are verified too (netlink per pod).
+ATTACH_CHECK_EVERY = 5
 #: How soon a pod with an address but no host route yet is retried (seconds).
 PENDING_RETRY_S = 0.05
 
@@ -78,6 +80,7 @@ class Agent:
         self.startup_writes: int | None = None
         self.last_good: Snapshot | None = None
         self.heartbeat = clock()
+        self.repairs = 0
 
     # ---- one step each ----
 
@@ -153,7 +156,10 @@ class Agent:
             nxt = self.desired.next_expiry()
             if nxt is not None and nxt <= self.clock():
                 self.handle(self.last_good)
-        stats = self.reconciler.repair(self.desired)
+        self.repairs += 1
+        t0 = time.perf_counter()
+        stats = self.reconciler.repair(self.desired, self.repairs % ATTACH_CHECK_EVERY == 0)
+        log.debug("drift check", extra={"ms": round((time.perf_counter() - t0) * 1e3, 2)})
         self._record(stats)
         if stats.total:
             self.metrics.drift.inc(stats.total)

@@ -193,14 +193,18 @@ class Reconciler:
         self._write(dels, stats)
         return stats
 
-    def repair(self, desired: DesiredState) -> WriteStats:
-        """Re-read the kernel maps and rewrite whatever differs from the desired state."""
+    def repair(self, desired: DesiredState, check_attached: bool = True) -> WriteStats:
+        """Re-read the kernel maps and rewrite whatever differs from the desired state.
+
+        ``check_attached`` also asks the kernel whether each veth still has our filters
+        (one netlink round trip per pod, the slow part; the loop does it less often).
+        """
         self.adopt_maps_only()
         stats = WriteStats()
         ups, dels = _split(self._changes(desired, None))
         self._write(ups, stats)
         self.endpoints = self.dp.endpoints()
-        self._sync_endpoints(self.desired_endpoints(desired), stats, check=True)
+        self._sync_endpoints(self.desired_endpoints(desired), stats, check=check_attached)
         self._write(dels, stats)
         return stats
 

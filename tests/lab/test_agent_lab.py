@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +71,9 @@ DENIED = [Flow("app/c", "app/b", 80), Flow("app/c", "app/b", 80, "UDP")]
 
 
 @pytest.fixture
-def base(lab: Lab) -> Iterator[Lab]:
+def base(lab: Lab) -> Lab:
     sync_to(lab, BASE)
-    yield lab
+    return lab
 
 
 def outcomes(lab: Lab, flows: list[Flow], timeout: float = 0.5) -> list[str]:
@@ -133,7 +132,8 @@ def test_kill_9_and_restart_keeps_enforcing_and_the_restart_writes_nothing(base:
     with ContinuousProbes(base, flows, timeout=0.5, max_seconds=90) as probes:
         probes.wait_rounds(3)
         entry = agent_entry(base.paths)
-        assert entry is not None and alive(entry)
+        assert entry is not None
+        assert alive(entry)
         os.kill(int(entry["pid"]), signal.SIGKILL)
         outage_start = len(probes.rounds)
         probes.wait_rounds(5)  # the maps enforce on their own while no agent runs
@@ -247,7 +247,8 @@ def test_lab_apply_of_a_policy_file_that_does_not_parse_fails_clearly(
     bad.write_text("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x\n")
     r = _cli(base, "apply", "-f", str(bad))
     assert r.returncode == 2
-    assert str(bad) in r.stderr and "error" in r.stderr
+    assert str(bad) in r.stderr
+    assert "error" in r.stderr
     invalid = tmp_path / "invalid.yaml"
     invalid.write_text(
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
@@ -255,7 +256,8 @@ def test_lab_apply_of_a_policy_file_that_does_not_parse_fails_clearly(
     )
     r = _cli(base, "apply", "-f", str(invalid))
     assert r.returncode == 2
-    assert "policyTypes" in r.stderr and str(invalid) in r.stderr
+    assert "policyTypes" in r.stderr
+    assert str(invalid) in r.stderr
     assert_enforced(base)
 
 
@@ -284,7 +286,10 @@ def test_lab_probe_prints_measured_and_expected_tables_and_json_cells(base: Lab)
     assert r.returncode == 0, r.stdout + r.stderr
     cells = json.loads(r.stdout)["cells"]
     cell = next(c for c in cells if c["from"] == "app/c" and c["to"] == "app/b")
-    assert cell["measured"] is False and cell["expected"] is False and cell["port"] == 80
+    assert cell["measured"] is False
+    assert cell["expected"] is False
+    assert cell["port"] == 80
     r = _cli(base, "probe", "--port", "80")
     assert r.returncode == 0
-    assert "TCP/80 measured" in r.stdout and "TCP/80 expected" in r.stdout
+    assert "TCP/80 measured" in r.stdout
+    assert "TCP/80 expected" in r.stdout
