@@ -59,7 +59,7 @@ from pyroute2 import IPRoute
 
 from labelwall.cluster import Direction, IPAddress, IPNetwork, Protocol
 from labelwall.datapath import abi, libbpf, testrun
-from labelwall.datapath.facade import TO_POD, Datapath
+from labelwall.datapath.facade import FROM_POD, TO_POD, Datapath
 from labelwall.identity.numbers import LOCAL_FLAG
 from labelwall.lab import netns as L  # noqa: N812
 from labelwall.policy.mapstate import (
@@ -266,7 +266,9 @@ def packet_costs(dp: Datapath, base: Baselines, size: int, repeat: int) -> dict[
     worst = ipv4_tcp(WORST_PEER, server, 40000, NAMED_PORT, SYN)
     established = ipv4_tcp(CLIENT_V4, server, 40001, ESTABLISHED_PORT, ACK)
     first = ipv4_tcp(CLIENT_V4, server, 40001, ESTABLISHED_PORT, SYN)
-    to_pod = dp.prog_fd(TO_POD)
+    # The server's answer at its own veth (FROM_POD): a conntrack reply (second lookup).
+    reply = ipv4_tcp(server, CLIENT_V4, ESTABLISHED_PORT, 40001, ACK)
+    to_pod, from_pod = dp.prog_fd(TO_POD), dp.prog_fd(FROM_POD)
     dp.set_endpoint(testrun.LOOPBACK_IFINDEX, SUBJECT)
     # The SYN is allowed by policy and creates the conntrack entry the ACKs then hit.
     if testrun.run(to_pod, first, testrun.LOOPBACK_IFINDEX, 1).retval != testrun.TC_ACT_OK:
@@ -276,6 +278,7 @@ def packet_costs(dp: Datapath, base: Baselines, size: int, repeat: int) -> dict[
     return {
         "worst_ns": ns_per_packet(to_pod, worst, repeat, runs, testrun.TC_ACT_SHOT),
         "established_ns": ns_per_packet(to_pod, established, repeat, runs, testrun.TC_ACT_OK),
+        "reply_ns": ns_per_packet(from_pod, reply, repeat, runs, testrun.TC_ACT_OK),
         "floor_ns": ns_per_packet(base.floor_fd, established, repeat, runs, testrun.TC_ACT_OK),
         "parse_hash_ns": ns_per_packet(
             base.parse_hash_fd, established, repeat, runs, testrun.TC_ACT_OK
@@ -606,7 +609,8 @@ def print_tables(r: dict[str, Any]) -> None:
     )
     for size, p in r["packet"].items():
         print(f"{_size(size):>8} {p['floor_ns']:7.1f} {p['parse_hash_ns']:13.1f} "
-              f"{p['established_ns']:12.1f} {p['worst_ns']:11.1f}")  # fmt: skip
+              f"{p['established_ns']:12.1f} {p.get('reply_ns', 0):9.1f} "
+              f"{p['worst_ns']:11.1f}")  # fmt: skip
     print(
         "\nPod-to-pod traffic, IPv4 TCP (medians; firewall baselines with "
         f"{_size(r['firewall_rules'])} rules)"
