@@ -54,7 +54,6 @@ import subprocess
 import sys
 import threading
 import time
-import zlib
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -568,16 +567,36 @@ def _family(address: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
+def _crc32c_table() -> tuple[int, ...]:
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ (0x82F63B78 if c & 1 else 0)  # Castagnoli, reflected
+        table.append(c)
+    return tuple(table)
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data: bytes) -> int:
+    """CRC32c (RFC 9260 appendix A): the SCTP checksum; the stdlib has only CRC32."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = _CRC32C[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
 def _sctp_packet(sport: int, dport: int, vtag: int, chunk_type: int, init_tag: int) -> bytes:
-    """A minimal SCTP packet with one INIT / INIT-ACK chunk (RFC 9260 §3.3.2), network
-    byte order; checksum CRC32c is not available in the stdlib, so the classifier-visible
-    header is exact while the checksum field is a CRC32 placeholder (the kernel has no
-    SCTP stack here, only our raw sockets read these packets)."""
+    """A minimal SCTP packet with one INIT / INIT-ACK chunk (RFC 9260 §3.3.2): ports,
+    verification tag and chunk fields in network byte order; the CRC32c checksum is
+    stored little-endian, as Linux's sctp_compute_cksum() does."""
     # chunk: type, flags, length; initiate tag, a_rwnd, out streams, in streams, initial TSN
     chunk = struct.pack("!BBHIIHHI", chunk_type, 0, 20, init_tag, 65536, 1, 1, init_tag)
-    common = struct.pack("!HHII", sport, dport, vtag, 0)
-    crc = zlib.crc32(common + chunk) & 0xFFFFFFFF
-    return struct.pack("!HHII", sport, dport, vtag, crc) + chunk
+    header = struct.pack("!HHI", sport, dport, vtag)
+    checksum = struct.pack("<I", crc32c(header + b"\0\0\0\0" + chunk))
+    return header + checksum + chunk
 
 
 def _parse_sctp(data: bytes, family: socket.AddressFamily) -> tuple[int, int, int, int] | None:

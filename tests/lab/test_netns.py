@@ -143,3 +143,9 @@ def test_in_netns_moves_only_the_body_into_the_namespace(node: str) -> None:
         inside = L.list_links("lw-host0")
     assert inside == ["lw-host0", "lw-host0p"]
     assert L.list_links("lw-host0") == before
+
+
+def test_the_sctp_checksum_is_crc32c_with_the_standard_check_value() -> None:
+    # RFC 3720 B.4 / the CRC catalogue: CRC-32C("123456789") = 0xE3069283.
+    assert L.crc32c(b"123456789") == 0xE3069283
+    assert L.crc32c(b"\0" * 32) == 0x8A9136AA
