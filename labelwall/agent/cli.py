@@ -64,14 +64,14 @@ def _usage(msg: str) -> InvalidInput:
     return InvalidInput([FieldError("<command line>", None, "labelwall agent", "", msg)])
 
 
-def make_source(spec: str) -> tuple[Source, bool]:
+def make_source(spec: str, node: str | None = None) -> tuple[Source, bool]:
     """The source and whether it publishes identities (Kubernetes) or not (a directory)."""
     if spec.startswith("dir:") and len(spec) > 4:
         return DirSource(spec[4:]), False
     if spec == "kubernetes":
+        # Imported here: only the operator package talks to Kubernetes.
         module = importlib.import_module("labelwall.operator.k8s_source")
-        factory = getattr(module, "KubernetesSource", None) or module.make_source
-        return factory(), True
+        return module.KubernetesSource(node=node), True
     raise _usage(f"--source {spec!r}: expected dir:PATH or kubernetes")
 
 
@@ -101,7 +101,7 @@ def build_agent(
 ) -> tuple[Agent, Any]:
     from labelwall.datapath.facade import Datapath
 
-    source, published_mode = make_source(source_spec)
+    source, published_mode = make_source(source_spec, node)
     dp = Datapath.open()
     metrics = AgentMetrics()
     metrics.add_datapath(dp.counters)
