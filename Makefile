@@ -22,9 +22,11 @@ tools:
 	bash tools/k8s/build.sh
 	bash tools/helm/build.sh
 
-# The main job on the bundled example.
+# The main job on the bundled example: the lab demo (real network namespaces and packets;
+# root), after printing the offline prediction for the same cluster.
 demo: setup
-	$(VENV)/bin/labelwall matrix -f examples/
+	$(VENV)/bin/labelwall matrix -f examples/ --port http --port 5432
+	$(VENV)/bin/labelwall lab demo
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check labelwall tests bench
