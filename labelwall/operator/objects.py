@@ -209,8 +209,12 @@ def parse_time(value: object) -> datetime.datetime | None:
 
 
 def format_time(value: datetime.datetime) -> str:
-    """RFC 3339 in UTC with second precision, the form metav1.Time serialises to."""
-    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 in UTC with microseconds (the CRD's fields are ``format: date-time``).
+
+    Microseconds rather than metav1.Time's whole seconds: a truncated lastUsed would let
+    garbage collection run up to a second before the grace period has really passed.
+    """
+    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)

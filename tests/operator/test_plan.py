@@ -68,7 +68,7 @@ def test_label_sets_without_an_identity_are_allocated_and_new_objects_get_status
     assert [(u.number, u.pods, u.last_used) for u in plan.status] == [(300, 2, T0)]
     patch = plan.status[0].patch()
     assert patch["pods"] == 2
-    assert patch["lastUsed"] == "2025-01-01T00:00:00Z"
+    assert patch["lastUsed"] == "2025-01-01T00:00:00.000000Z"
     assert patch["conditions"][0]["status"] == "True"
 
 
