@@ -130,14 +130,14 @@ class KubernetesSource:
         for r in self._reflectors:
             r.start()
 
-    def synced(self) -> bool:
+    def listed(self) -> bool:
         """True once every watch has completed its first LIST."""
         return all(r.synced.is_set() for r in self._reflectors)
 
     def snapshot(self) -> Snapshot:
         with self._lock:
             revision = self._revision
-        if not self.synced():
+        if not self.listed():
             # A partial view would remove pods and identities that merely are not listed
             # yet; until every LIST is in, report nothing new (the agent keeps its state).
             return Snapshot(ClusterState(), {}, revision, ("waiting for the initial LISTs",))

@@ -41,7 +41,7 @@ def source(crds: TestEnv) -> Iterator[tuple[KubernetesSource, threading.Event]]:
 def _snap_where(src: KubernetesSource, check: Callable[[Snapshot], bool], what: str) -> Snapshot:
     def probe() -> Snapshot | None:
         snap = src.snapshot()
-        return snap if src.synced() and check(snap) else None
+        return snap if src.listed() and check(snap) else None
 
     return wait_for(probe, 30, what)
 
