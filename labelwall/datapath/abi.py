@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from functools import cached_property
@@ -50,7 +50,17 @@ class ConfigFlags(IntFlag):
     NO_EVENTS = 2
 
 
+class GroupFlags(IntFlag):
+    """LW_GROUP_F_*: lw_group.flags."""
+
+    NONE = 0
+    OVERFLOW = 1  # more entries than slots: the classifier matches in lw_policy_v1
+    NAMED = 2  # the group has named-port entries
+
+
 DIR_NAMED = 0x80  # LW_DIR_NAMED, or-ed into lw_policy_key.dir
+GROUP_SLOTS = 8  # LW_GROUP_SLOTS
+SLOT_NAMED = 0x80  # LW_SLOT_NAMED, or-ed into lw_rule_slot.bits
 REASON_MAX = 32  # LW_REASON_MAX
 REASON_FIRST_DROP = 16  # LW_REASON_FIRST_DROP
 
@@ -126,6 +136,9 @@ POLICY_KEY = _s(
     F("port", "H", network_order=True),
 )
 POLICY_VALUE = _s("lw_policy_value", F("cookie", "I"))
+GROUP_KEY = _s("lw_group_key", F("subject", "I"), F("peer", "I"), F("dir", "B"), F("pad", "3s"))
+RULE_SLOT = _s("lw_rule_slot", F("proto", "B"), F("bits", "B"), F("port", "H"), F("cookie", "I"))
+GROUP = _s("lw_group", F("flags", "I"), F("count", "I"), F("slots", f"{GROUP_SLOTS * 8}s"))
 IP_KEY = _s("lw_ip_key", F("family", "B"), F("pad", "3s"), F("addr", "16s", True))
 IPCACHE_VALUE = _s("lw_ipcache_value", F("identity", "I"), F("cidr_identity", "I"))
 CIDR_KEY = _s(
@@ -179,6 +192,9 @@ STRUCTS: tuple[CStruct, ...] = (
     SUBJECT,
     POLICY_KEY,
     POLICY_VALUE,
+    GROUP_KEY,
+    RULE_SLOT,
+    GROUP,
     IP_KEY,
     IPCACHE_VALUE,
     CIDR_KEY,
@@ -219,6 +235,7 @@ _HASH, _ARRAY, _PERCPU_ARRAY, _LRU_HASH, _LPM_TRIE, _RINGBUF = 1, 2, 6, 9, 11, 2
 ENDPOINTS_MAX = 4096
 SUBJECTS_MAX = 65536
 POLICY_MAX = 1 << 20
+POLGRP_MAX = 1 << 20
 IPCACHE_MAX = 1 << 20
 CIDRS_MAX = 65536
 PORTS_MAX = 262144
@@ -229,6 +246,7 @@ COUNTERS_MAX = 2 * REASON_MAX
 ENDPOINTS_MAP = MapSpec("lw_endpoints_v1", _HASH, U32, ENDPOINT.size, ENDPOINTS_MAX)
 SUBJECTS_MAP = MapSpec("lw_subjects_v1", _HASH, U32, SUBJECT.size, SUBJECTS_MAX)
 POLICY_MAP = MapSpec("lw_policy_v1", _LPM_TRIE, POLICY_KEY.size, POLICY_VALUE.size, POLICY_MAX)
+POLGRP_MAP = MapSpec("lw_polgrp_v1", _HASH, GROUP_KEY.size, GROUP.size, POLGRP_MAX)
 IPCACHE_MAP = MapSpec("lw_ipcache_v1", _HASH, IP_KEY.size, IPCACHE_VALUE.size, IPCACHE_MAX)
 CIDRS_MAP = MapSpec("lw_cidrs_v1", _LPM_TRIE, CIDR_KEY.size, CIDR_VALUE.size, CIDRS_MAX)
 PORTS_MAP = MapSpec("lw_ports_v1", _HASH, PORT_KEY.size, PORT_VALUE.size, PORTS_MAX)
@@ -242,6 +260,7 @@ MAPS: tuple[MapSpec, ...] = (
     ENDPOINTS_MAP,
     SUBJECTS_MAP,
     POLICY_MAP,
+    POLGRP_MAP,
     IPCACHE_MAP,
     CIDRS_MAP,
     PORTS_MAP,
@@ -342,6 +361,74 @@ def encode_policy_value(cookie: int) -> bytes:
 
 def decode_policy_value(raw: bytes) -> int:
     return int(POLICY_VALUE.codec.unpack(raw)[0])
+
+
+@dataclass(frozen=True, order=True)
+class GroupKey:
+    """lw_group_key: the (subject, peer, direction) every policy entry belongs to."""
+
+    subject: int
+    peer: int
+    direction: Direction
+
+
+def group_of(key: PolicyKey) -> GroupKey:
+    return GroupKey(key.subject, key.peer, key.direction)
+
+
+def encode_group_key(g: GroupKey) -> bytes:
+    return GROUP_KEY.codec.pack(g.subject, g.peer, int(g.direction), b"\0\0\0")
+
+
+def decode_group_key(raw: bytes) -> GroupKey:
+    subject, peer, dir_, _pad = GROUP_KEY.codec.unpack(raw)
+    return GroupKey(subject, peer, Direction(dir_))
+
+
+def _slot_bits(key: PolicyKey) -> int:
+    """Leading port bits the trie compares for ``key`` (encode_policy_key's prefixlen - 80)."""
+    if key.protocol == Protocol.ANY:
+        return 0
+    return 16 if key.named else key.port_bits
+
+
+def _slot_rank(item: tuple[PolicyKey, int]) -> tuple[bool, int, int, int]:
+    """Port entries before named ones, then longest trie prefix first (any-protocol last)."""
+    key = item[0]
+    length = -1 if key.protocol == Protocol.ANY else _slot_bits(key)
+    return (key.named, -length, int(key.protocol), key.port)
+
+
+@dataclass(frozen=True)
+class RuleSlot:
+    proto: int
+    bits: int  # 0..16, | SLOT_NAMED
+    port: int  # host order; a name id for named slots
+    cookie: int
+
+
+def encode_group(entries: Mapping[PolicyKey, int]) -> bytes:
+    """lw_group for one group's entries: inline slots, or OVERFLOW when they do not fit."""
+    flags = GroupFlags.NAMED if any(k.named for k in entries) else GroupFlags.NONE
+    if len(entries) > GROUP_SLOTS:
+        return GROUP.codec.pack(int(flags | GroupFlags.OVERFLOW), 0, b"")
+    slots = b"".join(
+        RULE_SLOT.codec.pack(
+            int(k.protocol),
+            _slot_bits(k) | (SLOT_NAMED if k.named else 0),
+            0 if k.protocol == Protocol.ANY else k.port,
+            cookie,
+        )
+        for k, cookie in sorted(entries.items(), key=_slot_rank)
+    )
+    return GROUP.codec.pack(int(flags), len(entries), slots)
+
+
+def decode_group(raw: bytes) -> tuple[GroupFlags, list[RuleSlot]]:
+    flags, count, slots = GROUP.codec.unpack(raw)
+    return GroupFlags(flags), [
+        RuleSlot(*RULE_SLOT.codec.unpack_from(slots, i * RULE_SLOT.size)) for i in range(count)
+    ]
 
 
 _IP_KEY_PREFIX = {4: bytes([Family.IPV4, 0, 0, 0]), 6: bytes([Family.IPV6, 0, 0, 0])}

@@ -36,6 +36,7 @@ class Datapath:
         """Load the object onto the pinned maps (creating them the first time)."""
         dp = cls(loader.load(object_file))
         dp.writer.set_config(config or abi.Config())
+        dp.writer.sync_policy_index()  # the group index derives from the pinned trie
         return dp
 
     # ---- handles ----

@@ -22,6 +22,14 @@ duration of step 3 (documented limitation: such a flow is a different pod anyway
 
 Batching: hash maps take BPF_MAP_UPDATE_BATCH / DELETE_BATCH (one syscall per chunk); LPM
 tries do not implement batch ops, so they fall back to one syscall per entry.
+
+The policy group index (lw_polgrp_v1, abi.h) is derived from lw_policy_v1 here, from a
+shadow of the policy table that BpfMapWriter loads from the trie once (sync_policy_index,
+at open) and keeps up to date; it must therefore be the only writer of the policy maps.
+Each policy step keeps the index in the same order as the trie: upserts go into the trie
+first, then into the groups; deletes leave the groups first, then the trie. A group whose
+entries overflow its slots says so and the classifier falls back to the trie, which is
+complete at every moment, so every intermediate state is still between old and new.
 """
 
 from __future__ import annotations
@@ -31,8 +39,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from labelwall.datapath import abi, libbpf
-from labelwall.policy.mapstate import MapChanges, MapDelta, MapState, SubjectFlags
+from labelwall.datapath import abi, libbpf, reader
+from labelwall.policy.mapstate import MapChanges, MapDelta, MapState, PolicyKey, SubjectFlags
 
 ISOLATION = SubjectFlags.INGRESS_ISOLATED | SubjectFlags.EGRESS_ISOLATED
 BATCH_CHUNK = 65536  # entries per batch syscall (bounds the kernel's temporary buffers)
@@ -130,6 +138,8 @@ class BpfMapWriter:
     def __init__(self, map_fds: Mapping[str, int]) -> None:
         self._fds = dict(map_fds)
         self._no_batch: set[str] = set()  # maps whose type has no batch ops
+        # shadow of lw_policy_v1 by group, loaded on first use (sync_policy_index)
+        self._groups: dict[abi.GroupKey, dict[PolicyKey, int]] | None = None
 
     def _fd(self, spec: abi.MapSpec) -> int:
         return self._fds[spec.name]
@@ -146,6 +156,9 @@ class BpfMapWriter:
     def apply(self, delta: MapDelta) -> None:
         current = self._current_subjects(list(delta.subjects.upserts))
         for step in plan(delta, current):
+            if step.table == "policy":
+                self._write_policy(step.upserts, step.deletes)
+                continue
             table = abi.TABLES[step.table]
             if step.upserts:
                 self.upsert_raw(
@@ -158,6 +171,9 @@ class BpfMapWriter:
 
     def apply_changes(self, table_name: str, changes: MapChanges[Any, Any]) -> None:
         """One table, no ordering (initial fills, benchmarks)."""
+        if table_name == "policy":
+            self._write_policy(changes.upserts, changes.deletes)
+            return
         table = abi.TABLES[table_name]
         self.upsert_raw(
             table.spec,
@@ -165,6 +181,73 @@ class BpfMapWriter:
             [table.encode_value(v) for v in changes.upserts.values()],
         )
         self.delete_raw(table.spec, [table.encode_key(k) for k in changes.deletes])
+
+    # ---- policy: the trie and its group index ----
+
+    def _shadow(self) -> dict[abi.GroupKey, dict[PolicyKey, int]]:
+        if self._groups is None:
+            self.sync_policy_index()
+        assert self._groups is not None
+        return self._groups
+
+    def sync_policy_index(self) -> None:
+        """Rebuild the shadow from lw_policy_v1 and make lw_polgrp_v1 agree with it.
+
+        Run at open: repairs an index left stale by a crash between a trie write and its
+        group write, and builds it for a trie pinned by a version without the index.
+        """
+        table = abi.TABLES["policy"]
+        policy = reader.read_table(self._fd(table.spec), table)
+        groups: dict[abi.GroupKey, dict[PolicyKey, int]] = {}
+        for key, cookie in policy.items():
+            groups.setdefault(abi.group_of(key), {})[key] = cookie
+        want = {abi.encode_group_key(g): abi.encode_group(e) for g, e in groups.items()}
+        have = dict(reader.read_raw(self._fd(abi.POLGRP_MAP), abi.POLGRP_MAP))
+        stale = [k for k in have if k not in want]
+        changed = [k for k, v in want.items() if have.get(k) != v]
+        self.upsert_raw(abi.POLGRP_MAP, changed, [want[k] for k in changed])
+        self.delete_raw(abi.POLGRP_MAP, stale)
+        self._groups = groups
+
+    def _write_policy(
+        self, upserts: Mapping[PolicyKey, int], deletes: frozenset[PolicyKey]
+    ) -> None:
+        """Trie upserts, then the touched groups' new values, then trie deletes."""
+        groups = self._shadow()
+        table = abi.TABLES["policy"]
+        touched: dict[abi.GroupKey, dict[PolicyKey, int]] = {}
+        for key, cookie in upserts.items():
+            g = abi.group_of(key)
+            if g not in touched:
+                touched[g] = dict(groups.get(g, {}))
+            touched[g][key] = cookie
+        for key in deletes:
+            g = abi.group_of(key)
+            if g not in touched:
+                touched[g] = dict(groups.get(g, {}))
+            touched[g].pop(key, None)
+        if upserts:
+            self.upsert_raw(
+                table.spec,
+                [table.encode_key(k) for k in upserts],
+                [table.encode_value(v) for v in upserts.values()],
+            )
+        live = [g for g, e in touched.items() if e]
+        self.upsert_raw(
+            abi.POLGRP_MAP,
+            [abi.encode_group_key(g) for g in live],
+            [abi.encode_group(touched[g]) for g in live],
+        )
+        self.delete_raw(
+            abi.POLGRP_MAP, [abi.encode_group_key(g) for g, e in touched.items() if not e]
+        )
+        for g, entries in touched.items():
+            if entries:
+                groups[g] = entries
+            else:
+                groups.pop(g, None)
+        if deletes:
+            self.delete_raw(table.spec, [table.encode_key(k) for k in deletes])
 
     def upsert_raw(self, spec: abi.MapSpec, keys: list[bytes], values: list[bytes]) -> None:
         fd = self._fd(spec)

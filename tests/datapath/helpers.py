@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from labelwall.cluster import Direction
-from labelwall.datapath import abi
+from labelwall.datapath import abi, reader
 from labelwall.datapath.facade import FROM_POD, TO_POD, Datapath
 from labelwall.policy.lookup import Reason
-from labelwall.policy.mapstate import MapState, diff
+from labelwall.policy.mapstate import MapState, PolicyKey, diff
 
 PROGRAM = {Direction.EGRESS: FROM_POD, Direction.INGRESS: TO_POD}
 LO = 1  # BPF_PROG_TEST_RUN puts the skb on the device named by __sk_buff.ifindex
@@ -38,6 +38,20 @@ def run(dp: Datapath, direction: Direction, packet: bytes) -> Outcome:
     counted_dir, reason = changed[0]
     assert counted_dir is direction
     return Outcome(result.verdict, reason)
+
+
+def read_groups(dp: Datapath) -> dict[abi.GroupKey, bytes]:
+    """lw_polgrp_v1 as the kernel holds it."""
+    raw = reader.read_raw(dp.map_fds[abi.POLGRP_MAP.name], abi.POLGRP_MAP)
+    return {abi.decode_group_key(k): v for k, v in raw}
+
+
+def expected_groups(state: MapState) -> dict[abi.GroupKey, bytes]:
+    """The group index ``state.policy`` implies (abi.encode_group of each group)."""
+    groups: dict[abi.GroupKey, dict[PolicyKey, int]] = {}
+    for key, cookie in state.policy.items():
+        groups.setdefault(abi.group_of(key), {})[key] = cookie
+    return {g: abi.encode_group(e) for g, e in groups.items()}
 
 
 ALLOW = abi.Verdict.ALLOW

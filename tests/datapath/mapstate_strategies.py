@@ -70,12 +70,28 @@ def policy_keys(draw: st.DrawFn) -> PolicyKey:
 
 
 @st.composite
+def crowded_group(draw: st.DrawFn) -> dict[PolicyKey, int]:
+    """Up to 14 entries of one (subject, peer, direction): more than a group's 8 slots."""
+    subject = draw(st.sampled_from(SUBJECTS))
+    peer = draw(st.sampled_from(POLICY_PEERS))
+    direction = draw(st.sampled_from(list(Direction)))
+    keys = draw(st.lists(policy_keys(), max_size=14))
+    return {
+        PolicyKey(subject, peer, direction, k.protocol, k.port, k.port_bits, k.named): draw(
+            st.integers(1, 2**32 - 1)
+        )
+        for k in keys
+    }
+
+
+@st.composite
 def map_states(draw: st.DrawFn) -> MapState:
     # mostly isolated: a non-isolated subject never reaches the policy lookups
     flags = st.sampled_from([SubjectFlags(v) for v in (1, 2, 3, 3, 3, 0, 4, 7)])
     return MapState(
         subjects=draw(st.dictionaries(st.sampled_from(SUBJECTS), flags, min_size=1)),
-        policy=draw(st.dictionaries(policy_keys(), st.integers(1, 2**32 - 1), max_size=20)),
+        policy=draw(st.dictionaries(policy_keys(), st.integers(1, 2**32 - 1), max_size=20))
+        | draw(crowded_group()),
         ipcache=draw(
             st.dictionaries(
                 st.sampled_from(ADDRS),

@@ -37,9 +37,9 @@ from labelwall.cluster import Direction, Protocol
 from labelwall.datapath import abi, libbpf, testrun
 from labelwall.datapath.facade import FROM_POD, TO_POD, Datapath
 from labelwall.policy.mapstate import IpcacheEntry, MapChanges, NamedPortKey, PolicyKey
-from labelwall.policy.mapstate import SubjectFlags as SF
+from labelwall.policy.mapstate import SubjectFlags as SF  # noqa: N817 - short in tables
 
-from . import packets as P
+from . import packets as P  # noqa: N812 - P.tcp(...) reads like a builder
 
 HERE = Path(__file__).resolve().parent
 PRIVATE_ENV = "LW_PERF_PROBE_PRIVATE_BPFFS"
@@ -47,7 +47,7 @@ REPEAT = 1_000_000
 LO = testrun.LOOPBACK_IFINDEX
 
 # The measured pod and its world (identities are arbitrary, above the reserved range).
-SUBJECT, PEER, OTHER, CIDR_ID, NAME_ID = 0x10001, 0x10002, 0x10003, 0x1000001, 7
+SUBJECT, SUBJECT_OVF, PEER, CIDR_ID, NAME_ID = 0x10001, 0x10004, 0x10002, 0x1000001, 7
 SUBJECT_ADDR = ipaddress.ip_address("10.244.0.5")
 PEER_ADDR = ipaddress.ip_address("10.244.0.9")  # in ipcache, inside an ipBlock, named port 80
 WORLD_ADDR = ipaddress.ip_address("192.168.3.4")  # not in ipcache: cidr trie fallback
@@ -60,7 +60,7 @@ def _private_bpffs() -> None:
         return
     if os.geteuid() != 0:
         sys.exit("perf_probe needs root (BPF_PROG_TEST_RUN, map creation)")
-    cmd = "mount --make-rprivate / && mount -t bpf bpf /sys/fs/bpf && exec \"$@\""
+    cmd = 'mount --make-rprivate / && mount -t bpf bpf /sys/fs/bpf && exec "$@"'
     argv = [sys.executable, "-m", "tests.datapath.perf_probe", *sys.argv[1:]]
     env = dict(os.environ, **{PRIVATE_ENV: "1"})
     os.execvpe("unshare", ["unshare", "-m", "sh", "-c", cmd, "sh", *argv], env)
@@ -136,11 +136,28 @@ class Filler:
         self.subjects = n
 
 
-def setup_subject(dp: Datapath) -> None:
-    """The measured subject: isolated both ways, entries that the worst paths all miss."""
+def _denying_group(subject: int, peer: int, size: int) -> dict[PolicyKey, int]:
+    """``size`` egress entries of one group that the measured packets (TCP 80) all miss:
+    exact ports, a range, a named port of another name id; over 8 = overflow to the trie."""
+    e = Direction.EGRESS
+    out = {
+        PolicyKey(subject, peer, e, Protocol.TCP, NAME_ID + 1, 16, True): 1,
+        PolicyKey(subject, peer, e, Protocol.TCP, 8000, 10): 2,  # a range: 8000-8063
+        PolicyKey(subject, peer, e, Protocol.UDP, 53, 16): 3,
+    }
+    for i in range(size - len(out)):
+        out[PolicyKey(subject, peer, e, Protocol.TCP, 443 + i, 16)] = 10 + i
+    return out
+
+
+def setup_subjects(dp: Datapath) -> None:
+    """The measured subjects, isolated both ways. Every peer the worst paths consult (the
+    peer's identity, its CIDR identity, ANY) has a group with named entries, so the named
+    port is looked up too; SUBJECT's groups fit their slots, SUBJECT_OVF's overflow."""
     dp.set_endpoint(LO, SUBJECT)
     w = dp.writer
-    w.apply_changes("subjects", MapChanges({SUBJECT: SF.INGRESS_ISOLATED | SF.EGRESS_ISOLATED}))
+    iso = SF.INGRESS_ISOLATED | SF.EGRESS_ISOLATED
+    w.apply_changes("subjects", MapChanges({SUBJECT: iso, SUBJECT_OVF: iso}))
     w.apply_changes(
         "ipcache",
         MapChanges(
@@ -164,20 +181,13 @@ def setup_subject(dp: Datapath) -> None:
         "named_ports",
         MapChanges({NamedPortKey(PEER_ADDR, Protocol.TCP, 80): NAME_ID}),
     )
-    e, i = Direction.EGRESS, Direction.INGRESS
-    w.apply_changes(
-        "policy",
-        MapChanges(
-            {
-                PolicyKey(SUBJECT, OTHER, e, Protocol.TCP, 443, 16): 1,
-                PolicyKey(SUBJECT, OTHER, e, Protocol.TCP, 8000, 10): 2,  # a range
-                PolicyKey(SUBJECT, OTHER, e, Protocol.TCP, NAME_ID, 16, True): 3,
-                PolicyKey(SUBJECT, 0, e, Protocol.UDP, 53, 16): 4,
-                PolicyKey(SUBJECT, 0, e, Protocol.TCP, ALLOW_ANY_PORT, 16): 5,
-                PolicyKey(SUBJECT, PEER, i, Protocol.TCP, 8080, 16): 6,
-            }
-        ),
-    )
+    policy: dict[PolicyKey, int] = {}
+    for subject, size in ((SUBJECT, 6), (SUBJECT_OVF, 12)):
+        for peer in (PEER, CIDR_ID, CIDR_ID + 1, 0):
+            policy |= _denying_group(subject, peer, size)
+        policy[PolicyKey(subject, 0, Direction.EGRESS, Protocol.TCP, ALLOW_ANY_PORT, 16)] = 5
+        policy[PolicyKey(subject, PEER, Direction.INGRESS, Protocol.TCP, 8080, 16)] = 6
+    w.apply_changes("policy", MapChanges(policy))
 
 
 @contextmanager
@@ -219,7 +229,7 @@ def main() -> None:
         dp = Datapath.open()
         try:
             fill = Filler(dp)
-            setup_subject(dp)
+            setup_subjects(dp)
             from_pod, to_pod = dp.prog_fd(FROM_POD), dp.prog_fd(TO_POD)
             arp = P.eth(P.ETH_P_ARP, bytes(28))
             for n in sizes:
@@ -232,10 +242,15 @@ def main() -> None:
                 reply = P.packet(PEER_ADDR, SUBJECT_ADDR, P.TCP, ALLOW_ANY_PORT, 40001, P.ACK)
                 worst_hit = P.packet(SUBJECT_ADDR, PEER_ADDR, P.TCP, 40000, 80)
                 worst_miss = P.packet(SUBJECT_ADDR, WORLD_ADDR, P.TCP, 40000, 80)
-                for name, pkt in (("worst (ipcache hit, cidr id, named)", worst_hit),
-                                  ("worst (ipcache miss, cidr trie)", worst_miss)):  # fmt: skip
+                for name, subject, pkt in (
+                    ("worst: ipcache hit, 3 groups, named", SUBJECT, worst_hit),
+                    ("worst: same, groups overflow to trie", SUBJECT_OVF, worst_hit),
+                    ("worst: ipcache miss, cidr trie", SUBJECT, worst_miss),
+                ):
+                    dp.set_endpoint(LO, subject)
                     assert dp.test_run(FROM_POD, pkt, LO).verdict == abi.Verdict.DROP, name
                     rows.append((name, label, _fmt(_time(from_pod, pkt, args.runs))))
+                dp.set_endpoint(LO, SUBJECT)
                 rows.append(("established (forward)", label, _fmt(_time(from_pod, est, args.runs))))
                 rows.append(("established (reply)", label, _fmt(_time(to_pod, reply, args.runs))))
                 rows.append(("ARP", label, _fmt(_time(from_pod, arp, args.runs))))

@@ -62,6 +62,11 @@ CONSTANTS: dict[str, int] = {
     "LW_POLICY_PREFIX_PROTO": abi.POLICY_PREFIX_PROTO,
     "LW_POLICY_PREFIX_FULL": abi.POLICY_PREFIX_FULL,
     "LW_CIDR_PREFIX_BASE": abi.CIDR_PREFIX_BASE,
+    "LW_GROUP_SLOTS": abi.GROUP_SLOTS,
+    "LW_GROUP_F_OVERFLOW": abi.GroupFlags.OVERFLOW,
+    "LW_GROUP_F_NAMED": abi.GroupFlags.NAMED,
+    "LW_SLOT_NAMED": abi.SLOT_NAMED,
+    "LW_POLGRP_MAX": abi.POLGRP_MAX,
     **{f"LW_REASON_{r.name}": r.value for r in Reason},
     **{f"LW_SUBJECT_{f.name}": f.value for f in SubjectFlags if f.name and f.value},
     **{f"LW_PROTO_{p.name}": p.value for p in Protocol},
@@ -257,3 +262,29 @@ def test_event_decodes_from_a_golden_record() -> None:
         1, 300, 2, 0x1000005, 7, 1, 4, 6, 1, abi.Verdict.DROP, Reason.POLICY_DENIED, 40000, 80,
         ipaddress.ip_address("10.244.0.1"), ipaddress.ip_address("8.8.8.8"),
     )  # fmt: skip
+
+
+def test_group_key_and_slots_encode_byte_exact_longest_prefix_first_named_last() -> None:
+    entries = {
+        PolicyKey(256, 2, Direction.EGRESS): 5,  # any protocol: last of the port slots
+        PolicyKey(256, 2, Direction.EGRESS, Protocol.TCP, 3, 16, named=True): 7,
+        PolicyKey(256, 2, Direction.EGRESS, Protocol.TCP, 0x8000, 1): 8,
+        PolicyKey(256, 2, Direction.EGRESS, Protocol.TCP, 80, 16): 6,
+    }
+    assert abi.encode_group_key(abi.GroupKey(256, 2, Direction.EGRESS)).hex() == (
+        "000100000200000002000000"
+    )
+    assert abi.encode_group(entries).hex() == (
+        "02000000" "04000000"  # NAMED, 4 slots
+        "0610" "5000" "06000000"  # TCP /16 port 80 (host order), cookie 6
+        "0601" "0080" "08000000"  # TCP /1 port 0x8000
+        "0000" "0000" "05000000"  # any protocol
+        "0690" "0300" "07000000"  # named (0x80 | 16), name id 3
+        + "00" * 32
+    )  # fmt: skip
+
+
+def test_a_group_with_more_entries_than_slots_encodes_as_overflow_without_slots() -> None:
+    entries = {PolicyKey(1, 2, Direction.INGRESS, Protocol.UDP, p, 16): p for p in range(9)}
+    flags, slots = abi.decode_group(abi.encode_group(entries))
+    assert (flags, slots) == (abi.GroupFlags.OVERFLOW, [])

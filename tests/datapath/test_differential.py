@@ -3,7 +3,9 @@
 Random MapStates (small identity/address/port universes so entries actually collide) are
 written into the real maps by the real writer; random first packets go through
 BPF_PROG_TEST_RUN with conntrack cleared, and the verdict *and* reason must equal
-``labelwall.policy.lookup.decide``.
+``labelwall.policy.lookup.decide``; so must the event the packet emits: its peer identity,
+CIDR identity and cookie (the cookie of the longest-prefix entry, which the classifier
+finds in a group's slots or, for a group too large for its slots, in the trie).
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from labelwall.cluster import Direction, Protocol
+from labelwall.datapath import abi
+from labelwall.datapath.events import EventStream
 from labelwall.datapath.facade import Datapath
 from labelwall.policy.lookup import decide
 from labelwall.policy.mapstate import MapState
 
 from . import packets
 from .conftest import fresh_datapath
-from .helpers import LO, run, write
+from .helpers import LO, expected_groups, read_groups, run, write
 from .mapstate_strategies import Flow, flows, map_states
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
@@ -30,6 +34,8 @@ pytestmark = [pytest.mark.root, pytest.mark.bpf]
 @pytest.fixture(scope="module")
 def shared_dp() -> Iterator[Datapath]:
     with fresh_datapath() as datapath:
+        # every new flow reports an event; the bucket must never be what decides that
+        datapath.set_config(abi.Config(events_per_s=1_000_000, events_burst=100_000))
         yield datapath
 
 
@@ -62,16 +68,30 @@ def test_the_kernel_verdict_equals_the_lookup_model_for_every_new_flow(
     dp = shared_dp
     write(dp, state)
     assert dp.read_state() == state  # the writer wrote exactly the desired state
+    assert read_groups(dp) == expected_groups(state)  # and its group index agrees
     cases = data.draw(st.lists(st.one_of(flows(), targeted_flows(state)), min_size=1, max_size=8))
-    for f in cases:
-        dp.set_endpoint(LO, f.subject)
-        dp.clear_conntrack()  # the model decides new flows only
-        if f.direction is Direction.EGRESS:
-            src, dst = f.subject_addr, f.peer_addr
-        else:
-            src, dst = f.peer_addr, f.subject_addr
-        packet = packets.packet(src, dst, int(f.protocol), f.sport, f.dport)
-        want = decide(state, f.subject, f.direction, f.peer_addr, dst, f.protocol, f.dport)
-        got = run(dp, f.direction, packet)
-        event(f"reason {want.reason.name}")
-        assert (got.verdict == 1, got.reason) == (want.allowed, want.reason), (f, want)
+    with dp.events() as events:
+        events.poll(0)
+        for f in cases:
+            _check_flow(dp, events, state, f)
+
+
+def _check_flow(dp: Datapath, events: EventStream, state: MapState, f: Flow) -> None:
+    """One first packet: verdict, reason and event fields equal the model's."""
+    dp.set_endpoint(LO, f.subject)
+    dp.clear_conntrack()  # the model decides new flows only
+    if f.direction is Direction.EGRESS:
+        src, dst = f.subject_addr, f.peer_addr
+    else:
+        src, dst = f.peer_addr, f.subject_addr
+    packet = packets.packet(src, dst, int(f.protocol), f.sport, f.dport)
+    want = decide(state, f.subject, f.direction, f.peer_addr, dst, f.protocol, f.dport)
+    got = run(dp, f.direction, packet)
+    event(f"reason {want.reason.name}")
+    assert (got.verdict == 1, got.reason) == (want.allowed, want.reason), (f, want)
+    (ev,) = events.poll(0)
+    assert (ev.peer, ev.cidr_identity, ev.cookie) == (
+        want.peer_identity,
+        want.cidr_identity,
+        want.cookie,
+    ), (f, want)

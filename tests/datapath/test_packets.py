@@ -23,7 +23,7 @@ from labelwall.policy.mapstate import (
 )
 
 from . import packets as P  # noqa: N812 - P.TCP, P.ipv4(...) read like a header table
-from .helpers import ALLOW, DROP, LO, Outcome, run, write
+from .helpers import ALLOW, DROP, LO, Outcome, expected_groups, read_groups, run, write
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
 
@@ -464,3 +464,67 @@ def test_events_are_rate_limited_per_cpu_and_the_excess_is_counted(pod: Datapath
         got = events.poll(100)
     assert 1 <= len(got) <= 4  # the bucket holds 3 (+1 refilled if a second passed)
     assert pod.event_rate().suppressed >= 16
+
+
+# ---- the policy group index (lw_polgrp_v1) ----
+
+
+def _cookie_of(pod: Datapath, packet: bytes) -> tuple[abi.Verdict, int]:
+    with pod.events() as events:
+        events.poll(0)
+        result = pod.test_run("handle_from_pod", packet, LO)
+        (ev,) = events.poll(100)
+    return result.verdict, ev.cookie
+
+
+@pytest.mark.parametrize("extra", [0, 9], ids=["in-slots", "overflowing-to-the-trie"])
+def test_the_longest_prefix_entry_of_a_group_decides_and_reports_its_cookie(
+    pod: Datapath, extra: int
+) -> None:
+    """Exact port over range over any-port over any-protocol, in slots and in the trie."""
+    policy = {
+        PolicyKey(A, B, OUT): 1,
+        PolicyKey(A, B, OUT, Protocol.TCP, 0, 0): 2,
+        PolicyKey(A, B, OUT, Protocol.TCP, 8000, 10): 3,  # 8000-8063
+        PolicyKey(A, B, OUT, Protocol.TCP, 8001, 16): 4,
+        **{PolicyKey(A, B, OUT, Protocol.UDP, 1000 + i, 16): 100 + i for i in range(extra)},
+    }
+    write(pod, state({A: SubjectFlags.EGRESS_ISOLATED}, policy))
+    ((flags, _slots),) = [
+        abi.decode_group(v) for g, v in read_groups(pod).items() if g == abi.GroupKey(A, B, OUT)
+    ]
+    assert bool(flags & abi.GroupFlags.OVERFLOW) is (len(policy) > abi.GROUP_SLOTS)
+    assert _cookie_of(pod, flow(OUT, B4, P.TCP, 8001)) == (ALLOW, 4)
+    assert _cookie_of(pod, flow(OUT, B4, P.TCP, 8063)) == (ALLOW, 3)
+    assert _cookie_of(pod, flow(OUT, B4, P.TCP, 8064)) == (ALLOW, 2)
+    assert _cookie_of(pod, flow(OUT, B4, P.SCTP, 8001)) == (ALLOW, 1)
+    if extra:
+        assert _cookie_of(pod, flow(OUT, B4, P.UDP, 1008)) == (ALLOW, 108)
+
+
+def test_a_group_that_shrinks_back_into_its_slots_leaves_the_trie_fallback(pod: Datapath) -> None:
+    many = {PolicyKey(A, B, IN, Protocol.TCP, 2000 + i, 16): 1 + i for i in range(12)}
+    write(pod, state({A: SubjectFlags.INGRESS_ISOLATED}, many))
+    few = {k: v for k, v in many.items() if k.port < 2003}
+    write(pod, state({A: SubjectFlags.INGRESS_ISOLATED}, few))
+    assert read_groups(pod) == expected_groups(pod.read_state())
+    ((flags, slots),) = [abi.decode_group(v) for v in read_groups(pod).values()]
+    assert (flags, sorted(s.port for s in slots)) == (abi.GroupFlags.NONE, [2000, 2001, 2002])
+    assert run(pod, IN, flow(IN, B4, P.TCP, 2002)) == Outcome(ALLOW, Reason.POLICY)
+    assert run(pod, IN, flow(IN, B4, P.TCP, 2003)) == Outcome(DROP, Reason.POLICY_DENIED)
+    write(pod, state({A: SubjectFlags.INGRESS_ISOLATED}))
+    assert read_groups(pod) == {}
+
+
+def test_reopening_rebuilds_a_missing_group_index_from_the_trie(pod: Datapath) -> None:
+    policy = {PolicyKey(A, B, IN, Protocol.TCP, 80, 16): 5}
+    write(pod, state({A: SubjectFlags.INGRESS_ISOLATED}, policy))
+    group_keys = [abi.encode_group_key(g) for g in read_groups(pod)]
+    pod.writer.delete_raw(abi.POLGRP_MAP, group_keys)  # as if pinned by an older version
+    assert run(pod, IN, flow(IN, B4, P.TCP, 80)).verdict is DROP
+    again = Datapath.open()
+    try:
+        assert read_groups(again) == expected_groups(again.read_state())
+        assert run(again, IN, flow(IN, B4, P.TCP, 80)) == Outcome(ALLOW, Reason.POLICY)
+    finally:
+        again.close()

@@ -129,6 +129,9 @@
 #ifndef LW_IPCACHE_MAX
 #define LW_IPCACHE_MAX 1048576
 #endif
+#ifndef LW_POLGRP_MAX
+#define LW_POLGRP_MAX 1048576 /* groups <= policy entries; not preallocated */
+#endif
 #ifndef LW_CIDRS_MAX
 #define LW_CIDRS_MAX 65536
 #endif
@@ -142,6 +145,12 @@
 #define LW_EVENTS_BYTES (256 * 1024) /* ring buffer size: a power of two multiple of 4 KiB */
 #endif
 #define LW_COUNTERS_MAX (2 * LW_REASON_MAX) /* index (dir - 1) * LW_REASON_MAX + reason */
+
+/* ---- policy group index (lw_polgrp_v1) ---- */
+#define LW_GROUP_SLOTS 8          /* allow entries held inline per (subject, peer, dir) */
+#define LW_GROUP_F_OVERFLOW 1     /* more entries than slots: match in lw_policy_v1 instead */
+#define LW_GROUP_F_NAMED 2        /* the group has named-port entries (look up lw_ports_v1) */
+#define LW_SLOT_NAMED 0x80        /* or-ed into lw_rule_slot.bits: port is a name id */
 
 /* ---- LPM prefix lengths, in bits of the key after the u32 prefixlen ---- */
 #define LW_POLICY_PREFIX_ANY_PROTO 72 /* subject(32) + peer(32) + dir(8) */
@@ -190,6 +199,50 @@ struct lw_policy_value {
 	__u32 cookie; /* rule cookie chosen by the compiler; reported in events */
 };
 _Static_assert(sizeof(struct lw_policy_value) == 4, "lw_policy_value");
+
+/*
+ * lw_polgrp_v1 (hash): the same allow entries as lw_policy_v1, grouped by (subject, peer,
+ * dir) so that one hash lookup per peer replaces the port and named-port trie lookups.
+ * Why: an LPM trie lookup walks ~log2(entries) nodes (its cost grows with the cluster),
+ * a hash lookup does not. lw_policy_v1 stays complete and authoritative (the reader and
+ * older programs use it); this index is derived from it by the writer, which keeps every
+ * group's value a superset/subset in the same order as the trie (labelwall/datapath/
+ * writer.py). A group with more than LW_GROUP_SLOTS entries has LW_GROUP_F_OVERFLOW and
+ * no slots: the classifier then matches in lw_policy_v1 exactly as lookup.py says.
+ * No entry = the subject allows nothing from/to this peer in this direction.
+ */
+struct lw_group_key {
+	__u32 subject; /* host order */
+	__u32 peer;    /* host order; LW_ID_ANY = any peer */
+	__u8 dir;      /* LW_DIR_INGRESS/EGRESS (never | LW_DIR_NAMED) */
+	__u8 pad[3];   /* zero */
+};
+_Static_assert(sizeof(struct lw_group_key) == 12, "lw_group_key");
+
+/*
+ * One allow entry of a group, i.e. one lw_policy_v1 entry without its (subject, peer, dir).
+ * It matches (proto, port) when proto is LW_PROTO_ANY, or proto is equal and the leading
+ * `bits` bits of port are equal: exactly the trie's prefix match.
+ */
+struct lw_rule_slot {
+	__u8 proto;   /* LW_PROTO_*; LW_PROTO_ANY = any protocol (then bits and port are 0) */
+	__u8 bits;    /* leading port bits that must match, 0..16; | LW_SLOT_NAMED */
+	__u16 port;   /* HOST order (unlike the trie key): a port or a named-port id */
+	__u32 cookie; /* the entry's rule cookie */
+};
+_Static_assert(sizeof(struct lw_rule_slot) == 8, "lw_rule_slot");
+
+/*
+ * Slots are ordered: port entries first, then named entries; within each, longest prefix
+ * first (any-protocol last). The first matching port slot is therefore the trie's longest
+ * prefix match, and its cookie is the one the trie would report.
+ */
+struct lw_group {
+	__u32 flags; /* LW_GROUP_F_* */
+	__u32 count; /* slots in use, 0..LW_GROUP_SLOTS (0 with LW_GROUP_F_OVERFLOW) */
+	struct lw_rule_slot slots[LW_GROUP_SLOTS];
+};
+_Static_assert(sizeof(struct lw_group) == 72, "lw_group");
 
 /*
  * lw_ipcache_v1 key (also the address part of other keys): exact pod/node address.

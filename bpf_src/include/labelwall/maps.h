@@ -36,6 +36,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lw_policy_v1 SEC(".maps");
 
+/* (subject, peer, dir) -> that group's allow entries inline, or "see lw_policy_v1". */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LW_POLGRP_MAX);
+	__type(key, struct lw_group_key);
+	__type(value, struct lw_group);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* sized for the worst case, used far less */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_polgrp_v1 SEC(".maps");
+
 /*
  * Exact pod/node address -> (identity, longest containing policy CIDR identity).
  * Preallocated (~96 B/slot: ~100 MiB at the 1M default; lower LW_IPCACHE_MAX on small

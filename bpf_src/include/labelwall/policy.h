@@ -36,8 +36,8 @@ static __always_inline int lw_policy_match(__u32 subject, __u32 peer, __u8 dir, 
 	return 1;
 }
 
-/* lookup.py step 5 for one peer: the port entry, then the named-port entry. */
-static __always_inline int lw_policy_match_peer(__u32 subject, __u32 peer, __u8 dir,
+/* lookup.py step 5 for one peer, in the trie: the port entry, then the named-port entry. */
+static __always_inline int lw_policy_match_trie(__u32 subject, __u32 peer, __u8 dir,
 						const struct lw_packet *pkt, __be16 port,
 						__be16 name_id, __u32 *cookie)
 {
@@ -63,20 +63,106 @@ static __always_inline __be16 lw_named_port(const struct lw_packet *pkt)
 	return v ? bpf_htons((__u16)v->name_id) : 0;
 }
 
+/* Does slot s match (proto, port)? The trie's prefix rule; port in host order. */
+static __always_inline int lw_slot_match(const struct lw_rule_slot *s, __u8 proto, __u16 port)
+{
+	__u32 bits = s->bits & ~LW_SLOT_NAMED;
+
+	if (s->proto == LW_PROTO_ANY)
+		return 1;
+	if (s->proto != proto)
+		return 0;
+	return bits == 0 || (((__u32)port ^ s->port) >> (16 - (bits & 31))) == 0;
+}
+
+/*
+ * The port lookup, then (only if a name id is needed and exists) the named-port lookup
+ * of lookup.py step 5 over a group's slots. Slots are ordered longest prefix first, port
+ * slots before named ones, so the first port hit (else the first named hit) carries the
+ * cookie the trie would return. The name id is resolved lazily (lw_ports_v1 lookup only
+ * when the group has named slots and no port slot matched): same verdict, fewer lookups.
+ */
+static __always_inline int lw_group_match(const struct lw_group *g, const struct lw_packet *pkt,
+					  __u16 port, __s32 *name_id, __u32 *cookie)
+{
+	__u32 count = g->count;
+	__u32 i;
+
+	for (i = 0; i < LW_GROUP_SLOTS; i++) {
+		const struct lw_rule_slot *s = &g->slots[i];
+
+		if (i >= count || (s->bits & LW_SLOT_NAMED))
+			break;
+		if (lw_slot_match(s, pkt->t.proto, port)) {
+			*cookie = s->cookie;
+			return 1;
+		}
+	}
+	if (i >= count)
+		return 0;
+	if (*name_id < 0)
+		*name_id = bpf_ntohs(lw_named_port(pkt));
+	if (!*name_id)
+		return 0;
+	for (; i < LW_GROUP_SLOTS; i++) {
+		const struct lw_rule_slot *s = &g->slots[i];
+
+		if (i >= count)
+			break;
+		if (lw_slot_match(s, pkt->t.proto, (__u16)*name_id)) {
+			*cookie = s->cookie;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* lookup.py step 5 for one peer: one hash lookup, then slots or (overflow) the trie. */
+static __always_inline int lw_policy_match_peer(__u32 subject, __u32 peer, __u8 dir,
+						const struct lw_packet *pkt, __be16 port,
+						__s32 *name_id, __u32 *cookie)
+{
+	struct lw_group_key key = {
+		.subject = subject,
+		.peer = peer,
+		.dir = dir,
+		.pad = { 0, 0, 0 },
+	};
+	const struct lw_group *g = bpf_map_lookup_elem(&lw_polgrp_v1, &key);
+
+	if (!g)
+		return 0;
+	if (!(g->flags & LW_GROUP_F_OVERFLOW))
+		return lw_group_match(g, pkt, bpf_ntohs(port), name_id, cookie);
+	if (lw_policy_match(subject, peer, dir, pkt->t.proto, port, cookie))
+		return 1;
+	if (!(g->flags & LW_GROUP_F_NAMED))
+		return 0;
+	if (*name_id < 0)
+		*name_id = bpf_ntohs(lw_named_port(pkt));
+	return *name_id && lw_policy_match(subject, peer, dir | LW_DIR_NAMED, pkt->t.proto,
+					   bpf_htons((__u16)*name_id), cookie);
+}
+
 static __always_inline void lw_allow(struct lw_decision *d, __u8 reason)
 {
 	d->verdict = LW_VERDICT_ALLOW;
 	d->reason = reason;
 }
 
-/* Steps 1-6 of lookup.py. At most 1 + 1 + 1 + 1 + 3 x 2 map lookups. */
+/*
+ * Steps 1-6 of lookup.py. At most 1 + 1 + 1 + 1 + 3 x 1 hash lookups (plus 3 x 2 trie
+ * lookups for groups too large for their slots). The named-port id (step 4) is only
+ * looked up when a peer's group has named entries and its port entries did not match;
+ * lookup.py computes it up front, which decides nothing by itself.
+ */
 static __always_inline void lw_policy_decide(const struct lw_packet *pkt, __u32 subject,
 					     __u8 dir, struct lw_decision *d)
 {
 	__u32 flags = lw_subject_flags(subject);
 	const __u8 *peer_addr = dir == LW_DIR_EGRESS ? pkt->t.daddr : pkt->t.saddr;
 	__be16 port = pkt->has_ports ? pkt->t.dport : 0;
-	__be16 name_id = 0;
+	__s32 name_id = pkt->has_ports ? -1 : 0; /* -1: not looked up yet */
 
 	if (!(flags & lw_isolation_flag(dir))) {
 		lw_allow(d, LW_REASON_NOT_ISOLATED);
@@ -87,12 +173,10 @@ static __always_inline void lw_policy_decide(const struct lw_packet *pkt, __u32 
 		lw_allow(d, LW_REASON_HOST);
 		return;
 	}
-	if (pkt->has_ports)
-		name_id = lw_named_port(pkt);
-	if (lw_policy_match_peer(subject, d->peer, dir, pkt, port, name_id, &d->cookie) ||
+	if (lw_policy_match_peer(subject, d->peer, dir, pkt, port, &name_id, &d->cookie) ||
 	    (d->cidr_identity && lw_policy_match_peer(subject, d->cidr_identity, dir, pkt, port,
-						      name_id, &d->cookie)) ||
-	    lw_policy_match_peer(subject, LW_ID_ANY, dir, pkt, port, name_id, &d->cookie)) {
+						      &name_id, &d->cookie)) ||
+	    lw_policy_match_peer(subject, LW_ID_ANY, dir, pkt, port, &name_id, &d->cookie)) {
 		lw_allow(d, LW_REASON_POLICY);
 		return;
 	}
