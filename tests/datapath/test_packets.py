@@ -300,6 +300,18 @@ def test_an_icmp_echo_reply_matches_its_request_by_echo_id(pod: Datapath) -> Non
     assert run(pod, IN, other).verdict is DROP
 
 
+def test_a_bare_tcp_syn_is_never_admitted_as_a_reply(pod: Datapath) -> None:
+    """It opens a connection (skipping the reply lookup); SYN|ACK and later packets answer."""
+    write(pod, state({A: SubjectFlags.INGRESS_ISOLATED}))
+    assert run(pod, OUT, P.packet(A4, B4, P.TCP, 43000, 80, P.SYN)).reason is Reason.NOT_ISOLATED
+    assert run(pod, IN, P.packet(B4, A4, P.TCP, 80, 43000, P.SYN)) == Outcome(
+        DROP, Reason.POLICY_DENIED
+    )
+    assert run(pod, IN, P.packet(B4, A4, P.TCP, 80, 43000, P.SYN | P.ACK)) == Outcome(
+        ALLOW, Reason.CT_REPLY
+    )
+
+
 def _ct_entry(dp: Datapath, sport: int) -> abi.CtValue:
     (entry,) = [v for k, v in dp.conntrack().items() if k.sport == sport]
     return entry

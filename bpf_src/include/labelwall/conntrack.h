@@ -91,6 +91,13 @@ static __always_inline __u8 lw_ct_lookup(struct lw_packet *pkt, __u8 dir, __u64 
 		lw_ct_touch(v, pkt, 0, now);
 		return LW_REASON_CT_ESTABLISHED;
 	}
+	/* A TCP SYN without ACK opens a connection: it never answers one, so it skips the
+	 * reply lookup (the first packet of every new TCP flow saves a hash lookup). A
+	 * simultaneous open (both ends send a bare SYN) is thus judged by policy on both
+	 * sides, not admitted as a reply. */
+	if (pkt->t.proto == IPPROTO_TCP &&
+	    (pkt->tcp_flags & (LW_TCP_SYN | LW_TCP_ACK)) == LW_TCP_SYN)
+		return 0;
 	lw_ct_key_reverse(&key, pkt, dir);
 	v = bpf_map_lookup_elem(&lw_ct_v1, &key);
 	if (v && v->expires_ns > now) {

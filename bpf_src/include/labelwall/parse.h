@@ -21,6 +21,8 @@
 
 #define LW_TCP_FIN 0x01
 #define LW_TCP_RST 0x04
+#define LW_TCP_SYN 0x02
+#define LW_TCP_ACK 0x10
 
 #define LW_ICMP_ECHO_REPLY 0
 #define LW_ICMP_ECHO_REQUEST 8
