@@ -99,6 +99,8 @@ class Agent:
     def handle(self, snap: Snapshot) -> SyncResult:
         """Compile and write one snapshot; reject it (state unchanged) if it is bad."""
         t0 = time.perf_counter()
+        for w in snap.warnings:
+            log.warning("snapshot warning", extra={"revision": snap.revision, "warning": w})
         errors = list(snap.errors) or duplicate_addresses(snap.state)
         if errors:
             for e in errors:

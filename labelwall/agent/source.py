@@ -29,7 +29,11 @@ class Snapshot:
     state: ClusterState
     published: Mapping[LabelSet, int] | None = None
     revision: int = 0
+    #: Fatal: the snapshot is rejected and the previous good state stays enforced.
     errors: tuple[str, ...] = field(default_factory=tuple)
+    #: Reported (logged) but the snapshot is applied, e.g. a policy kept at its last good
+    #: version because its newest version failed validation.
+    warnings: tuple[str, ...] = field(default_factory=tuple)
 
 
 class Source(Protocol):

@@ -39,6 +39,7 @@ from labelwall.operator.objects import (
 from labelwall.operator.plan import STATUS_ANNOTATION
 from labelwall.operator.reflector import Reflector
 from labelwall.operator.registry import IdentityCache
+from labelwall.policy.model import NetworkPolicy
 
 
 def _pod(obj: Mapping[str, Any]) -> tuple[str, Pod] | None:
@@ -85,6 +86,11 @@ class KubernetesSource:
         self._changed: threading.Event | None = None
         self._lock = threading.Lock()
         self._revision = 0
+        #: The last version of each policy that parsed. The API server validated every
+        #: stored object, so a parse failure here means our validation is stricter than
+        #: the server's; keep enforcing the last good version (never silently drop an
+        #: isolating policy) and report the error, instead of freezing every update.
+        self._last_good: dict[str, NetworkPolicy] = {}
         opts: dict[str, Any] = {"watch_timeout_s": watch_timeout_s, "resync_s": resync_s}
 
         def list_identities(**kwargs: Any) -> Any:
@@ -148,14 +154,23 @@ class KubernetesSource:
         cache = IdentityCache()
         cache.rebase(self.identities.items().values())
         published: dict[LabelSet, int] = cache.published()
-        errors = tuple(str(e) for key in sorted(entries) for e in entries[key].errors)
+        warnings = tuple(str(e) for key in sorted(entries) for e in entries[key].errors)
+        policies: dict[str, NetworkPolicy] = {}
+        with self._lock:
+            for key, entry in sorted(entries.items()):
+                if entry.policy is not None:
+                    self._last_good[key] = entry.policy
+                if key in self._last_good:
+                    policies[key] = self._last_good[key]
+            for gone in set(self._last_good) - set(entries):
+                del self._last_good[gone]
         state = ClusterState(
             namespaces=dict(sorted(self.namespaces.items().items())),
             pods=dict(sorted(pods.items())),
             nodes=dict(sorted(self.nodes.items().items())),
-            policies={k: e.policy for k, e in sorted(entries.items()) if e.policy is not None},
+            policies=policies,
         )
-        return Snapshot(state, published, revision, errors)
+        return Snapshot(state, published, revision, warnings=warnings)
 
     def stop(self) -> None:
         for r in self._reflectors:
