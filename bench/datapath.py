@@ -581,6 +581,7 @@ def summarize(r: dict[str, Any], sizes: list[int]) -> dict[str, float]:
         "parse_hash_ns": pk[big]["parse_hash_ns"],
         "floor_ns": pk[big]["floor_ns"],
         "established_minus_parse_hash_ns": pk[big]["established_ns"] - pk[big]["parse_hash_ns"],
+        "reply_ns_1m": pk[big]["reply_ns"],
         "rr_overhead_pct_max": max(tr[s]["rr_overhead_pct"] for s in tr),
         "rr_vs_nft_ratio_max": max(tr[s]["rr_vs_nft"] for s in tr),
         "rr_rate_vs_nft_min": min(tr[s]["rr_rate_vs_nft"] for s in tr),
@@ -604,9 +605,8 @@ def print_tables(r: dict[str, Any]) -> None:
           f"median of 5; traffic: {r['rounds']} interleaved rounds, "
           f"{r['seconds_per_rr']} s RR each")  # fmt: skip
     print("\nPer-packet cost, ns (BPF_PROG_TEST_RUN, TC program on an IPv4 TCP packet)")
-    print(
-        f"{'entries':>8} {'floor':>7} {'parse+1 hash':>13} {'established':>12} {'worst path':>11}"
-    )
+    print(f"{'entries':>8} {'floor':>7} {'parse+1 hash':>13} {'established':>12} "
+          f"{'ct reply':>9} {'worst path':>11}")  # fmt: skip
     for size, p in r["packet"].items():
         print(f"{_size(size):>8} {p['floor_ns']:7.1f} {p['parse_hash_ns']:13.1f} "
               f"{p['established_ns']:12.1f} {p.get('reply_ns', 0):9.1f} "
