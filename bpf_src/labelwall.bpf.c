@@ -10,6 +10,7 @@
 #include "labelwall/abi.h"
 #include "labelwall/maps.h"
 #include "labelwall/parse.h"
+#include "labelwall/clock.h"
 #include "labelwall/identity.h"
 #include "labelwall/policy.h"
 #include "labelwall/conntrack.h"
@@ -47,10 +48,10 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 
 	/* 2. Conntrack first: an established flow or the reply of an allowed one passes with
 	 * no identity at all (its first packet was judged on a known endpoint), so the hot
-	 * path costs one hash lookup. CLOCK_MONOTONIC_COARSE ns (jiffy resolution, ~20 ns
-	 * cheaper than the precise clock): conntrack expiry, event time, token bucket. */
+	 * path costs one hash lookup. The clock: CLOCK_MONOTONIC_COARSE ns, cached per tick
+	 * (clock.h): conntrack expiry, event time, token bucket. */
 	if (status == 0) {
-		now = bpf_ktime_get_coarse_ns();
+		now = lw_now_ns();
 		ct = lw_ct_lookup(&pkt, dir, now);
 		if (ct) {
 			lw_allow(&d, ct);
@@ -62,7 +63,7 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 	ep = lw_endpoint_lookup(skb->ifindex);
 	if (!ep) {
 		d.reason = LW_REASON_UNKNOWN_ENDPOINT;
-		return lw_finish(skb, dir, 0, &pkt, &d, 1, now ? now : bpf_ktime_get_coarse_ns());
+		return lw_finish(skb, dir, 0, &pkt, &d, 1, now ? now : lw_now_ns());
 	}
 	subject = ep->identity;
 
@@ -73,7 +74,7 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 		return lw_finish(skb, dir, subject, &pkt, &d, 0, 0);
 	}
 	if (status) {
-		now = bpf_ktime_get_coarse_ns();
+		now = lw_now_ns();
 		lw_unparsed_decide(subject, dir, status, &d);
 		return lw_finish(skb, dir, subject, &pkt, &d,
 				 d.verdict == LW_VERDICT_DROP || d.reason == LW_REASON_AUDIT, now);

@@ -183,6 +183,7 @@ EVENT = _s(
     F("daddr", "16s", True),
 )
 EVRATE = _s("lw_evrate", F("last_ns", "Q"), F("tokens", "Q"), F("suppressed", "Q"), F("lost", "Q"))
+CLOCK = _s("lw_clock", F("jiffies", "Q"), F("ns", "Q"))
 CONFIG = _s(
     "lw_config", F("events_per_s", "I"), F("events_burst", "I"), F("flags", "I"), F("pad", "I")
 )
@@ -206,6 +207,7 @@ STRUCTS: tuple[CStruct, ...] = (
     COUNTER,
     EVENT,
     EVRATE,
+    CLOCK,
     CONFIG,
 )
 
@@ -254,6 +256,7 @@ CT_MAP = MapSpec("lw_ct_v1", _LRU_HASH, CT_KEY.size, CT_VALUE.size, CT_MAX)
 COUNTERS_MAP = MapSpec("lw_counters_v1", _PERCPU_ARRAY, U32, COUNTER.size, COUNTERS_MAX)
 EVENTS_MAP = MapSpec("lw_events_v1", _RINGBUF, 0, 0, EVENTS_BYTES)
 EVRATE_MAP = MapSpec("lw_evrate_v1", _PERCPU_ARRAY, U32, EVRATE.size, 1)
+CLOCK_MAP = MapSpec("lw_clock_v1", _PERCPU_ARRAY, U32, CLOCK.size, 1)
 CONFIG_MAP = MapSpec("lw_config_v1", _ARRAY, U32, CONFIG.size, 1)
 
 MAPS: tuple[MapSpec, ...] = (
@@ -268,6 +271,7 @@ MAPS: tuple[MapSpec, ...] = (
     COUNTERS_MAP,
     EVENTS_MAP,
     EVRATE_MAP,
+    CLOCK_MAP,
     CONFIG_MAP,
 )
 

@@ -213,6 +213,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="10,10000,1000000")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--fresh", type=int, default=3000, help="new flows for repeat=1 timings")
+    ap.add_argument("--object", type=Path, help="classifier object (default: the built one)")
     args = ap.parse_args()
     _private_bpffs()
     if Path("/proc/sys/kernel/bpf_stats_enabled").read_text().strip() != "0":
@@ -226,7 +227,7 @@ def main() -> None:
         rows.append(("parse + one hash lookup", "-", _fmt(_time(parse, tcp_syn, args.runs))))
         floor1 = _time_fresh(floor, lambda i: tcp_syn, args.fresh)
         rows.append(("floor, repeat=1", "-", _fmt(floor1)))
-        dp = Datapath.open()
+        dp = Datapath.open(args.object)
         try:
             fill = Filler(dp)
             setup_subjects(dp)

@@ -358,6 +358,19 @@ struct lw_evrate {
 };
 _Static_assert(sizeof(struct lw_evrate) == 32, "lw_evrate");
 
+/*
+ * lw_clock_v1 (per-CPU array, 1 entry): the last CLOCK_MONOTONIC_COARSE reading and the
+ * jiffies value it was taken at. The coarse clock only moves on a tick, so while jiffies
+ * is unchanged the cached reading is still the clock's value: a packet then pays a
+ * jiffies read instead of bpf_ktime_get_coarse_ns() (~11 ns here). Internal, but
+ * mirrored like every map value.
+ */
+struct lw_clock {
+	__u64 jiffies; /* bpf_jiffies64() when ns was read */
+	__u64 ns;      /* bpf_ktime_get_coarse_ns() at that jiffy */
+};
+_Static_assert(sizeof(struct lw_clock) == 16, "lw_clock");
+
 /* lw_config_v1 (array, 1 entry): runtime knobs written by the loader. */
 struct lw_config {
 	__u32 events_per_s; /* per CPU; 0 = LW_EVENTS_PER_S_DEFAULT */

@@ -113,6 +113,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lw_evrate_v1 SEC(".maps");
 
+/* Per-CPU cache of the coarse clock, keyed by jiffies (include/labelwall/clock.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lw_clock);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_clock_v1 SEC(".maps");
+
 /* Runtime knobs (event rate, event kinds), written by the loader. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
