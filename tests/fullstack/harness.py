@@ -20,7 +20,7 @@ inherits it, which is what a node with ``hostNetwork`` pods looks like.
 
 Library for tests/fullstack and bench/e2e_latency.py (loaded by path there)::
 
-    with Stack(workdir, "lwf-") as stack:
+    with Stack(workdir, "lwf-") as stack:  # tests/fullstack/harness.py
         stack.kubectl("apply", "-f", "-", stdin=...)
 """
 
@@ -115,6 +115,7 @@ class Process:
     def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log: Path) -> None:
         self.name = name
         self.argv = list(argv)
+        self.env = dict(env)
         self.log = log
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
@@ -329,10 +330,17 @@ class Stack:
         return self.kubelet
 
     def kubectl(
-        self, *args: str, stdin: str | None = None, check: bool = True, timeout_s: float = 60.0
+        self,
+        *args: str,
+        stdin: str | None = None,
+        check: bool = True,
+        timeout_s: float = 60.0,
+        kubeconfig: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """kubectl as the cluster admin."""
-        return self._env().kubectl(*args, stdin=stdin, check=check, timeout_s=timeout_s)
+        """kubectl as the cluster admin (or as whoever ``kubeconfig`` names)."""
+        return self._env().kubectl(
+            *args, stdin=stdin, check=check, timeout_s=timeout_s, kubeconfig=kubeconfig
+        )
 
     def apply(self, objs: Iterable[Mapping[str, Any]]) -> None:
         self.kubectl("apply", "-f", "-", stdin=as_list_json([dict(o) for o in objs]))
