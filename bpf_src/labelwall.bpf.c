@@ -39,7 +39,7 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 	struct lw_decision d = {};
 	const struct lw_endpoint *ep;
 	__u64 now = 0;
-	__u32 subject;
+	__u32 subject, flags;
 	int status;
 	__u8 ct;
 
@@ -66,6 +66,7 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 		return lw_finish(skb, dir, 0, &pkt, &d, 1, now ? now : lw_now_ns());
 	}
 	subject = ep->identity;
+	flags = ep->flags;
 
 	/* 4. ARP and IPv6 neighbour discovery always pass; unparsed IP only when the subject
 	 * is not isolated (or audited). */
@@ -75,13 +76,13 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 	}
 	if (status) {
 		now = lw_now_ns();
-		lw_unparsed_decide(subject, dir, status, &d);
+		lw_unparsed_decide(lw_endpoint_subject_flags(subject, flags), dir, status, &d);
 		return lw_finish(skb, dir, subject, &pkt, &d,
 				 d.verdict == LW_VERDICT_DROP || d.reason == LW_REASON_AUDIT, now);
 	}
 
 	/* 5. New flow: the lookup.py order; track every allowed flow, report every verdict. */
-	lw_policy_decide(&pkt, subject, dir, &d);
+	lw_policy_decide(&pkt, subject, lw_endpoint_subject_flags(subject, flags), dir, &d);
 	if (d.verdict == LW_VERDICT_ALLOW)
 		lw_ct_create(&pkt, dir, now);
 	return lw_finish(skb, dir, subject, &pkt, &d, 1, now);

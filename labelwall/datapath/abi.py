@@ -50,6 +50,10 @@ class ConfigFlags(IntFlag):
     NO_EVENTS = 2
 
 
+EP_F_SUBJECT = 0x80000000  # LW_EP_F_SUBJECT: lw_endpoint.flags mirrors the subject's flags
+EP_SUBJECT_MASK = 0xFF  # LW_EP_SUBJECT_MASK
+
+
 class GroupFlags(IntFlag):
     """LW_GROUP_F_*: lw_group.flags."""
 
@@ -312,7 +316,12 @@ def decode_u32(raw: bytes) -> int:
 @dataclass(frozen=True)
 class Endpoint:
     identity: int
-    flags: int = 0
+    flags: int = 0  # EP_F_SUBJECT | the subject's flags (mirror), or 0
+
+    @classmethod
+    def mirroring(cls, identity: int, subject_flags: SubjectFlags) -> Endpoint:
+        """An endpoint carrying its subject's flags (what BpfMapWriter writes)."""
+        return cls(identity, EP_F_SUBJECT | (int(subject_flags) & EP_SUBJECT_MASK))
 
 
 def encode_endpoint(v: Endpoint) -> bytes:

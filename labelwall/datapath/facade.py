@@ -37,6 +37,7 @@ class Datapath:
         dp = cls(loader.load(object_file))
         dp.writer.set_config(config or abi.Config())
         dp.writer.sync_policy_index()  # the group index derives from the pinned trie
+        dp.writer.sync_endpoints()  # and the endpoints' subject-flags mirror from the subjects
         return dp
 
     # ---- handles ----

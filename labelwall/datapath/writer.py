@@ -30,6 +30,13 @@ Each policy step keeps the index in the same order as the trie: upserts go into 
 first, then into the groups; deletes leave the groups first, then the trie. A group whose
 entries overflow its slots says so and the classifier falls back to the trie, which is
 complete at every moment, so every intermediate state is still between old and new.
+
+Endpoints carry a mirror of their subject's flags (lw_endpoint.flags, abi.h), which the
+classifier reads instead of lw_subjects_v1. Every subjects step is followed at once by
+the mirror writes for the endpoints of the identities it touched, so the classifier sees
+the subject changes in the plan's order; set_endpoint writes the mirror from
+lw_subjects_v1 and sync_endpoints (at open) re-derives all of them. Like the policy
+shadow, this assumes one writer.
 """
 
 from __future__ import annotations
@@ -168,6 +175,10 @@ class BpfMapWriter:
                 )
             if step.deletes:
                 self.delete_raw(table.spec, [table.encode_key(k) for k in step.deletes])
+            if step.table == "subjects":
+                self._mirror_subjects(
+                    {**step.upserts, **{k: SubjectFlags.NONE for k in step.deletes}}
+                )
 
     def apply_changes(self, table_name: str, changes: MapChanges[Any, Any]) -> None:
         """One table, no ordering (initial fills, benchmarks)."""
@@ -181,6 +192,46 @@ class BpfMapWriter:
             [table.encode_value(v) for v in changes.upserts.values()],
         )
         self.delete_raw(table.spec, [table.encode_key(k) for k in changes.deletes])
+        if table_name == "subjects":
+            self._mirror_subjects(
+                {**changes.upserts, **{k: SubjectFlags.NONE for k in changes.deletes}}
+            )
+
+    # ---- endpoints: the subject-flags mirror ----
+
+    def _endpoints(self) -> dict[int, abi.Endpoint]:
+        raw = reader.read_raw(self._fd(abi.ENDPOINTS_MAP), abi.ENDPOINTS_MAP)
+        return {abi.decode_u32(k): abi.decode_endpoint(v) for k, v in raw}
+
+    def _write_endpoints(self, endpoints: Mapping[int, abi.Endpoint]) -> None:
+        self.upsert_raw(
+            abi.ENDPOINTS_MAP,
+            [abi.encode_u32(i) for i in endpoints],
+            [abi.encode_endpoint(e) for e in endpoints.values()],
+        )
+
+    def _mirror_subjects(self, flags: Mapping[int, SubjectFlags]) -> None:
+        """Rewrite the endpoints of these identities with their new subject flags."""
+        if not flags:
+            return
+        self._write_endpoints(
+            {
+                ifindex: abi.Endpoint.mirroring(ep.identity, flags[ep.identity])
+                for ifindex, ep in self._endpoints().items()
+                if ep.identity in flags
+                and ep != abi.Endpoint.mirroring(ep.identity, flags[ep.identity])
+            }
+        )
+
+    def sync_endpoints(self) -> None:
+        """Re-derive every endpoint's mirror from lw_subjects_v1 (at open)."""
+        current = self._endpoints()
+        subjects = self._current_subjects(sorted({e.identity for e in current.values()}))
+        want = {
+            i: abi.Endpoint.mirroring(e.identity, subjects.get(e.identity, SubjectFlags.NONE))
+            for i, e in current.items()
+        }
+        self._write_endpoints({i: e for i, e in want.items() if current[i] != e})
 
     # ---- policy: the trie and its group index ----
 
@@ -287,10 +338,11 @@ class BpfMapWriter:
             libbpf.delete_elem(fd, k)
 
     def set_endpoint(self, ifindex: int, identity: int) -> None:
+        flags = self._current_subjects([identity]).get(identity, SubjectFlags.NONE)
         libbpf.update_elem(
             self._fd(abi.ENDPOINTS_MAP),
             abi.encode_u32(ifindex),
-            abi.encode_endpoint(abi.Endpoint(identity)),
+            abi.encode_endpoint(abi.Endpoint.mirroring(identity, flags)),
         )
 
     def delete_endpoint(self, ifindex: int) -> None:

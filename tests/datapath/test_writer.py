@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labelwall.cluster import Direction, Protocol
-from labelwall.datapath import abi
-from labelwall.datapath.facade import Datapath
+from labelwall.datapath import abi, reader
+from labelwall.datapath.facade import TO_POD, Datapath
 from labelwall.datapath.writer import MemoryMapWriter, plan, relaxed
 from labelwall.policy.lookup import decide
 from labelwall.policy.mapstate import (
@@ -25,7 +25,9 @@ from labelwall.policy.mapstate import (
     diff,
 )
 
+from . import packets
 from .conftest import fresh_datapath
+from .helpers import LO, expected_groups, read_groups
 from .mapstate_strategies import ADDRS, PORTS, PROTOS, SUBJECTS, Flow, map_states
 
 IN, OUT = Direction.INGRESS, Direction.EGRESS
@@ -166,3 +168,48 @@ def test_successive_deltas_leave_exactly_the_last_state_in_the_kernel(
             dp.apply(diff(applied, s))
             applied = s
         assert dp.read_state() == states[-1]
+        assert read_groups(dp) == expected_groups(states[-1])
+        endpoints = reader.read_endpoints(dp.map_fds)
+        assert endpoints == {}  # no endpoint was set: nothing to mirror
+
+
+def _mirrors(dp: Datapath) -> dict[int, abi.Endpoint]:
+    return reader.read_endpoints(dp.map_fds)
+
+
+@pytest.mark.root
+@pytest.mark.bpf
+def test_endpoints_mirror_their_subject_flags_through_every_write(dp: Datapath) -> None:
+    both = SubjectFlags.INGRESS_ISOLATED | SubjectFlags.EGRESS_ISOLATED
+    dp.set_endpoint(7, 300)
+    dp.set_endpoint(8, 301)
+    assert _mirrors(dp) == {7: abi.Endpoint.mirroring(300, SubjectFlags.NONE),
+                            8: abi.Endpoint.mirroring(301, SubjectFlags.NONE)}  # fmt: skip
+    dp.apply(diff(MapState(), MapState(subjects={300: both, 301: ISO_IN})))
+    assert _mirrors(dp) == {7: abi.Endpoint.mirroring(300, both),
+                            8: abi.Endpoint.mirroring(301, ISO_IN)}  # fmt: skip
+    dp.set_endpoint(9, 300)  # a new pod of an isolated identity starts isolated
+    assert _mirrors(dp)[9] == abi.Endpoint.mirroring(300, both)
+    dp.apply(diff(dp.read_state(), MapState(subjects={301: SubjectFlags.AUDIT})))
+    assert _mirrors(dp) == {7: abi.Endpoint.mirroring(300, SubjectFlags.NONE),
+                            8: abi.Endpoint.mirroring(301, SubjectFlags.AUDIT),
+                            9: abi.Endpoint.mirroring(300, SubjectFlags.NONE)}  # fmt: skip
+
+
+@pytest.mark.root
+@pytest.mark.bpf
+def test_an_endpoint_without_the_mirror_is_judged_by_the_subjects_map_and_repaired_at_open(
+    dp: Datapath,
+) -> None:
+    dp.apply(diff(MapState(), MapState(subjects={300: ISO_IN})))
+    dp.writer.upsert_raw(  # as written by a version without the mirror
+        abi.ENDPOINTS_MAP, [abi.encode_u32(LO)], [abi.encode_endpoint(abi.Endpoint(300))]
+    )
+    syn = packets.packet(ADDRS[2], ADDRS[0], packets.TCP, 1234, 80)
+    assert dp.test_run(TO_POD, syn, LO).verdict is abi.Verdict.DROP  # still isolated
+    again = Datapath.open()
+    try:
+        assert _mirrors(again)[LO] == abi.Endpoint.mirroring(300, ISO_IN)
+        assert again.test_run(TO_POD, syn, LO).verdict is abi.Verdict.DROP
+    finally:
+        again.close()

@@ -76,6 +76,10 @@
 #define LW_SUBJECT_EGRESS_ISOLATED 2
 #define LW_SUBJECT_AUDIT 4
 
+/* ---- endpoint flags (lw_endpoint.flags) ---- */
+#define LW_EP_F_SUBJECT 0x80000000U /* LW_EP_SUBJECT_MASK holds the subject's flags */
+#define LW_EP_SUBJECT_MASK 0xffU    /* mirrored lw_subject.flags bits */
+
 /* ---- verdicts (lw_event.verdict) ---- */
 #define LW_VERDICT_DROP 0
 #define LW_VERDICT_ALLOW 1
@@ -161,10 +165,15 @@
 /*
  * lw_endpoints_v1: host-side veth ifindex (u32, host order) -> lw_endpoint.
  * Node-local, written by the agent when a pod's veth appears.
+ * With LW_EP_F_SUBJECT set, flags also carries lw_subjects_v1[identity].flags (in
+ * LW_EP_SUBJECT_MASK), mirrored by the writer, so a new flow needs no subjects lookup.
+ * The writer writes the mirror right after each subjects write (same place in its
+ * ordered plan), at set_endpoint, and re-derives all of it at open; an entry without
+ * the bit (e.g. written by an older version) makes the classifier read lw_subjects_v1.
  */
 struct lw_endpoint {
 	__u32 identity; /* subject identity of the pod behind this veth */
-	__u32 flags;    /* reserved, must be 0 */
+	__u32 flags;    /* LW_EP_F_SUBJECT | mirrored LW_SUBJECT_* bits, or 0 */
 };
 _Static_assert(sizeof(struct lw_endpoint) == 8, "lw_endpoint");
 

@@ -19,6 +19,14 @@ static __always_inline __u32 lw_subject_flags(__u32 subject)
 	return s ? s->flags : 0;
 }
 
+/* The subject's flags, from the endpoint's mirror when the writer has filled it. */
+static __always_inline __u32 lw_endpoint_subject_flags(__u32 identity, __u32 ep_flags)
+{
+	if (ep_flags & LW_EP_F_SUBJECT)
+		return ep_flags & LW_EP_SUBJECT_MASK;
+	return lw_subject_flags(identity);
+}
+
 static __always_inline __u32 lw_isolation_flag(__u8 dir)
 {
 	return dir == LW_DIR_INGRESS ? LW_SUBJECT_INGRESS_ISOLATED : LW_SUBJECT_EGRESS_ISOLATED;

@@ -151,15 +151,15 @@ static __always_inline void lw_allow(struct lw_decision *d, __u8 reason)
 }
 
 /*
- * Steps 1-6 of lookup.py. At most 1 + 1 + 1 + 1 + 3 x 1 hash lookups (plus 3 x 2 trie
- * lookups for groups too large for their slots). The named-port id (step 4) is only
+ * Steps 1-6 of lookup.py; flags are the subject's (step 1, from the endpoint's mirror).
+ * At most 1 + 1 + 1 + 3 x 1 hash lookups (ipcache, cidr trie on a miss, named port,
+ * groups), plus 3 x 2 trie lookups for groups too large for their slots. The named-port id (step 4) is only
  * looked up when a peer's group has named entries and its port entries did not match;
  * lookup.py computes it up front, which decides nothing by itself.
  */
 static __always_inline void lw_policy_decide(const struct lw_packet *pkt, __u32 subject,
-					     __u8 dir, struct lw_decision *d)
+					     __u32 flags, __u8 dir, struct lw_decision *d)
 {
-	__u32 flags = lw_subject_flags(subject);
 	const __u8 *peer_addr = dir == LW_DIR_EGRESS ? pkt->t.daddr : pkt->t.saddr;
 	__be16 port = pkt->has_ports ? pkt->t.dport : 0;
 	__s32 name_id = pkt->has_ports ? -1 : 0; /* -1: not looked up yet */
@@ -192,11 +192,9 @@ static __always_inline void lw_policy_decide(const struct lw_packet *pkt, __u32 
  * A packet we could not parse (malformed, non-first fragment, unsupported header chain):
  * it passes only a subject that is not isolated in this direction, or one in audit mode.
  */
-static __always_inline void lw_unparsed_decide(__u32 subject, __u8 dir, __u8 reason,
+static __always_inline void lw_unparsed_decide(__u32 flags, __u8 dir, __u8 reason,
 					       struct lw_decision *d)
 {
-	__u32 flags = lw_subject_flags(subject);
-
 	if (!(flags & lw_isolation_flag(dir))) {
 		lw_allow(d, LW_REASON_NOT_ISOLATED);
 		return;
