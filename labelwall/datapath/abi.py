@@ -58,7 +58,7 @@ class GroupFlags(IntFlag):
     """LW_GROUP_F_*: lw_group.flags."""
 
     NONE = 0
-    OVERFLOW = 1  # more entries than slots: the classifier matches in lw_policy_v1
+    OVERFLOW = 1  # more entries than slots: the classifier matches in lw_polovf_v1
     NAMED = 2  # the group has named-port entries
 
 
@@ -252,6 +252,7 @@ COUNTERS_MAX = 2 * REASON_MAX
 ENDPOINTS_MAP = MapSpec("lw_endpoints_v1", _HASH, U32, ENDPOINT.size, ENDPOINTS_MAX)
 SUBJECTS_MAP = MapSpec("lw_subjects_v1", _HASH, U32, SUBJECT.size, SUBJECTS_MAX)
 POLICY_MAP = MapSpec("lw_policy_v1", _LPM_TRIE, POLICY_KEY.size, POLICY_VALUE.size, POLICY_MAX)
+POLOVF_MAP = MapSpec("lw_polovf_v1", _LPM_TRIE, POLICY_KEY.size, POLICY_VALUE.size, POLICY_MAX)
 POLGRP_MAP = MapSpec("lw_polgrp_v1", _HASH, GROUP_KEY.size, GROUP.size, POLGRP_MAX)
 IPCACHE_MAP = MapSpec("lw_ipcache_v1", _HASH, IP_KEY.size, IPCACHE_VALUE.size, IPCACHE_MAX)
 CIDRS_MAP = MapSpec("lw_cidrs_v1", _LPM_TRIE, CIDR_KEY.size, CIDR_VALUE.size, CIDRS_MAX)
@@ -268,6 +269,7 @@ MAPS: tuple[MapSpec, ...] = (
     SUBJECTS_MAP,
     POLICY_MAP,
     POLGRP_MAP,
+    POLOVF_MAP,
     IPCACHE_MAP,
     CIDRS_MAP,
     PORTS_MAP,
@@ -420,10 +422,15 @@ class RuleSlot:
     cookie: int
 
 
+def overflows(entries: Mapping[PolicyKey, int]) -> bool:
+    """Too many entries for one group's slots: they live in lw_polovf_v1 instead."""
+    return len(entries) > GROUP_SLOTS
+
+
 def encode_group(entries: Mapping[PolicyKey, int]) -> bytes:
     """lw_group for one group's entries: inline slots, or OVERFLOW when they do not fit."""
     flags = GroupFlags.NAMED if any(k.named for k in entries) else GroupFlags.NONE
-    if len(entries) > GROUP_SLOTS:
+    if overflows(entries):
         return GROUP.codec.pack(int(flags | GroupFlags.OVERFLOW), 0, b"")
     slots = b"".join(
         RULE_SLOT.codec.pack(

@@ -17,7 +17,7 @@ from labelwall.datapath import abi, libbpf
 from labelwall.policy.lookup import Reason
 from labelwall.policy.mapstate import MapState
 
-_TRIES = {abi.POLICY_MAP.name, abi.CIDRS_MAP.name}
+_TRIES = {abi.POLICY_MAP.name, abi.POLOVF_MAP.name, abi.CIDRS_MAP.name}
 
 
 def read_raw(fd: int, spec: abi.MapSpec) -> list[tuple[bytes, bytes]]:

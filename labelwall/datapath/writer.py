@@ -28,8 +28,10 @@ shadow of the policy table that BpfMapWriter loads from the trie once (sync_poli
 at open) and keeps up to date; it must therefore be the only writer of the policy maps.
 Each policy step keeps the index in the same order as the trie: upserts go into the trie
 first, then into the groups; deletes leave the groups first, then the trie. A group whose
-entries overflow its slots says so and the classifier falls back to the trie, which is
-complete at every moment, so every intermediate state is still between old and new.
+entries overflow its slots says so and the classifier matches it in lw_polovf_v1, which
+holds exactly the overflowing groups' entries: they are written there before the group
+value points at them and removed only after it no longer does, so every intermediate
+state is still between old and new.
 
 Endpoints carry a mirror of their subject's flags (lw_endpoint.flags, abi.h), which the
 classifier reads instead of lw_subjects_v1. Every subjects step is followed at once by
@@ -242,7 +244,7 @@ class BpfMapWriter:
         return self._groups
 
     def sync_policy_index(self) -> None:
-        """Rebuild the shadow from lw_policy_v1 and make lw_polgrp_v1 agree with it.
+        """Rebuild the shadow from lw_policy_v1; make lw_polgrp_v1 and lw_polovf_v1 agree.
 
         Run at open: repairs an index left stale by a crash between a trie write and its
         group write, and builds it for a trie pinned by a version without the index.
@@ -252,18 +254,29 @@ class BpfMapWriter:
         groups: dict[abi.GroupKey, dict[PolicyKey, int]] = {}
         for key, cookie in policy.items():
             groups.setdefault(abi.group_of(key), {})[key] = cookie
-        want = {abi.encode_group_key(g): abi.encode_group(e) for g, e in groups.items()}
-        have = dict(reader.read_raw(self._fd(abi.POLGRP_MAP), abi.POLGRP_MAP))
-        stale = [k for k in have if k not in want]
-        changed = [k for k, v in want.items() if have.get(k) != v]
-        self.upsert_raw(abi.POLGRP_MAP, changed, [want[k] for k in changed])
-        self.delete_raw(abi.POLGRP_MAP, stale)
+        overflow = {k: v for e in groups.values() if abi.overflows(e) for k, v in e.items()}
+        self._sync_raw(
+            abi.POLOVF_MAP,
+            {table.encode_key(k): table.encode_value(v) for k, v in overflow.items()},
+        )
+        self._sync_raw(
+            abi.POLGRP_MAP,
+            {abi.encode_group_key(g): abi.encode_group(e) for g, e in groups.items()},
+        )
         self._groups = groups
+
+    def _sync_raw(self, spec: abi.MapSpec, want: Mapping[bytes, bytes]) -> None:
+        have = dict(reader.read_raw(self._fd(spec), spec))
+        changed = [k for k, v in want.items() if have.get(k) != v]
+        self.upsert_raw(spec, changed, [want[k] for k in changed])
+        self.delete_raw(spec, [k for k in have if k not in want])
 
     def _write_policy(
         self, upserts: Mapping[PolicyKey, int], deletes: frozenset[PolicyKey]
     ) -> None:
-        """Trie upserts, then the touched groups' new values, then trie deletes."""
+        """lw_policy_v1 upserts; lw_polovf_v1 upserts of overflowing groups; the touched
+        groups' values; lw_polovf_v1 deletes; lw_policy_v1 deletes. At every moment a
+        group's value points at slots or at overflow entries that are all present."""
         groups = self._shadow()
         table = abi.TABLES["policy"]
         touched: dict[abi.GroupKey, dict[PolicyKey, int]] = {}
@@ -283,6 +296,20 @@ class BpfMapWriter:
                 [table.encode_key(k) for k in upserts],
                 [table.encode_value(v) for v in upserts.values()],
             )
+        ovf_upserts: dict[PolicyKey, int] = {}
+        ovf_deletes: list[PolicyKey] = []
+        for g, new in touched.items():
+            old = groups.get(g, {})
+            old_ovf, new_ovf = abi.overflows(old), abi.overflows(new)
+            if new_ovf:
+                ovf_upserts.update({k: v for k, v in new.items() if not old_ovf or old.get(k) != v})
+            if old_ovf:
+                ovf_deletes.extend(k for k in old if not new_ovf or k not in new)
+        self.upsert_raw(
+            abi.POLOVF_MAP,
+            [table.encode_key(k) for k in ovf_upserts],
+            [table.encode_value(v) for v in ovf_upserts.values()],
+        )
         live = [g for g, e in touched.items() if e]
         self.upsert_raw(
             abi.POLGRP_MAP,
@@ -292,6 +319,7 @@ class BpfMapWriter:
         self.delete_raw(
             abi.POLGRP_MAP, [abi.encode_group_key(g) for g, e in touched.items() if not e]
         )
+        self.delete_raw(abi.POLOVF_MAP, [table.encode_key(k) for k in ovf_deletes])
         for g, entries in touched.items():
             if entries:
                 groups[g] = entries

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 from labelwall.cluster import Direction
@@ -46,12 +47,29 @@ def read_groups(dp: Datapath) -> dict[abi.GroupKey, bytes]:
     return {abi.decode_group_key(k): v for k, v in raw}
 
 
-def expected_groups(state: MapState) -> dict[abi.GroupKey, bytes]:
-    """The group index ``state.policy`` implies (abi.encode_group of each group)."""
+def _grouped(state: MapState) -> dict[abi.GroupKey, dict[PolicyKey, int]]:
     groups: dict[abi.GroupKey, dict[PolicyKey, int]] = {}
     for key, cookie in state.policy.items():
         groups.setdefault(abi.group_of(key), {})[key] = cookie
-    return {g: abi.encode_group(e) for g, e in groups.items()}
+    return groups
+
+
+def expected_groups(state: MapState) -> dict[abi.GroupKey, bytes]:
+    """The group index ``state.policy`` implies (abi.encode_group of each group)."""
+    return {g: abi.encode_group(e) for g, e in _grouped(state).items()}
+
+
+def read_overflow(dp: Datapath) -> dict[PolicyKey, int]:
+    """lw_polovf_v1 as the kernel holds it."""
+    table = abi.TABLES["policy"]
+    return reader.read_table(
+        dp.map_fds[abi.POLOVF_MAP.name], dataclasses.replace(table, spec=abi.POLOVF_MAP)
+    )
+
+
+def expected_overflow(state: MapState) -> dict[PolicyKey, int]:
+    """The entries of the groups that do not fit their slots."""
+    return {k: v for e in _grouped(state).values() if abi.overflows(e) for k, v in e.items()}
 
 
 ALLOW = abi.Verdict.ALLOW

@@ -25,7 +25,15 @@ from labelwall.policy.mapstate import MapState
 
 from . import packets
 from .conftest import fresh_datapath
-from .helpers import LO, expected_groups, read_groups, run, write
+from .helpers import (
+    LO,
+    expected_groups,
+    expected_overflow,
+    read_groups,
+    read_overflow,
+    run,
+    write,
+)
 from .mapstate_strategies import Flow, flows, map_states
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
@@ -69,6 +77,7 @@ def test_the_kernel_verdict_equals_the_lookup_model_for_every_new_flow(
     write(dp, state)
     assert dp.read_state() == state  # the writer wrote exactly the desired state
     assert read_groups(dp) == expected_groups(state)  # and its group index agrees
+    assert read_overflow(dp) == expected_overflow(state)
     cases = data.draw(st.lists(st.one_of(flows(), targeted_flows(state)), min_size=1, max_size=8))
     with dp.events() as events:
         events.poll(0)

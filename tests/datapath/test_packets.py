@@ -23,7 +23,17 @@ from labelwall.policy.mapstate import (
 )
 
 from . import packets as P  # noqa: N812 - P.TCP, P.ipv4(...) read like a header table
-from .helpers import ALLOW, DROP, LO, Outcome, expected_groups, read_groups, run, write
+from .helpers import (
+    ALLOW,
+    DROP,
+    LO,
+    Outcome,
+    expected_groups,
+    read_groups,
+    read_overflow,
+    run,
+    write,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
 
@@ -506,6 +516,7 @@ def test_the_longest_prefix_entry_of_a_group_decides_and_reports_its_cookie(
         abi.decode_group(v) for g, v in read_groups(pod).items() if g == abi.GroupKey(A, B, OUT)
     ]
     assert bool(flags & abi.GroupFlags.OVERFLOW) is (len(policy) > abi.GROUP_SLOTS)
+    assert read_overflow(pod) == (policy if extra else {})
     assert _cookie_of(pod, flow(OUT, B4, P.TCP, 8001)) == (ALLOW, 4)
     assert _cookie_of(pod, flow(OUT, B4, P.TCP, 8063)) == (ALLOW, 3)
     assert _cookie_of(pod, flow(OUT, B4, P.TCP, 8064)) == (ALLOW, 2)

@@ -27,7 +27,7 @@ from labelwall.policy.mapstate import (
 
 from . import packets
 from .conftest import fresh_datapath
-from .helpers import LO, expected_groups, read_groups
+from .helpers import LO, expected_groups, expected_overflow, read_groups, read_overflow
 from .mapstate_strategies import ADDRS, PORTS, PROTOS, SUBJECTS, Flow, map_states
 
 IN, OUT = Direction.INGRESS, Direction.EGRESS
@@ -169,6 +169,7 @@ def test_successive_deltas_leave_exactly_the_last_state_in_the_kernel(
             applied = s
         assert dp.read_state() == states[-1]
         assert read_groups(dp) == expected_groups(states[-1])
+        assert read_overflow(dp) == expected_overflow(states[-1])
         endpoints = reader.read_endpoints(dp.map_fds)
         assert endpoints == {}  # no endpoint was set: nothing to mirror
 

@@ -152,7 +152,7 @@
 
 /* ---- policy group index (lw_polgrp_v1) ---- */
 #define LW_GROUP_SLOTS 8          /* allow entries held inline per (subject, peer, dir) */
-#define LW_GROUP_F_OVERFLOW 1     /* more entries than slots: match in lw_policy_v1 instead */
+#define LW_GROUP_F_OVERFLOW 1     /* more entries than slots: match in lw_polovf_v1 */
 #define LW_GROUP_F_NAMED 2        /* the group has named-port entries (look up lw_ports_v1) */
 #define LW_SLOT_NAMED 0x80        /* or-ed into lw_rule_slot.bits: port is a name id */
 
@@ -217,7 +217,9 @@ _Static_assert(sizeof(struct lw_policy_value) == 4, "lw_policy_value");
  * older programs use it); this index is derived from it by the writer, which keeps every
  * group's value a superset/subset in the same order as the trie (labelwall/datapath/
  * writer.py). A group with more than LW_GROUP_SLOTS entries has LW_GROUP_F_OVERFLOW and
- * no slots: the classifier then matches in lw_policy_v1 exactly as lookup.py says.
+ * no slots: the classifier then matches in lw_polovf_v1 exactly as lookup.py says. That
+ * trie (lw_policy_key/value) holds only overflowing groups' entries, so its depth
+ * follows how many entries overflow, not the size of the cluster.
  * No entry = the subject allows nothing from/to this peer in this direction.
  */
 struct lw_group_key {

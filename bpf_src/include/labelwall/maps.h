@@ -26,7 +26,11 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lw_subjects_v1 SEC(".maps");
 
-/* Allow entries (subject, peer, dir, proto, port prefix) -> rule cookie. */
+/*
+ * Allow entries (subject, peer, dir, proto, port prefix) -> rule cookie: all of them, as
+ * the compiler's MapState.policy (read back by the reader). The classifier matches through
+ * lw_polgrp_v1 and lw_polovf_v1, derived from it by the writer.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, LW_POLICY_MAX);
@@ -36,7 +40,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lw_policy_v1 SEC(".maps");
 
-/* (subject, peer, dir) -> that group's allow entries inline, or "see lw_policy_v1". */
+/* The entries of the groups that overflow their slots (same keys as lw_policy_v1). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, LW_POLICY_MAX);
+	__type(key, struct lw_policy_key);
+	__type(value, struct lw_policy_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_polovf_v1 SEC(".maps");
+
+/* (subject, peer, dir) -> that group's allow entries inline, or "see lw_polovf_v1". */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, LW_POLGRP_MAX);

@@ -17,6 +17,7 @@ struct lw_decision {
 	__u32 cidr_identity;
 };
 
+/* Longest-prefix match among the entries of overflowing groups (lw_polovf_v1). */
 static __always_inline int lw_policy_match(__u32 subject, __u32 peer, __u8 dir, __u8 proto,
 					   __be16 port, __u32 *cookie)
 {
@@ -28,23 +29,12 @@ static __always_inline int lw_policy_match(__u32 subject, __u32 peer, __u8 dir, 
 		.proto = proto,
 		.port = port,
 	};
-	const struct lw_policy_value *v = bpf_map_lookup_elem(&lw_policy_v1, &key);
+	const struct lw_policy_value *v = bpf_map_lookup_elem(&lw_polovf_v1, &key);
 
 	if (!v)
 		return 0;
 	*cookie = v->cookie;
 	return 1;
-}
-
-/* lookup.py step 5 for one peer, in the trie: the port entry, then the named-port entry. */
-static __always_inline int lw_policy_match_trie(__u32 subject, __u32 peer, __u8 dir,
-						const struct lw_packet *pkt, __be16 port,
-						__be16 name_id, __u32 *cookie)
-{
-	if (lw_policy_match(subject, peer, dir, pkt->t.proto, port, cookie))
-		return 1;
-	return name_id && lw_policy_match(subject, peer, dir | LW_DIR_NAMED, pkt->t.proto,
-					  name_id, cookie);
 }
 
 static __always_inline __be16 lw_named_port(const struct lw_packet *pkt)
