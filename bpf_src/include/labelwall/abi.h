@@ -19,12 +19,20 @@
  *    the pod's EGRESS policy); handle_to_pod at its tc egress (packets entering the pod:
  *    INGRESS policy). The subject is lw_endpoints_v1[skb->ifindex]; a miss drops
  *    (LW_REASON_UNKNOWN_ENDPOINT, fail closed).
- *  - Per packet: parse -> conntrack (forward key = established, reverse key = reply; no
- *    identity needed, so an established flow costs one hash lookup) -> endpoint (a miss
- *    drops) -> (ND / non-IP pass) -> the lookup order of labelwall/policy/lookup.py -> on
- *    allow, create a conntrack entry (isolated or not, so replies pass when the other
- *    side is isolated). A conntrack hit passes even on a veth whose endpoint entry is
- *    gone (pod teardown): the flow was judged on a known endpoint when it started.
+ *  - Per packet: parse -> conntrack (forward key = established, reverse key = reply,
+ *    skipped for a bare TCP SYN; no identity needed, so an established flow costs one
+ *    hash lookup) -> endpoint (a miss drops; its value mirrors the subject's flags) ->
+ *    (ND / non-IP pass) -> the lookup order of labelwall/policy/lookup.py, with one
+ *    lw_polgrp_v1 hash lookup per peer instead of trie walks and the named port looked
+ *    up only when a group needs it -> on allow, create a conntrack entry (isolated or
+ *    not, so replies pass when the other side is isolated). A conntrack hit passes even
+ *    on a veth whose endpoint entry is gone (pod teardown): the flow was judged on a
+ *    known endpoint when it started. Why this shape: every hash lookup costs ~25-35 ns
+ *    on the test machine and an LPM walk grows with the map; the order keeps the worst
+ *    new-flow path at a constant number of hash lookups (tests/datapath/perf_probe.py).
+ *  - Versioning in practice: a map whose key/value layout or meaning changes gets a new
+ *    name; maps derived for speed (lw_polgrp_v1, lw_polovf_v1, the endpoint mirror) are
+ *    re-derived by the writer at every open, so they never outlive the data they index.
  *  - Identities and ports inside map keys are host byte order except where a field says
  *    "network order" (ports, addresses), which is what makes LPM port prefixes work.
  *  - Address family codes are 4 and 6 (as Python's ipaddress .version), not AF_INET*.
