@@ -12,8 +12,6 @@ import argparse
 import gc
 import ipaddress
 import json
-import os
-import platform
 import random
 import resource
 import statistics
@@ -22,6 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
+
+import _machine
 
 from labelwall.cluster import (
     ClusterState,
@@ -136,17 +136,6 @@ def generate(
     return ClusterState(nss, pods, nodes, pols)
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def percentile(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
@@ -202,11 +191,7 @@ def run(runs: int, updates: int, seed: int) -> dict[str, Any]:
         lat["policy_add"].append(dt)
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out: dict[str, Any] = {
-        "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        "machine": _machine.facts(),
         "cluster": {
             "namespaces": len(state.namespaces),
             "pods": len(state.pods),
