@@ -37,6 +37,9 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 {
 	struct lw_packet pkt = {};
 	struct lw_decision d = {};
+	const struct lw_ct_key *ct_key = 0;
+	struct lw_ct_key ct_buf;
+	__u32 flipped = 0;
 	const struct lw_endpoint *ep;
 	__u64 now = 0;
 	__u32 subject, flags;
@@ -46,13 +49,14 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 	/* 1. Parse. */
 	status = lw_parse(skb, &pkt);
 
-	/* 2. Conntrack first: an established flow or the reply of an allowed one passes with
-	 * no identity at all (its first packet was judged on a known endpoint), so the hot
+	/* 2. Conntrack first, one lookup for both directions of a flow: an established flow
+	 * or the reply of an allowed one passes with no identity at all (its first packet was judged on a known endpoint), so the hot
 	 * path costs one hash lookup. The clock: CLOCK_MONOTONIC_COARSE ns, cached per tick
 	 * (clock.h): conntrack expiry, event time, token bucket. */
 	if (status == 0) {
 		now = lw_now_ns();
-		ct = lw_ct_lookup(&pkt, dir, now);
+		ct_key = lw_ct_key_of(&pkt, dir, &ct_buf, &flipped);
+		ct = lw_ct_lookup(ct_key, flipped, &pkt, now);
 		if (ct) {
 			lw_allow(&d, ct);
 			return lw_finish(skb, dir, 0, &pkt, &d, 0, now);
@@ -83,8 +87,8 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 
 	/* 5. New flow: the lookup.py order; track every allowed flow, report every verdict. */
 	lw_policy_decide(&pkt, subject, lw_endpoint_subject_flags(subject, flags), dir, &d);
-	if (d.verdict == LW_VERDICT_ALLOW)
-		lw_ct_create(&pkt, dir, now);
+	if (d.verdict == LW_VERDICT_ALLOW && ct_key)
+		lw_ct_create(ct_key, flipped, &pkt, now);
 	return lw_finish(skb, dir, subject, &pkt, &d, 1, now);
 }
 

@@ -42,6 +42,7 @@ class CtFlags(IntFlag):
     NONE = 0
     REPLY_SEEN = 1
     CLOSING = 2
+    FLIPPED = 4  # the key's tuple is the first packet's reversed (canonical order)
 
 
 class ConfigFlags(IntFlag):

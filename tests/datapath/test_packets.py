@@ -310,21 +310,30 @@ def test_an_icmp_echo_reply_matches_its_request_by_echo_id(pod: Datapath) -> Non
     assert run(pod, IN, other).verdict is DROP
 
 
-def test_a_bare_tcp_syn_is_never_admitted_as_a_reply(pod: Datapath) -> None:
-    """It opens a connection (skipping the reply lookup); SYN|ACK and later packets answer."""
-    write(pod, state({A: SubjectFlags.INGRESS_ISOLATED}))
-    assert run(pod, OUT, P.packet(A4, B4, P.TCP, 43000, 80, P.SYN)).reason is Reason.NOT_ISOLATED
-    assert run(pod, IN, P.packet(B4, A4, P.TCP, 80, 43000, P.SYN)) == Outcome(
-        DROP, Reason.POLICY_DENIED
+@pytest.mark.parametrize("peer", ["10.244.1.2", "10.244.1.9", "fd00:10:244::1", "fd00:10:244::9"])
+@pytest.mark.parametrize(("sport", "dport"), [(40000, 80), (80, 40000)])
+def test_one_conntrack_entry_serves_both_directions_whichever_end_sorts_first(
+    pod: Datapath, peer: str, sport: int, dport: int
+) -> None:
+    a = A4 if ip(peer).version == 4 else A6
+    write(pod, state({A: SubjectFlags.INGRESS_ISOLATED | SubjectFlags.EGRESS_ISOLATED},
+                     {PolicyKey(A, Reserved.WORLD, OUT, Protocol.UDP, dport, 16): 1}))  # fmt: skip
+    assert run(pod, OUT, P.packet(a, ip(peer), P.UDP, sport, dport)).reason is Reason.POLICY
+    (key,) = pod.conntrack()
+    assert run(pod, OUT, P.packet(a, ip(peer), P.UDP, sport, dport)) == Outcome(
+        ALLOW, Reason.CT_ESTABLISHED
     )
-    assert run(pod, IN, P.packet(B4, A4, P.TCP, 80, 43000, P.SYN | P.ACK)) == Outcome(
+    assert run(pod, IN, P.packet(ip(peer), a, P.UDP, dport, sport)) == Outcome(
         ALLOW, Reason.CT_REPLY
     )
+    assert list(pod.conntrack()) == [key]  # one entry, found from both ends
+    assert run(pod, IN, P.packet(ip(peer), a, P.UDP, sport, dport)).verdict is DROP
 
 
 def _ct_entry(dp: Datapath, sport: int) -> abi.CtValue:
-    (entry,) = [v for k, v in dp.conntrack().items() if k.sport == sport]
-    return entry
+    """The flow's entry, its FLIPPED bit (orientation bookkeeping) cleared."""
+    (entry,) = [v for k, v in dp.conntrack().items() if sport in (k.sport, k.dport)]
+    return abi.CtValue(entry.expires_ns, entry.flags & ~abi.CtFlags.FLIPPED)
 
 
 def test_tcp_lifetime_grows_after_the_reply_and_shrinks_after_fin_or_rst(pod: Datapath) -> None:

@@ -112,6 +112,7 @@
 /* ---- conntrack entry flags (lw_ct_value.flags) ---- */
 #define LW_CT_F_REPLY_SEEN 1 /* a packet of the reverse direction was seen */
 #define LW_CT_F_CLOSING 2    /* FIN or RST seen: lifetime capped at the close timeout */
+#define LW_CT_F_FLIPPED 4    /* the first packet's tuple was the key's tuple reversed */
 
 /* ---- conntrack timeouts, in seconds ---- */
 #define LW_CT_TCP_SYN_TIMEOUT_S 60       /* TCP before the first reply packet */
@@ -315,10 +316,16 @@ struct lw_port_value {
 _Static_assert(sizeof(struct lw_port_value) == 4, "lw_port_value");
 
 /*
- * lw_ct_v1 (LRU hash): the flow's first packet as seen by the hook that allowed it.
- * dir is that hook's direction: a later packet matches "established" with the same key,
- * and "reply" with addresses/ports swapped and the opposite dir. ICMP echo uses the
- * echo id as both ports; protocols without ports use 0.
+ * lw_ct_v1 (LRU hash): one entry per flow and hook, found by both directions with one
+ * lookup. The key is the flow's tuple in canonical order (conntrack.h lw_ct_flipped:
+ * (saddr, sport) <= (daddr, dport)) with the direction of the hook that would see it
+ * that way: the first packet's tuple and hook direction if already canonical, else both
+ * reversed (addresses and ports swapped, opposite direction) and LW_CT_F_FLIPPED set.
+ * A later packet whose orientation matches the first packet's is "established", the
+ * other orientation "reply". ICMP echo uses the echo id as both ports; protocols without
+ * ports use 0. (Before: the first packet's tuple as seen, and two lookups for a reply.
+ * The key layout is unchanged; entries left by that version whose tuple was not
+ * canonical are not found: such a flow is judged again by policy once, after upgrade.)
  */
 struct lw_ct_key {
 	__u8 family;    /* LW_FAMILY_* */

@@ -35,13 +35,27 @@ static __always_inline __u64 lw_ct_timeout_ns(__u8 proto, __u32 flags)
 	}
 }
 
-/* The packet's own tuple becomes the forward key: only dir and pad are per hook. */
-static __always_inline void lw_ct_key_forward(struct lw_packet *pkt, __u8 dir)
+/*
+ * 1 when the packet's tuple is not in canonical order. Canonical: (saddr, sport) <=
+ * (daddr, dport) in an arbitrary but fixed total order (address bytes read as two host
+ * u64 words, then ports), so a packet and its reply always agree on one of the two.
+ */
+static __always_inline __u32 lw_ct_flipped(const struct lw_packet *pkt)
 {
-	pkt->t.dir = dir;
-	pkt->t.pad = 0;
+	__u64 s0, s1, d0, d1;
+
+	__builtin_memcpy(&s0, &pkt->t.saddr[0], 8);
+	__builtin_memcpy(&s1, &pkt->t.saddr[8], 8);
+	__builtin_memcpy(&d0, &pkt->t.daddr[0], 8);
+	__builtin_memcpy(&d1, &pkt->t.daddr[8], 8);
+	if (s0 != d0)
+		return s0 > d0;
+	if (s1 != d1)
+		return s1 > d1;
+	return pkt->t.sport > pkt->t.dport;
 }
 
+/* The tuple reversed, as seen from the other end, with the opposite hook direction. */
 static __always_inline void lw_ct_key_reverse(struct lw_ct_key *key, const struct lw_packet *pkt,
 					      __u8 dir)
 {
@@ -53,6 +67,24 @@ static __always_inline void lw_ct_key_reverse(struct lw_ct_key *key, const struc
 	key->dport = pkt->t.sport;
 	__builtin_memcpy(key->saddr, pkt->t.daddr, 16);
 	__builtin_memcpy(key->daddr, pkt->t.saddr, 16);
+}
+
+/*
+ * The one conntrack key of this packet's flow (see lw_ct_key in abi.h): the packet's own
+ * tuple and hook direction when canonical (no copy: the tuple was parsed in key layout),
+ * else both reversed into *buf. *flipped says which.
+ */
+static __always_inline const struct lw_ct_key *lw_ct_key_of(struct lw_packet *pkt, __u8 dir,
+							    struct lw_ct_key *buf,
+							    __u32 *flipped)
+{
+	pkt->t.dir = dir;
+	pkt->t.pad = 0;
+	*flipped = lw_ct_flipped(pkt);
+	if (!*flipped)
+		return &pkt->t;
+	lw_ct_key_reverse(buf, pkt, dir);
+	return buf;
 }
 
 /* Extend (or, on FIN/RST, cap) a live entry's lifetime; writes at most once a second. */
@@ -77,47 +109,36 @@ static __always_inline void lw_ct_touch(struct lw_ct_value *v, const struct lw_p
 }
 
 /*
- * Returns LW_REASON_CT_ESTABLISHED, LW_REASON_CT_REPLY, or 0 for a new flow. Leaves
- * pkt->t as the forward key (lw_ct_create uses it).
+ * Returns LW_REASON_CT_ESTABLISHED (the packet goes the way the flow's first packet went),
+ * LW_REASON_CT_REPLY (the other way), or 0 for a new flow: one lookup either way.
  */
-static __always_inline __u8 lw_ct_lookup(struct lw_packet *pkt, __u8 dir, __u64 now)
+static __always_inline __u8 lw_ct_lookup(const struct lw_ct_key *key, __u32 flipped,
+					 const struct lw_packet *pkt, __u64 now)
 {
-	struct lw_ct_key key;
-	struct lw_ct_value *v;
+	struct lw_ct_value *v = bpf_map_lookup_elem(&lw_ct_v1, key);
 
-	lw_ct_key_forward(pkt, dir);
-	v = bpf_map_lookup_elem(&lw_ct_v1, &pkt->t);
-	if (v && v->expires_ns > now) {
+	if (!v || v->expires_ns <= now)
+		return 0;
+	if (!(v->flags & LW_CT_F_FLIPPED) == !flipped) {
 		lw_ct_touch(v, pkt, 0, now);
 		return LW_REASON_CT_ESTABLISHED;
 	}
-	/* A TCP SYN without ACK opens a connection: it never answers one, so it skips the
-	 * reply lookup (the first packet of every new TCP flow saves a hash lookup). A
-	 * simultaneous open (both ends send a bare SYN) is thus judged by policy on both
-	 * sides, not admitted as a reply. */
-	if (pkt->t.proto == IPPROTO_TCP &&
-	    (pkt->tcp_flags & (LW_TCP_SYN | LW_TCP_ACK)) == LW_TCP_SYN)
-		return 0;
-	lw_ct_key_reverse(&key, pkt, dir);
-	v = bpf_map_lookup_elem(&lw_ct_v1, &key);
-	if (v && v->expires_ns > now) {
-		lw_ct_touch(v, pkt, LW_CT_F_REPLY_SEEN, now);
-		return LW_REASON_CT_REPLY;
-	}
-	return 0;
+	lw_ct_touch(v, pkt, LW_CT_F_REPLY_SEEN, now);
+	return LW_REASON_CT_REPLY;
 }
 
 /* Track an allowed new flow (also when not isolated: the other side may be). */
-static __always_inline void lw_ct_create(struct lw_packet *pkt, __u8 dir, __u64 now)
+static __always_inline void lw_ct_create(const struct lw_ct_key *key, __u32 flipped,
+					 const struct lw_packet *pkt, __u64 now)
 {
 	struct lw_ct_value v = {
-		.flags = pkt->tcp_flags & (LW_TCP_FIN | LW_TCP_RST) ? LW_CT_F_CLOSING : 0,
+		.flags = (pkt->tcp_flags & (LW_TCP_FIN | LW_TCP_RST) ? LW_CT_F_CLOSING : 0) |
+			 (flipped ? LW_CT_F_FLIPPED : 0),
 		.pad = 0,
 	};
 
-	lw_ct_key_forward(pkt, dir);
 	v.expires_ns = now + lw_ct_timeout_ns(pkt->t.proto, v.flags);
-	bpf_map_update_elem(&lw_ct_v1, &pkt->t, &v, BPF_ANY);
+	bpf_map_update_elem(&lw_ct_v1, key, &v, BPF_ANY);
 }
 
 #endif /* LW_CONNTRACK_H */

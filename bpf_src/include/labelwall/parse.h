@@ -21,8 +21,6 @@
 
 #define LW_TCP_FIN 0x01
 #define LW_TCP_RST 0x04
-#define LW_TCP_SYN 0x02
-#define LW_TCP_ACK 0x10
 
 #define LW_ICMP_ECHO_REPLY 0
 #define LW_ICMP_ECHO_REQUEST 8
@@ -40,7 +38,7 @@ struct lw_packet {
 	struct lw_ct_key t; /* family, proto, ports (ICMP echo: the echo id), addresses */
 	__u8 tcp_flags;     /* TCP flags byte, 0 for other protocols */
 	__u8 has_ports;     /* 1 for TCP/UDP/SCTP: policy matches dport */
-};
+} __attribute__((aligned(8))); /* addresses at offsets 8 and 24: read as u64 words */
 
 /* Offsets beyond this are read with bpf_skb_load_bytes only (bounds the verifier's range). */
 #define LW_DIRECT_MAX_OFF 512
