@@ -203,6 +203,9 @@ class Kubelet:
             self._changed.set,
             field_selector=f"spec.nodeName={node}",
             resync_s=60.0,
+            # Reflector.stop() joins the watch thread, which returns only when the server
+            # ends the watch: a short watch keeps stop() (and test teardown) short.
+            watch_timeout_s=2,
         )
 
     # ---- lifecycle ----
