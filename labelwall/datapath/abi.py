@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Sized
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from functools import cached_property
-from typing import Any
+from typing import Any, NamedTuple
 
 from labelwall.cluster import Direction, IPAddress, IPNetwork, Protocol
 from labelwall.policy.lookup import Reason
@@ -379,9 +379,12 @@ def decode_policy_value(raw: bytes) -> int:
     return int(POLICY_VALUE.codec.unpack(raw)[0])
 
 
-@dataclass(frozen=True, order=True)
-class GroupKey:
-    """lw_group_key: the (subject, peer, direction) every policy entry belongs to."""
+class GroupKey(NamedTuple):
+    """lw_group_key: the (subject, peer, direction) every policy entry belongs to.
+
+    A NamedTuple, not a frozen dataclass: the writer builds one per policy entry it
+    writes, and tuple construction is several times cheaper (policy write rate).
+    """
 
     subject: int
     peer: int
@@ -392,8 +395,13 @@ def group_of(key: PolicyKey) -> GroupKey:
     return GroupKey(key.subject, key.peer, key.direction)
 
 
+_RULE_SLOT_PACK = RULE_SLOT.codec.pack
+_GROUP_PACK = GROUP.codec.pack
+_GROUP_KEY_PACK = GROUP_KEY.codec.pack
+
+
 def encode_group_key(g: GroupKey) -> bytes:
-    return GROUP_KEY.codec.pack(g.subject, g.peer, int(g.direction), b"\0\0\0")
+    return _GROUP_KEY_PACK(g.subject, g.peer, g.direction, b"\0\0\0")
 
 
 def decode_group_key(raw: bytes) -> GroupKey:
@@ -423,26 +431,40 @@ class RuleSlot:
     cookie: int
 
 
-def overflows(entries: Mapping[PolicyKey, int]) -> bool:
+def overflows(entries: Sized) -> bool:
     """Too many entries for one group's slots: they live in lw_polovf_v1 instead."""
     return len(entries) > GROUP_SLOTS
 
 
-def encode_group(entries: Mapping[PolicyKey, int]) -> bytes:
-    """lw_group for one group's entries: inline slots, or OVERFLOW when they do not fit."""
-    flags = GroupFlags.NAMED if any(k.named for k in entries) else GroupFlags.NONE
+def encode_group(entries: Collection[tuple[PolicyKey, int]]) -> bytes:
+    """lw_group for one group's (key, cookie) entries: inline slots, or OVERFLOW when they
+    do not fit."""
+    if len(entries) == 1:  # the common case, kept cheap for the policy write rate
+        ((k, cookie),) = entries
+        return _GROUP_PACK(
+            GroupFlags.NAMED if k.named else 0,
+            1,
+            _RULE_SLOT_PACK(
+                k.protocol,
+                _slot_bits(k) | (SLOT_NAMED if k.named else 0),
+                0 if k.protocol == Protocol.ANY else k.port,
+                cookie,
+            ),
+        )
+    flags = GroupFlags.NAMED if any(k.named for k, _ in entries) else GroupFlags.NONE
     if overflows(entries):
         return GROUP.codec.pack(int(flags | GroupFlags.OVERFLOW), 0, b"")
+    items = sorted(entries, key=_slot_rank)
     slots = b"".join(
-        RULE_SLOT.codec.pack(
-            int(k.protocol),
+        _RULE_SLOT_PACK(
+            k.protocol,
             _slot_bits(k) | (SLOT_NAMED if k.named else 0),
             0 if k.protocol == Protocol.ANY else k.port,
             cookie,
         )
-        for k, cookie in sorted(entries.items(), key=_slot_rank)
+        for k, cookie in items
     )
-    return GROUP.codec.pack(int(flags), len(entries), slots)
+    return _GROUP_PACK(flags, len(entries), slots)
 
 
 def decode_group(raw: bytes) -> tuple[GroupFlags, list[RuleSlot]]:

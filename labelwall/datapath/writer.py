@@ -51,6 +51,9 @@ from typing import Any, Protocol
 from labelwall.datapath import abi, libbpf, reader
 from labelwall.policy.mapstate import MapChanges, MapDelta, MapState, PolicyKey, SubjectFlags
 
+# One group's policy entries in the writer's shadow: encoded trie key -> (key, cookie).
+_Entries = dict[bytes, tuple[PolicyKey, int]]
+
 ISOLATION = SubjectFlags.INGRESS_ISOLATED | SubjectFlags.EGRESS_ISOLATED
 BATCH_CHUNK = 65536  # entries per batch syscall (bounds the kernel's temporary buffers)
 _NO_BATCH_ERRNOS = frozenset({errno.EINVAL, errno.EOPNOTSUPP, 524})  # 524 = ENOTSUPP
@@ -148,7 +151,7 @@ class BpfMapWriter:
         self._fds = dict(map_fds)
         self._no_batch: set[str] = set()  # maps whose type has no batch ops
         # shadow of lw_policy_v1 by group, loaded on first use (sync_policy_index)
-        self._groups: dict[abi.GroupKey, dict[PolicyKey, int]] | None = None
+        self._groups: dict[abi.GroupKey, _Entries] | None = None
 
     def _fd(self, spec: abi.MapSpec) -> int:
         return self._fds[spec.name]
@@ -237,7 +240,7 @@ class BpfMapWriter:
 
     # ---- policy: the trie and its group index ----
 
-    def _shadow(self) -> dict[abi.GroupKey, dict[PolicyKey, int]]:
+    def _shadow(self) -> dict[abi.GroupKey, _Entries]:
         if self._groups is None:
             self.sync_policy_index()
         assert self._groups is not None
@@ -250,18 +253,22 @@ class BpfMapWriter:
         group write, and builds it for a trie pinned by a version without the index.
         """
         table = abi.TABLES["policy"]
-        policy = reader.read_table(self._fd(table.spec), table)
-        groups: dict[abi.GroupKey, dict[PolicyKey, int]] = {}
-        for key, cookie in policy.items():
-            groups.setdefault(abi.group_of(key), {})[key] = cookie
-        overflow = {k: v for e in groups.values() if abi.overflows(e) for k, v in e.items()}
+        groups: dict[abi.GroupKey, _Entries] = {}
+        for raw, value in reader.read_raw(self._fd(table.spec), table.spec):
+            key = table.decode_key(raw)
+            groups.setdefault(abi.group_of(key), {})[raw] = (key, table.decode_value(value))
         self._sync_raw(
             abi.POLOVF_MAP,
-            {table.encode_key(k): table.encode_value(v) for k, v in overflow.items()},
+            {
+                raw: table.encode_value(cookie)
+                for e in groups.values()
+                if abi.overflows(e)
+                for raw, (_, cookie) in e.items()
+            },
         )
         self._sync_raw(
             abi.POLGRP_MAP,
-            {abi.encode_group_key(g): abi.encode_group(e) for g, e in groups.items()},
+            {abi.encode_group_key(g): abi.encode_group(e.values()) for g, e in groups.items()},
         )
         self._groups = groups
 
@@ -276,57 +283,65 @@ class BpfMapWriter:
     ) -> None:
         """lw_policy_v1 upserts; lw_polovf_v1 upserts of overflowing groups; the touched
         groups' values; lw_polovf_v1 deletes; lw_policy_v1 deletes. At every moment a
-        group's value points at slots or at overflow entries that are all present."""
+        group's value points at slots or at overflow entries that are all present.
+
+        Entries are keyed by their encoded trie key: bytes hash once and cache it, where
+        PolicyKey (a dataclass) hashes in Python on every dict operation."""
         groups = self._shadow()
         table = abi.TABLES["policy"]
-        touched: dict[abi.GroupKey, dict[PolicyKey, int]] = {}
-        for key, cookie in upserts.items():
-            g = abi.group_of(key)
-            if g not in touched:
-                touched[g] = dict(groups.get(g, {}))
-            touched[g][key] = cookie
-        for key in deletes:
-            g = abi.group_of(key)
-            if g not in touched:
-                touched[g] = dict(groups.get(g, {}))
-            touched[g].pop(key, None)
-        if upserts:
+        encode_key, encode_value = table.encode_key, table.encode_value
+        up_raw = [(encode_key(k), k, v) for k, v in upserts.items()]
+        del_raw = [(encode_key(k), k) for k in deletes]
+        touched: dict[abi.GroupKey, _Entries] = {}
+        for raw, key, cookie in up_raw:
+            g = abi.GroupKey(key.subject, key.peer, key.direction)
+            entries = touched.get(g)
+            if entries is None:
+                entries = touched[g] = dict(groups[g]) if g in groups else {}
+            entries[raw] = (key, cookie)
+        for raw, key in del_raw:
+            g = abi.GroupKey(key.subject, key.peer, key.direction)
+            entries = touched.get(g)
+            if entries is None:
+                entries = touched[g] = dict(groups[g]) if g in groups else {}
+            entries.pop(raw, None)
+        if up_raw:
             self.upsert_raw(
-                table.spec,
-                [table.encode_key(k) for k in upserts],
-                [table.encode_value(v) for v in upserts.values()],
+                table.spec, [r for r, _, _ in up_raw], [encode_value(v) for _, _, v in up_raw]
             )
-        ovf_upserts: dict[PolicyKey, int] = {}
-        ovf_deletes: list[PolicyKey] = []
+        ovf_upserts: dict[bytes, int] = {}
+        ovf_deletes: list[bytes] = []
         for g, new in touched.items():
             old = groups.get(g, {})
+            if len(new) <= abi.GROUP_SLOTS and len(old) <= abi.GROUP_SLOTS:
+                continue  # neither side in the overflow trie (the common case)
             old_ovf, new_ovf = abi.overflows(old), abi.overflows(new)
             if new_ovf:
-                ovf_upserts.update({k: v for k, v in new.items() if not old_ovf or old.get(k) != v})
+                ovf_upserts.update(
+                    {r: kv[1] for r, kv in new.items() if not old_ovf or old.get(r) != kv}
+                )
             if old_ovf:
-                ovf_deletes.extend(k for k in old if not new_ovf or k not in new)
+                ovf_deletes.extend(r for r in old if not new_ovf or r not in new)
         self.upsert_raw(
-            abi.POLOVF_MAP,
-            [table.encode_key(k) for k in ovf_upserts],
-            [table.encode_value(v) for v in ovf_upserts.values()],
+            abi.POLOVF_MAP, list(ovf_upserts), [encode_value(v) for v in ovf_upserts.values()]
         )
         live = [g for g, e in touched.items() if e]
         self.upsert_raw(
             abi.POLGRP_MAP,
             [abi.encode_group_key(g) for g in live],
-            [abi.encode_group(touched[g]) for g in live],
+            [abi.encode_group(touched[g].values()) for g in live],
         )
         self.delete_raw(
             abi.POLGRP_MAP, [abi.encode_group_key(g) for g, e in touched.items() if not e]
         )
-        self.delete_raw(abi.POLOVF_MAP, [table.encode_key(k) for k in ovf_deletes])
+        self.delete_raw(abi.POLOVF_MAP, ovf_deletes)
         for g, entries in touched.items():
             if entries:
                 groups[g] = entries
             else:
                 groups.pop(g, None)
-        if deletes:
-            self.delete_raw(table.spec, [table.encode_key(k) for k in deletes])
+        if del_raw:
+            self.delete_raw(table.spec, [r for r, _ in del_raw])
 
     def upsert_raw(self, spec: abi.MapSpec, keys: list[bytes], values: list[bytes]) -> None:
         fd = self._fd(spec)

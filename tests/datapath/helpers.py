@@ -56,7 +56,7 @@ def _grouped(state: MapState) -> dict[abi.GroupKey, dict[PolicyKey, int]]:
 
 def expected_groups(state: MapState) -> dict[abi.GroupKey, bytes]:
     """The group index ``state.policy`` implies (abi.encode_group of each group)."""
-    return {g: abi.encode_group(e) for g, e in _grouped(state).items()}
+    return {g: abi.encode_group(e.items()) for g, e in _grouped(state).items()}
 
 
 def read_overflow(dp: Datapath) -> dict[PolicyKey, int]:

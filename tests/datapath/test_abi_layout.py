@@ -275,7 +275,7 @@ def test_group_key_and_slots_encode_byte_exact_longest_prefix_first_named_last()
     assert abi.encode_group_key(abi.GroupKey(256, 2, Direction.EGRESS)).hex() == (
         "000100000200000002000000"
     )
-    assert abi.encode_group(entries).hex() == (
+    assert abi.encode_group(entries.items()).hex() == (
         "02000000" "04000000"  # NAMED, 4 slots
         "0610" "5000" "06000000"  # TCP /16 port 80 (host order), cookie 6
         "0601" "0080" "08000000"  # TCP /1 port 0x8000
@@ -287,5 +287,5 @@ def test_group_key_and_slots_encode_byte_exact_longest_prefix_first_named_last()
 
 def test_a_group_with_more_entries_than_slots_encodes_as_overflow_without_slots() -> None:
     entries = {PolicyKey(1, 2, Direction.INGRESS, Protocol.UDP, p, 16): p for p in range(9)}
-    flags, slots = abi.decode_group(abi.encode_group(entries))
+    flags, slots = abi.decode_group(abi.encode_group(entries.items()))
     assert (flags, slots) == (abi.GroupFlags.OVERFLOW, [])
