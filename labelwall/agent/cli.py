@@ -38,8 +38,13 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--config", default=None, metavar="PATH", help="config YAML (chart format)")
     p.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="remove labelwall from this node instead: detach the classifier from every link "
+        "and remove the /sys/fs/bpf/lw_* pins (after helm uninstall); enforcement stops",
+    )
+    p.add_argument(
         "--source",
-        required=True,
         metavar="dir:PATH|kubernetes",
         help="dir:PATH = a directory of Kubernetes YAML (lab mode); kubernetes = the API",
     )
@@ -133,6 +138,15 @@ def cmd_agent(args: argparse.Namespace) -> int:
         from pyroute2 import netns as _netns
 
         _netns.setns(args.netns, flags=0)  # before any socket: the whole process moves
+    if args.cleanup:
+        from labelwall.datapath.uninstall import remove_all
+
+        removed = remove_all()
+        print(f"detached from {len(removed.links)} links: {' '.join(removed.links) or '-'}")
+        print(f"removed {len(removed.pins)} pins")
+        return 0
+    if not args.source:
+        raise _usage("--source is required (dir:PATH or kubernetes), unless --cleanup")
     node = config.agent.node_name if args.node is None else args.node
     agent, dp = build_agent(config, args.source, node or None, args.drift_interval)
     metrics_port = config.agent.metrics_port if args.metrics_port is None else args.metrics_port

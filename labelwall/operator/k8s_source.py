@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from kubernetes.client import (
@@ -59,7 +61,9 @@ def _node(obj: Mapping[str, Any]) -> tuple[str, Node] | None:
 
 def _policy(obj: Mapping[str, Any]) -> tuple[str, PolicyEntry] | None:
     entry = parse_policy(obj, STATUS_ANNOTATION)
-    return entry.key, entry
+    # The operator's status annotation is not policy: keeping it would make every status
+    # write look like a policy change and cost the agent a recompile that writes nothing.
+    return entry.key, replace(entry, status_annotation=None)
 
 
 def _identity(obj: Mapping[str, Any]) -> tuple[int, IdentityRecord] | None:
@@ -173,8 +177,13 @@ class KubernetesSource:
         return Snapshot(state, published, revision, warnings=warnings)
 
     def stop(self) -> None:
+        # Signal every watch first, then wait a bounded total: stopping them one by one
+        # waited for each blocked read in turn (~27 s, past a pod's termination grace).
         for r in self._reflectors:
-            r.stop()
+            r.request_stop()
+        deadline = time.monotonic() + 3.0
+        for r in self._reflectors:
+            r.join(timeout_s=max(0.0, deadline - time.monotonic()))
 
 
 def make_source() -> KubernetesSource:

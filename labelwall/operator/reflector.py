@@ -86,6 +86,11 @@ class Reflector(Generic[K, V]):
         self._thread.start()
 
     def stop(self) -> None:
+        self.request_stop()
+        self.join(timeout_s=5)
+
+    def request_stop(self) -> None:
+        """Ask the thread to stop without waiting (stop many reflectors in parallel)."""
         self._stop.set()
         resp = self._resp
         if resp is not None:
@@ -93,8 +98,10 @@ class Reflector(Generic[K, V]):
             # Closing a dying connection may fail in any way; it is being dropped anyway.
             with contextlib.suppress(Exception):
                 resp.close()
+
+    def join(self, timeout_s: float) -> None:
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=timeout_s)
 
     # --- the loop ---------------------------------------------------------------------------
 
