@@ -64,6 +64,8 @@ CONSTANTS: dict[str, int] = {
     "LW_POLICY_PREFIX_FULL": abi.POLICY_PREFIX_FULL,
     "LW_CIDR_PREFIX_BASE": abi.CIDR_PREFIX_BASE,
     "LW_GROUP_SLOTS": abi.GROUP_SLOTS,
+    "LW_EP_F_SUBJECT": abi.EP_F_SUBJECT,
+    "LW_EP_SUBJECT_MASK": abi.EP_SUBJECT_MASK,
     "LW_GROUP_F_OVERFLOW": abi.GroupFlags.OVERFLOW,
     "LW_GROUP_F_NAMED": abi.GroupFlags.NAMED,
     "LW_SLOT_NAMED": abi.SLOT_NAMED,
@@ -221,6 +223,11 @@ def test_cidr_key_carries_32_plus_prefix_length() -> None:
 def test_named_port_key_encodes_port_in_network_order() -> None:
     key = NamedPortKey(ipaddress.ip_address("10.244.0.9"), Protocol.TCP, 443)
     assert abi.encode_port_key(key).hex() == "040601bb0af40009" + "00" * 12
+
+
+def test_an_endpoint_mirroring_its_subject_flags_encodes_byte_exact() -> None:
+    mirror = abi.Endpoint.mirroring(257, SubjectFlags.EGRESS_ISOLATED | SubjectFlags.AUDIT)
+    assert abi.encode_endpoint(mirror).hex() == "0101000006000080"
 
 
 def test_subject_and_endpoint_values_encode_byte_exact() -> None:
