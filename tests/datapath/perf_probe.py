@@ -5,11 +5,16 @@
 Prints the median (and min) ns per packet over ``--runs`` runs of ``repeat`` = 1e6 for:
 a tc program that only returns TC_ACT_OK (floor), one that parses and does one 40-byte
 hash lookup (parse+lookup, tests/datapath/perf/), and the real classifier on its
-established path, its reply path, and its worst new-flow paths (isolated subject, every
-fallback, dropped), with 10 / 10k / 1M entries in lw_ipcache_v1 and a policy map filled in
-proportion. An allowed new flow creates a conntrack entry, so repeating the same packet
-would time the established path; the allowed-by-ANY-peer path is therefore timed with
-repeat = 1 on fresh flows, next to the floor timed the same way.
+established path, its reply path, and its worst new-flow paths, with 10 / 10k / 1M
+entries in lw_ipcache_v1 and 1 / 100 / 10k other isolated subjects (6 policy entries
+each). Worst paths (isolated subject, conntrack miss, dropped, event budget checked):
+"ipcache hit" = the peer's identity, its CIDR identity and ANY each have a policy group
+with named entries, so all three groups and the named port are looked up; "overflow" =
+the same with groups larger than their slots (matched in lw_polovf_v1); "ipcache miss" =
+a WORLD peer found in the cidr trie. An allowed new flow creates a conntrack entry, so
+repeating the same packet would time the established path; the allowed-by-ANY-peer path
+is therefore timed with repeat = 1 on fresh flows, next to the floor timed the same way.
+``--object`` times another build of the classifier (A/B runs).
 
 Methodology matches the issue's: an Ethernet/IPv4/TCP packet of 54 bytes, a __sk_buff
 context carrying only ifindex = 1 (lo), counters and events left on (as in production),
