@@ -56,6 +56,8 @@ SUBJECT, SUBJECT_OVF, PEER, CIDR_ID, NAME_ID = 0x10001, 0x10004, 0x10002, 0x1000
 SUBJECT_ADDR = ipaddress.ip_address("10.244.0.5")
 PEER_ADDR = ipaddress.ip_address("10.244.0.9")  # in ipcache, inside an ipBlock, named port 80
 WORLD_ADDR = ipaddress.ip_address("192.168.3.4")  # not in ipcache: cidr trie fallback
+SUBJECT_ADDR6 = ipaddress.ip_address("fd00:10:244::5")  # the same pods over IPv6
+PEER_ADDR6 = ipaddress.ip_address("fd00:10:244::9")
 ALLOW_ANY_PORT = 9090  # allowed for every peer (ANY), egress
 
 
@@ -169,6 +171,8 @@ def setup_subjects(dp: Datapath) -> None:
             {
                 SUBJECT_ADDR: IpcacheEntry(SUBJECT, CIDR_ID),
                 PEER_ADDR: IpcacheEntry(PEER, CIDR_ID),
+                SUBJECT_ADDR6: IpcacheEntry(SUBJECT, CIDR_ID),
+                PEER_ADDR6: IpcacheEntry(PEER, CIDR_ID),
             }
         ),
     )
@@ -184,7 +188,12 @@ def setup_subjects(dp: Datapath) -> None:
     )
     w.apply_changes(
         "named_ports",
-        MapChanges({NamedPortKey(PEER_ADDR, Protocol.TCP, 80): NAME_ID}),
+        MapChanges(
+            {
+                NamedPortKey(PEER_ADDR, Protocol.TCP, 80): NAME_ID,
+                NamedPortKey(PEER_ADDR6, Protocol.TCP, 80): NAME_ID,
+            }
+        ),
     )
     policy: dict[PolicyKey, int] = {}
     for subject, size in ((SUBJECT, 6), (SUBJECT_OVF, 12)):
@@ -248,8 +257,10 @@ def main() -> None:
                 reply = P.packet(PEER_ADDR, SUBJECT_ADDR, P.TCP, ALLOW_ANY_PORT, 40001, P.ACK)
                 worst_hit = P.packet(SUBJECT_ADDR, PEER_ADDR, P.TCP, 40000, 80)
                 worst_miss = P.packet(SUBJECT_ADDR, WORLD_ADDR, P.TCP, 40000, 80)
+                worst_hit6 = P.packet(SUBJECT_ADDR6, PEER_ADDR6, P.TCP, 40000, 80)
                 for name, subject, pkt in (
                     ("worst: ipcache hit, 3 groups, named", SUBJECT, worst_hit),
+                    ("worst: the same over IPv6", SUBJECT, worst_hit6),
                     ("worst: same, groups overflow to trie", SUBJECT_OVF, worst_hit),
                     ("worst: ipcache miss, cidr trie", SUBJECT, worst_miss),
                 ):
@@ -259,6 +270,9 @@ def main() -> None:
                 dp.set_endpoint(LO, SUBJECT)
                 rows.append(("established (forward)", label, _fmt(_time(from_pod, est, args.runs))))
                 rows.append(("established (reply)", label, _fmt(_time(to_pod, reply, args.runs))))
+                est6 = P.packet(SUBJECT_ADDR6, PEER_ADDR6, P.TCP, 40001, ALLOW_ANY_PORT, P.ACK)
+                assert dp.test_run(FROM_POD, est6, LO).verdict == abi.Verdict.ALLOW
+                rows.append(("established (IPv6)", label, _fmt(_time(from_pod, est6, args.runs))))
                 rows.append(("ARP", label, _fmt(_time(from_pod, arp, args.runs))))
 
                 def fresh(i: int) -> bytes:
