@@ -316,8 +316,10 @@ struct lw_port_value {
 _Static_assert(sizeof(struct lw_port_value) == 4, "lw_port_value");
 
 /*
- * lw_ct_v1 (LRU hash): one entry per flow and hook, found by both directions with one
- * lookup. The key is the flow's tuple in canonical order (conntrack.h lw_ct_flipped:
+ * lw_ct_v2 (LRU hash): one entry per flow and hook, found by both directions with one
+ * lookup. v2: v1 keyed each flow by its first packet's orientation; the bytes are the
+ * same size but mean something else, so the name changed and a v1 map is never read as
+ * v2 (flows tracked by a v1 program are judged by policy once more after an upgrade). The key is the flow's tuple in canonical order (conntrack.h lw_ct_flipped:
  * (saddr, sport) <= (daddr, dport)) with the direction of the hook that would see it
  * that way: the first packet's tuple and hook direction if already canonical, else both
  * reversed (addresses and ports swapped, opposite direction) and LW_CT_F_FLIPPED set.

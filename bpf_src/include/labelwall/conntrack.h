@@ -115,7 +115,7 @@ static __always_inline void lw_ct_touch(struct lw_ct_value *v, const struct lw_p
 static __always_inline __u8 lw_ct_lookup(const struct lw_ct_key *key, __u32 flipped,
 					 const struct lw_packet *pkt, __u64 now)
 {
-	struct lw_ct_value *v = bpf_map_lookup_elem(&lw_ct_v1, key);
+	struct lw_ct_value *v = bpf_map_lookup_elem(&lw_ct_v2, key);
 
 	if (!v || v->expires_ns <= now)
 		return 0;
@@ -138,7 +138,7 @@ static __always_inline void lw_ct_create(const struct lw_ct_key *key, __u32 flip
 	};
 
 	v.expires_ns = now + lw_ct_timeout_ns(pkt->t.proto, v.flags);
-	bpf_map_update_elem(&lw_ct_v1, key, &v, BPF_ANY);
+	bpf_map_update_elem(&lw_ct_v2, key, &v, BPF_ANY);
 }
 
 #endif /* LW_CONNTRACK_H */
