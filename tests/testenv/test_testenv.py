@@ -52,8 +52,15 @@ def test_kubectl_apply_creates_a_namespace_and_a_pod_whose_status_a_test_can_set
     assert got["metadata"]["labels"] == {"app": "web"}
     assert got["status"]["phase"] == "Running"
     assert got["status"]["podIP"] == "10.244.1.7"
-    selected = apiserver.kubectl("get", "pods", "-A", "-l", "app=web", "-o", "name").stdout.split()
+    # The API server is shared by the session: select within this test's namespace only.
+    selected = apiserver.kubectl(
+        "get", "pods", "-n", "tenv-apply", "-l", "app=web", "-o", "name"
+    ).stdout.split()
     assert selected == ["pod/web-0"]
+    other = apiserver.kubectl(
+        "get", "pods", "-n", "tenv-apply", "-l", "app=db", "-o", "name"
+    ).stdout.split()
+    assert other == []
 
 
 def test_rbac_denies_a_service_account_without_rules(apiserver: TestEnv) -> None:
