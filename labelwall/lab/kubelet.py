@@ -35,7 +35,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +50,7 @@ from kubernetes.client import (
 from kubernetes.client.exceptions import ApiException
 
 from labelwall.lab import netns
+from labelwall.lab.fanout import Prober, fan_out
 from labelwall.operator.kube import api_client
 from labelwall.operator.reflector import Reflector
 
@@ -63,7 +63,6 @@ POD_IP_ANNOTATION = "lab.labelwall.io/pod-ip"
 DEFAULT_SUBNET = "10.244.100.0/24"
 #: How often the kubelet re-checks every pod even without a watch event (seconds).
 RESYNC_S = 1.0
-_PROTO: dict[str, netns.Proto] = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 _MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -436,38 +435,10 @@ class Kubelet:
     ) -> list[dict[str, Any]]:
         """One outcome per request ``{src, dst, port, protocol}`` (pod keys; ``ip`` overrides
         the destination address); the probes of one source run as one batch inside it."""
-        by_src: dict[str, list[int]] = {}
-        for i, r in enumerate(requests):
-            by_src.setdefault(str(r["src"]), []).append(i)
-        out: list[dict[str, Any]] = [{} for _ in requests]
         with self._lock:
             running = dict(self._running)
-
-        def run(src: str, idxs: list[int]) -> None:
-            pod = running.get(src)
-            if pod is None:
-                for i in idxs:
-                    out[i] = {"outcome": "error", "detail": f"no running pod {src}"}
-                return
-            probes = []
-            for i in idxs:
-                r = requests[i]
-                dst = running.get(str(r["dst"]))
-                ip = r.get("ip") or (dst.ip if dst else None)
-                probes.append(
-                    netns.Probe(
-                        _PROTO[str(r["protocol"])], ip or "10.244.255.255", int(r["port"]), timeout
-                    )
-                )
-            with pod.lock:
-                results = pod.helper.probe(probes)
-            for i, res in zip(idxs, results, strict=True):
-                out[i] = {"outcome": res.outcome, "rtt_ms": res.rtt_ms, "detail": res.detail}
-
-        with ThreadPoolExecutor(max_workers=max(1, min(16, len(by_src)))) as pool:
-            for f in [pool.submit(run, s, idxs) for s, idxs in by_src.items()]:
-                f.result()
-        return out
+        probers = {k: Prober(pod.lock, pod.helper) for k, pod in running.items()}
+        return fan_out(requests, timeout, probers, {k: pod.ip for k, pod in running.items()})
 
 
 def _now() -> str:

@@ -21,7 +21,6 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from labelwall.agent import logs
 from labelwall.agent.dirsource import STATUS_FILE, state_digest
 from labelwall.errors import FieldError, InvalidInput
 from labelwall.lab import netns
+from labelwall.lab.fanout import Prober, fan_out
 from labelwall.lab.layout import LabPaths, update_record
 from labelwall.lab.objects import LabPod, ObjectStore, ObjKey, lab_pods
 from labelwall.manifests import SourceDoc
@@ -39,7 +39,6 @@ log = logging.getLogger("labelwall.lab")
 
 #: How long a change may take to be enforced before `lab apply` gives up waiting (seconds).
 SYNC_TIMEOUT_S = 10.0
-_PROTO: dict[str, netns.Proto] = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 
 
 class PodHandle:
@@ -177,33 +176,9 @@ class Supervisor:
 
     def probe(self, requests: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
         """One outcome per request {src, dst, port, protocol}; probes of one source batch."""
-        by_src: dict[str, list[int]] = {}
-        for i, r in enumerate(requests):
-            by_src.setdefault(r["src"], []).append(i)
-        out: list[dict[str, Any]] = [{} for _ in requests]
-
-        def run(src: str, idxs: list[int]) -> None:
-            handle = self.pods.get(src)
-            if handle is None:
-                for i in idxs:
-                    out[i] = {"outcome": "error", "detail": f"no pod {src}"}
-                return
-            probes = []
-            for i in idxs:
-                r = requests[i]
-                dst = self.pods.get(r["dst"])
-                ip = r.get("ip") or (dst.spec.ipv4 if dst else None)
-                proto = _PROTO[r["protocol"]]
-                probes.append(netns.Probe(proto, ip or "10.244.255.255", int(r["port"]), timeout))
-            with handle.lock:
-                results = handle.helper.probe(probes)
-            for i, res in zip(idxs, results, strict=True):
-                out[i] = {"outcome": res.outcome, "rtt_ms": res.rtt_ms, "detail": res.detail}
-
-        with ThreadPoolExecutor(max_workers=max(1, min(16, len(by_src)))) as pool:
-            for f in [pool.submit(run, s, idxs) for s, idxs in by_src.items()]:
-                f.result()
-        return out
+        pods = dict(self.pods)
+        probers = {k: Prober(h.lock, h.helper) for k, h in pods.items()}
+        return fan_out(requests, timeout, probers, {k: h.spec.ipv4 for k, h in pods.items()})
 
     def status(self) -> dict[str, Any]:
         return {
