@@ -21,15 +21,19 @@ MULTIARCH_INCLUDE = "/usr/include/x86_64-linux-gnu"
 CFLAGS = ["-O2", "-g", "-target", "bpf", "-Wall", "-Wextra", "-Werror"]
 
 
-def command(output: Path = OUTPUT, clang: str | None = None) -> list[str]:
+def command(
+    output: Path = OUTPUT, clang: str | None = None, defines: dict[str, int] | None = None
+) -> list[str]:
+    """``defines`` override the #ifndef map sizes in maps.h, e.g. {"LW_CT_MAX": 65536}."""
     cc = clang or os.environ.get("CLANG") or "clang"
-    return [cc, *CFLAGS, f"-I{INCLUDE}", f"-idirafter{MULTIARCH_INCLUDE}", "-c", str(SOURCE),
-            "-o", str(output)]  # fmt: skip
+    macros = [f"-D{k}={int(v)}" for k, v in sorted((defines or {}).items())]
+    return [cc, *CFLAGS, *macros, f"-I{INCLUDE}", f"-idirafter{MULTIARCH_INCLUDE}", "-c",
+            str(SOURCE), "-o", str(output)]  # fmt: skip
 
 
-def build(output: Path = OUTPUT) -> Path:
+def build(output: Path = OUTPUT, defines: dict[str, int] | None = None) -> Path:
     """Compile SOURCE into ``output``; raises RuntimeError with clang's message on failure."""
-    cmd = command(output)
+    cmd = command(output, defines=defines)
     if shutil.which(cmd[0]) is None:
         raise RuntimeError(
             f"{cmd[0]} not found: install clang (Debian: apt-get install clang libbpf-dev) "
@@ -43,5 +47,8 @@ def build(output: Path = OUTPUT) -> Path:
 
 
 if __name__ == "__main__":
-    out = build(Path(sys.argv[1]) if len(sys.argv) > 1 else OUTPUT)
+    # usage: build.py [OUTPUT] [-DLW_<MAP>_MAX=N ...]
+    args = [a for a in sys.argv[1:] if not a.startswith("-D")]
+    defs = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("-D"))
+    out = build(Path(args[0]) if args else OUTPUT, {k: int(v) for k, v in defs.items()})
     print(out)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Callable, Collection, Sized
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sized
+from dataclasses import dataclass, replace
 from enum import IntEnum, IntFlag
 from functools import cached_property
 from typing import Any, NamedTuple
@@ -281,6 +281,31 @@ MAPS: tuple[MapSpec, ...] = (
     CLOCK_MAP,
     CONFIG_MAP,
 )
+
+#: The maps.h macro that sizes each map (an #ifndef default), so an object can be built
+#: with other sizes (``-DLW_CT_MAX=...``) and the loader can expect exactly those.
+SIZE_MACROS: dict[str, str] = {
+    ENDPOINTS_MAP.name: "LW_ENDPOINTS_MAX",
+    SUBJECTS_MAP.name: "LW_SUBJECTS_MAX",
+    POLICY_MAP.name: "LW_POLICY_MAX",
+    POLOVF_MAP.name: "LW_POLICY_MAX",
+    POLGRP_MAP.name: "LW_POLGRP_MAX",
+    IPCACHE_MAP.name: "LW_IPCACHE_MAX",
+    CIDRS_MAP.name: "LW_CIDRS_MAX",
+    PORTS_MAP.name: "LW_PORTS_MAX",
+    CT_MAP.name: "LW_CT_MAX",
+}
+
+
+def resized(defines: Mapping[str, int]) -> tuple[MapSpec, ...]:
+    """MAPS as an object built with these ``-D`` size macros has them."""
+    return tuple(
+        replace(m, max_entries=int(defines[SIZE_MACROS[m.name]]))
+        if SIZE_MACROS.get(m.name) in defines
+        else m
+        for m in MAPS
+    )
+
 
 # Program names in the object (SEC("tc") functions) and their pins.
 PROG_FROM_POD = "handle_from_pod"

@@ -32,9 +32,17 @@ class Datapath:
         self.writer = BpfMapWriter(loaded.map_fds)
 
     @classmethod
-    def open(cls, object_file: Path | None = None, config: abi.Config | None = None) -> Datapath:
-        """Load the object onto the pinned maps (creating them the first time)."""
-        dp = cls(loader.load(object_file))
+    def open(
+        cls,
+        object_file: Path | None = None,
+        config: abi.Config | None = None,
+        maps: tuple[abi.MapSpec, ...] = abi.MAPS,
+    ) -> Datapath:
+        """Load the object onto the pinned maps (creating them the first time).
+
+        ``maps``: the layouts ``object_file`` was built with (see ``sizing.object_for``).
+        """
+        dp = cls(loader.load(object_file, maps=maps))
         dp.writer.set_config(config or abi.Config())
         dp.writer.sync_policy_index()  # the group index derives from the pinned trie
         dp.writer.sync_endpoints()  # and the endpoints' subject-flags mirror from the subjects

@@ -60,10 +60,10 @@ def check_map(spec: abi.MapSpec, info: libbpf.MapInfo, where: str) -> None:
         )
 
 
-def check_pinned_maps() -> list[str]:
+def check_pinned_maps(maps: tuple[abi.MapSpec, ...] = abi.MAPS) -> list[str]:
     """Verify every existing pin of ours; returns the names already pinned."""
     pinned = []
-    for spec in abi.MAPS:
+    for spec in maps:
         if not os.path.exists(spec.pin_path):
             continue
         fd = libbpf.obj_get(spec.pin_path)
@@ -117,14 +117,22 @@ class Loaded:
         self.map_fds.clear()
 
 
-def load(path: Path | None = None, pin_programs: bool = True) -> Loaded:
-    """Load (or re-load onto the existing pinned maps) and pin the programs."""
+def load(
+    path: Path | None = None,
+    pin_programs: bool = True,
+    maps: tuple[abi.MapSpec, ...] = abi.MAPS,
+) -> Loaded:
+    """Load (or re-load onto the existing pinned maps) and pin the programs.
+
+    ``maps`` are the layouts the object at ``path`` was built with (``abi.resized`` for an
+    object built with other sizes); pins and the loaded object must match them exactly.
+    """
     obj_path = path or object_path()
-    check_pinned_maps()
+    check_pinned_maps(maps)
     obj = pylibbpf.BpfObject(str(obj_path))
     obj.load()
     map_fds: dict[str, int] = {}
-    for spec in abi.MAPS:
+    for spec in maps:
         fd = int(obj[spec.name].get_fd())
         check_map(spec, libbpf.map_info(fd), str(obj_path))
         map_fds[spec.name] = fd
