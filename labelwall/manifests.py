@@ -386,9 +386,11 @@ def _pod_ips(status: Mapping[str, Any], path: str, p: Problems) -> tuple[IPAddre
 def _container_ports(spec: Mapping[str, Any], path: str, p: Problems) -> tuple[ContainerPort, ...]:
     """spec.containers[*].ports[*], what named NetworkPolicy ports resolve against."""
     out: list[ContainerPort] = []
-    names: dict[str, str] = {}
     containers_path = child(path, "containers")
     for ci, raw_c in enumerate(as_list(spec.get("containers"), containers_path, p)):
+        # Port names are unique within one container only (validateContainerPorts); the
+        # API server accepts one name in two containers, so we must too.
+        names: dict[str, str] = {}
         c_path = item(containers_path, ci)
         container = as_object(raw_c, c_path, p) or {}
         ports_path = child(c_path, "ports")

@@ -359,20 +359,24 @@ REJECTED: list[tuple[str, list[dict[str, Any]], int, str, str]] = [
         "alpha-numeric",
     ),
     (
-        "container port name repeated",
+        "container port name repeated within one container",
         [
             pod(
                 "a",
                 spec={
                     "containers": [
-                        {"ports": [{"containerPort": 1, "name": "web"}]},
-                        {"ports": [{"containerPort": 2, "name": "web"}]},
+                        {
+                            "ports": [
+                                {"containerPort": 1, "name": "web"},
+                                {"containerPort": 2, "name": "web"},
+                            ]
+                        },
                     ]
                 },
             )
         ],
         0,
-        "spec.containers[1].ports[0].name",
+        "spec.containers[0].ports[1].name",
         "Duplicate value",
     ),
     (
@@ -438,3 +442,16 @@ def test_all_errors_of_all_documents_are_reported_and_nothing_loads() -> None:
     )
     assert sorted({e.index for e in errors}) == [0, 1]  # doc 2 is fine: its twin was invalid
     assert len(errors) == 3
+
+
+def test_one_port_name_in_two_containers_is_accepted_as_the_api_server_does() -> None:
+    # validateContainerPorts checks names per container; kubernetes#122150 keeps it so.
+    spec = {
+        "containers": [
+            {"name": "c1", "ports": [{"containerPort": 8080, "name": "http"}]},
+            {"name": "c2", "ports": [{"containerPort": 9090, "name": "http"}]},
+        ]
+    }
+    state = load_cluster([SourceDoc("t.yaml", 0, pod("a", spec=spec))]).state
+    ports = {(cp.name, cp.port) for cp in state.pods["x/a"].ports}
+    assert ports == {("http", 8080), ("http", 9090)}
