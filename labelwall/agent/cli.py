@@ -133,6 +133,8 @@ def build_agent(
         exclude=frozenset(config.identity.exclude_labels),
         audit=config.audit,
         audit_namespaces=frozenset(config.audit_namespaces),
+        # Only this node's addresses are `host`; the rest are `remote-node` (under policy).
+        node=node,
     )
     agent = Agent(
         source,

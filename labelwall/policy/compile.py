@@ -59,12 +59,18 @@ class CompileOptions:
     """``exclude``: pod label keys left out of identities. ``audit``/``audit_namespaces``:
     isolated subjects (all, or those in the namespaces) get the AUDIT flag (log, don't drop).
     ``local_identities``: compile only these subjects (the node agent's local pods); None = all.
+    ``node``: the node these maps are for. Only its addresses (and hostNetwork pods on it)
+    are the reserved ``host`` identity, whose traffic always passes ("a pod and its own
+    node"); other nodes' addresses and hostNetwork pods are ``remote-node`` and go through
+    policy like any peer (an ipBlock can admit them). None: one view where every node is
+    local (the lab's single node, and offline compiles).
     """
 
     exclude: frozenset[str] = DEFAULT_EXCLUDE
     audit: bool = False
     audit_namespaces: frozenset[str] = frozenset()
     local_identities: frozenset[int] | None = None
+    node: str | None = None
 
 
 @dataclass(frozen=True)
@@ -232,6 +238,8 @@ def policy_port_names(policy: NetworkPolicy) -> Counter[str]:
 
 
 _HOST_CLAIM = (1, "")
+#: A claim by another node's address (or a hostNetwork pod there): loses to pod and host.
+_REMOTE_CLAIM = (2, "")
 
 
 class Engine:
@@ -665,16 +673,23 @@ class Engine:
             del self.np_claims[key]
             self.named_ports.delete(key)
 
+    def _is_local(self, node: str | None) -> bool:
+        return self.options.node is None or node == self.options.node
+
     def _claim_pod(self, pod: Pod, sign: int = +1) -> None:
-        claim = _HOST_CLAIM if pod.host_network else (0, pod.key)
+        if pod.host_network:
+            claim = _HOST_CLAIM if self._is_local(pod.node) else _REMOTE_CLAIM
+        else:
+            claim = (0, pod.key)
         for ip in pod.ips:
             self._claim(ip, claim, sign)
         for key, ident in self._pod_named_ports(pod):
             self._set_named(key, ident, sign)
 
     def _claim_node(self, node: Node, sign: int = +1) -> None:
+        claim = _HOST_CLAIM if self._is_local(node.name) else _REMOTE_CLAIM
         for ip in node.addresses:
-            self._claim(ip, _HOST_CLAIM, sign)
+            self._claim(ip, claim, sign)
 
     def _claim(self, addr: IPAddress, claim: tuple[int, str], sign: int) -> None:
         claims = self.addr_claims.get(addr)
@@ -694,9 +709,13 @@ class Engine:
         if not claims:
             self.ipcache.delete(addr)
             return
-        # A pod address wins over a host claim (smallest pod key if two pods claim one IP).
+        # A pod address wins over a host claim, host over remote node (smallest pod key if
+        # two pods claim one IP).
         kind, pod_key = min(claims)
-        ident = int(Reserved.HOST) if kind else self.ls_num[self.pod_ls[pod_key]]
+        if kind == 0:
+            ident = self.ls_num[self.pod_ls[pod_key]]
+        else:
+            ident = int(Reserved.HOST if kind == _HOST_CLAIM[0] else Reserved.REMOTE_NODE)
         self.ipcache.set(addr, IpcacheEntry(ident, self.table.longest(addr)))
 
     # ------------------------------------------------------------------ updates
@@ -817,7 +836,8 @@ class Engine:
         pod_identity = {k: self.ls_num[ls] for k, ls in self.pod_ls.items()}
         for k, p in self.pods.items():
             if p.host_network:
-                pod_identity[k] = int(Reserved.HOST)
+                local = self._is_local(p.node)
+                pod_identity[k] = int(Reserved.HOST if local else Reserved.REMOTE_NODE)
         cookies: dict[int, RuleRef] = {}
         for rs in self.rules.values():
             prev = cookies.get(rs.cookie)
