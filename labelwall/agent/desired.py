@@ -14,7 +14,9 @@ Two agent-level rules on top of the compiler:
   a ghost has no address, so it is nobody's peer and nobody's endpoint.
 - **init.** With ``published`` label sets (Kubernetes mode), a pod whose label set has no
   Identity object yet is left out of the compiler; its addresses map to the reserved
-  ``init`` identity (isolated peers do not admit it) and so does its endpoint.
+  ``init`` identity (isolated peers do not admit it) and so does its endpoint. ``init``
+  as a subject is isolated both ways (fail closed): until its identity is published, such
+  a pod only talks to its own node, whatever policies will select it.
 """
 
 from __future__ import annotations
@@ -29,9 +31,17 @@ from labelwall.identity.labels import LabelSet
 from labelwall.identity.numbers import Reserved
 from labelwall.policy.compile import CompileOptions
 from labelwall.policy.incremental import IncrementalCompiler
-from labelwall.policy.mapstate import IpcacheEntry, MapChanges, MapDelta, MapState
+from labelwall.policy.mapstate import (
+    IpcacheEntry,
+    MapChanges,
+    MapDelta,
+    MapState,
+    SubjectFlags,
+)
 
 TABLES = ("subjects", "policy", "ipcache", "cidrs", "named_ports")
+#: ``init`` pods wait for their Identity object isolated both ways: only their node passes.
+INIT_FLAGS = SubjectFlags.INGRESS_ISOLATED | SubjectFlags.EGRESS_ISOLATED
 _GONE = object()
 
 
@@ -100,6 +110,11 @@ class DesiredState:
         self.ghosts: dict[str, float] = {}  # pod key -> monotonic expiry
         self.init_pods: dict[str, Pod] = {}
         self.init_ips: dict[IPAddress, IpcacheEntry] = {}
+        #: Subject entries the agent adds on top of the compiler's (init is fail-closed).
+        self.fixed_subjects: dict[int, SubjectFlags] = (
+            {int(Reserved.INIT): INIT_FLAGS} if published_mode else {}
+        )
+        self._fixed_announced = False
 
     # ---- queries ----
 
@@ -108,13 +123,15 @@ class DesiredState:
         v = self.mirror[table].get(key)
         if v is None and table == "ipcache":
             return self.init_ips.get(key)
+        if v is None and table == "subjects":
+            return self.fixed_subjects.get(key)
         return v
 
     def map_state(self) -> MapState:
         ipcache = dict(self.init_ips)
         ipcache.update(self.mirror["ipcache"])
         return MapState(
-            subjects=dict(self.mirror["subjects"]),
+            subjects={**self.fixed_subjects, **self.mirror["subjects"]},
             policy=dict(self.mirror["policy"]),
             ipcache=ipcache,
             cidrs=dict(self.mirror["cidrs"]),
@@ -202,6 +219,9 @@ class DesiredState:
                     mirror[k] = v
         keys = {t: set(touched[t]) for t in TABLES}
         keys["ipcache"] |= self._set_init(init)
+        if not self._fixed_announced:
+            keys["subjects"] |= set(self.fixed_subjects)
+            self._fixed_announced = True
         self.state = ClusterState(
             namespaces=state.namespaces,
             pods={**state.pods, **init},

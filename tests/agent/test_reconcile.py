@@ -11,11 +11,12 @@ from builders import cluster, ns, pod, pods_peer, policy, port, rule, sel
 from labelwall.agent.loop import ATTACH_CHECK_EVERY, Agent
 from labelwall.agent.port import MemoryDatapath, StaticRoutes
 from labelwall.agent.source import Snapshot
-from labelwall.cluster import ClusterState, Protocol
+from labelwall.cluster import ClusterState, Direction, Protocol
 from labelwall.identity.labels import LabelSet
 from labelwall.identity.numbers import Reserved
 from labelwall.policy.compile import compile_cluster
-from labelwall.policy.mapstate import IpcacheEntry, MapDelta, diff
+from labelwall.policy.lookup import Reason, decide
+from labelwall.policy.mapstate import IpcacheEntry, MapDelta, SubjectFlags, diff
 
 
 def _entries(d: MapDelta) -> list[object]:
@@ -281,6 +282,13 @@ def test_unpublished_label_sets_get_the_init_identity() -> None:
     assert ms.ipcache[IP("10.244.1.12")] == IpcacheEntry(int(Reserved.INIT))
     assert dp.endpoints()[12] == int(Reserved.INIT)
     assert dp.endpoints()[11] == published[LabelSet.from_pod(state.pods["shop/api"], namespace)]
+    # Fail closed: a pod waiting for its identity is isolated both ways (only its node passes).
+    init_flags = ms.subjects[int(Reserved.INIT)]
+    assert init_flags & SubjectFlags.INGRESS_ISOLATED
+    assert init_flags & SubjectFlags.EGRESS_ISOLATED
+    v = decide(ms, int(Reserved.INIT), Direction.INGRESS, IP("10.244.1.10"), IP("10.244.1.12"),
+               Protocol.TCP, 5432)  # fmt: skip
+    assert (v.allowed, v.reason) == (False, Reason.POLICY_DENIED)
     # once published, db gets its number and its own entries
     published[LabelSet.from_pod(state.pods["shop/db"], namespace)] = 1002
     assert agent.handle(Snapshot(state, published)).ok
