@@ -918,7 +918,9 @@ class Engine:
             key,
             where,
             EXCLUDED_LABEL_KEY,
-            f"uses label key(s) {bad} that identities exclude; it never matches them",
+            f"uses label key(s) {bad} that identities exclude: every pod looks as if it lacked "
+            "them, so matchLabels/In/Exists on them select no pod and NotIn/DoesNotExist "
+            "select every pod; remove the key from identity.excludeLabels to select on it",
         )
 
     def _peer_selects_any(self, peer: Peer, policy_namespace: str) -> bool:
