@@ -28,6 +28,7 @@ from labelwall.cluster import (
     Namespace,
     Node,
     Pod,
+    Protocol,
 )
 from labelwall.identity.allocator import (
     IdentityRegistry,
@@ -89,6 +90,7 @@ class CompileWarning:
 SELECTS_NOTHING = "selects-nothing"
 EXCLUDED_LABEL_KEY = "excluded-label-key"
 UNKNOWN_PORT_NAME = "unknown-port-name"
+SHADOWED_PORT_NAME = "shadowed-port-name"
 
 
 @dataclass(frozen=True)
@@ -871,6 +873,23 @@ class Engine:
             for cp in p.ports
             if cp.name is not None
         }
+        # One (address, protocol, port) carries one name id in lw_ports_v1: a port a pod
+        # declares under two names policies use matches only the smaller id's name.
+        shadowed: dict[tuple[str, Protocol], list[str]] = {}
+        for pk in sorted(self.pods):
+            p = self.pods[pk]
+            if p.host_network:
+                continue
+            by_port: dict[tuple[Protocol, int], set[str]] = {}
+            for cp in p.ports:
+                if cp.name is not None and cp.name in self.name_ids:
+                    by_port.setdefault((cp.protocol, cp.port), set()).add(cp.name)
+            for (proto, number), names in by_port.items():
+                kept = min(names, key=lambda n: self.name_ids[n])
+                for n in names - {kept}:
+                    shadowed.setdefault((n, proto), []).append(
+                        f"{pk} ({proto.name}/{number} is also named {kept!r})"
+                    )
         excluded = self.options.exclude
         for key in sorted(self.pol):
             ps = self.pol[key]
@@ -901,6 +920,17 @@ class Engine:
                             )
                         )
                 for j, spec in enumerate(rs.rule.ports):
+                    if isinstance(spec.port, str) and (spec.port, spec.protocol) in shadowed:
+                        pods = shadowed[(spec.port, spec.protocol)]
+                        out.append(
+                            CompileWarning(
+                                key,
+                                f"{rs.ref.field}.ports[{j}].port",
+                                SHADOWED_PORT_NAME,
+                                f"port name {spec.port!r} is not matched on {', '.join(pods[:3])}"
+                                f"{' …' if len(pods) > 3 else ''}: a port keeps one name",
+                            )
+                        )
                     if isinstance(spec.port, str) and (spec.port, spec.protocol) not in declared:
                         out.append(
                             CompileWarning(

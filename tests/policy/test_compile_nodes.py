@@ -82,3 +82,18 @@ def test_incremental_node_and_hostnetwork_moves_equal_full_compiles() -> None:
     delta = inc.delete_node("n2")
     final = compile_cluster(replace(state, pods=pods, nodes={"n1": state.nodes["n1"]}), opts)
     assert delta == diff(after, final.map_state)
+
+
+def test_a_port_with_two_names_warns_that_one_name_is_not_matched() -> None:
+    from builders import cport, port
+
+    from labelwall.policy.compile import SHADOWED_PORT_NAME
+
+    web = pod(
+        "x", "w", {"app": "w"}, ["10.244.1.20"], [cport(8080, "http"), cport(8080, "metrics")]
+    )
+    uses_both = policy("x", "p", ingress=[rule([], [port("http")]), rule([], [port("metrics")])])
+    c = compile_cluster(cluster([ns("x")], [web], [uses_both]))
+    shadowed = [w for w in c.warnings if w.code == SHADOWED_PORT_NAME]
+    assert len(shadowed) == 1
+    assert "x/w" in shadowed[0].message
