@@ -55,7 +55,7 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 	 * (clock.h): conntrack expiry, event time, token bucket. */
 	if (status == 0) {
 		now = lw_now_ns();
-		ct_key = lw_ct_key_of(&pkt, dir, &ct_buf, &flipped);
+		ct_key = lw_ct_key_of(&pkt, dir, skb->ifindex, &ct_buf, &flipped);
 		ct = lw_ct_lookup(ct_key, flipped, &pkt, now);
 		if (ct) {
 			lw_allow(&d, ct);

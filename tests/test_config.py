@@ -45,7 +45,7 @@ def test_default_map_sizes_are_the_sizes_the_loader_checks() -> None:
     assert sizes.ipcache == by_name["lw_ipcache_v1"]
     assert sizes.cidrs == by_name["lw_cidrs_v1"]
     assert sizes.ports == by_name["lw_ports_v1"]
-    assert sizes.conntrack == by_name["lw_ct_v2"]
+    assert sizes.conntrack == by_name["lw_ct_v3"]
 
 
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:

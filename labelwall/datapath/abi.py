@@ -164,6 +164,7 @@ CT_KEY = _s(
     F("dport", "H", True),
     F("saddr", "16s", True),
     F("daddr", "16s", True),
+    F("ifindex", "I"),
 )
 CT_VALUE = _s("lw_ct_value", F("expires_ns", "Q"), F("flags", "I"), F("pad", "I"))
 COUNTER = _s("lw_counter", F("packets", "Q"), F("bytes", "Q"))
@@ -258,7 +259,7 @@ POLGRP_MAP = MapSpec("lw_polgrp_v1", _HASH, GROUP_KEY.size, GROUP.size, POLGRP_M
 IPCACHE_MAP = MapSpec("lw_ipcache_v1", _HASH, IP_KEY.size, IPCACHE_VALUE.size, IPCACHE_MAX)
 CIDRS_MAP = MapSpec("lw_cidrs_v1", _LPM_TRIE, CIDR_KEY.size, CIDR_VALUE.size, CIDRS_MAX)
 PORTS_MAP = MapSpec("lw_ports_v1", _HASH, PORT_KEY.size, PORT_VALUE.size, PORTS_MAX)
-CT_MAP = MapSpec("lw_ct_v2", _LRU_HASH, CT_KEY.size, CT_VALUE.size, CT_MAX)
+CT_MAP = MapSpec("lw_ct_v3", _LRU_HASH, CT_KEY.size, CT_VALUE.size, CT_MAX)
 COUNTERS_MAP = MapSpec("lw_counters_v1", _PERCPU_ARRAY, U32, COUNTER.size, COUNTERS_MAX)
 EVENTS_MAP = MapSpec("lw_events_v1", _RINGBUF, 0, 0, EVENTS_BYTES)
 EVRATE_MAP = MapSpec("lw_evrate_v1", _PERCPU_ARRAY, U32, EVRATE.size, 1)
@@ -566,7 +567,7 @@ def decode_port_value(raw: bytes) -> int:
 
 @dataclass(frozen=True)
 class CtKey:
-    """lw_ct_key; ports are host-order integers here."""
+    """lw_ct_key; ports are host-order integers here; ifindex is the host veth's."""
 
     family: int
     proto: int
@@ -575,6 +576,7 @@ class CtKey:
     dport: int
     saddr: IPAddress
     daddr: IPAddress
+    ifindex: int = 0
 
 
 def encode_ct_key(k: CtKey) -> bytes:
@@ -587,11 +589,12 @@ def encode_ct_key(k: CtKey) -> bytes:
         _swap16(k.dport),
         _addr16(k.saddr),
         _addr16(k.daddr),
+        k.ifindex,
     )
 
 
 def decode_ct_key(raw: bytes) -> CtKey:
-    family, proto, dir_, _pad, sport, dport, saddr, daddr = CT_KEY.codec.unpack(raw)
+    family, proto, dir_, _pad, sport, dport, saddr, daddr, ifindex = CT_KEY.codec.unpack(raw)
     return CtKey(
         family,
         proto,
@@ -600,6 +603,7 @@ def decode_ct_key(raw: bytes) -> CtKey:
         _swap16(dport),
         _addr_from16(family, saddr),
         _addr_from16(family, daddr),
+        ifindex,
     )
 
 

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
+
+import pytest
 
 from labelwall.cluster import Direction
 from labelwall.datapath import abi, reader
 from labelwall.datapath.facade import FROM_POD, TO_POD, Datapath
+from labelwall.lab.netns import in_netns
 from labelwall.policy.lookup import Reason
 from labelwall.policy.mapstate import MapState, PolicyKey, diff
 
@@ -25,10 +33,13 @@ def write(dp: Datapath, state: MapState) -> None:
     dp.apply(diff(dp.read_state(), state))
 
 
-def run(dp: Datapath, direction: Direction, packet: bytes) -> Outcome:
-    """Verdict and the reason the classifier counted for it (from the per-CPU counters)."""
+def run(dp: Datapath, direction: Direction, packet: bytes, ifindex: int = LO) -> Outcome:
+    """Verdict and the reason the classifier counted for it (from the per-CPU counters).
+
+    ``ifindex`` is the host veth the hook runs on (an existing device: the test run needs it).
+    """
     before = dp.counters()
-    result = dp.test_run(PROGRAM[direction], packet, LO)
+    result = dp.test_run(PROGRAM[direction], packet, ifindex)
     after = dp.counters()
     changed = [
         key
@@ -39,6 +50,32 @@ def run(dp: Datapath, direction: Direction, packet: bytes) -> Outcome:
     counted_dir, reason = changed[0]
     assert counted_dir is direction
     return Outcome(result.verdict, reason)
+
+
+@contextmanager
+def second_device() -> Iterator[int]:
+    """Run the body in a private netns of ours holding a veth; yields that veth's ifindex.
+
+    A test run resolves ``__sk_buff.ifindex`` in the calling thread's netns, where lo is
+    still 1, so LO and the yielded ifindex are two hooks' veths. Netns deleted afterwards.
+    """
+    ip = shutil.which("ip")
+    if ip is None:
+        pytest.fail("iproute2 `ip` is not installed (CI: apt-get install iproute2)")
+    ns = f"lwt-dp-{os.getpid()}"
+    subprocess.run([ip, "netns", "add", ns], check=True)
+    try:
+        subprocess.run(
+            [ip, "-n", ns, "link", "add", "lwta", "type", "veth", "peer", "name", "lwtb"],
+            check=True,
+        )
+        out = subprocess.run(
+            [ip, "-n", ns, "-o", "link", "show", "lwta"], check=True, capture_output=True, text=True
+        ).stdout
+        with in_netns(ns):
+            yield int(out.split(":", 1)[0])
+    finally:
+        subprocess.run([ip, "netns", "del", ns], check=True)
 
 
 def read_groups(dp: Datapath) -> dict[abi.GroupKey, bytes]:

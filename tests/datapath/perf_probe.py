@@ -209,7 +209,7 @@ def baselines(tmp: Path) -> Iterator[tuple[int, int]]:
     floor = _load_baseline(_compile("floor", tmp), "lwprobe_floor")
     parse = _load_baseline(_compile("parse_lookup", tmp), "lwprobe_parse")
     flows = libbpf.obj_get("/sys/fs/bpf/lwprobe_parse_maps/lw_probe_flows")
-    key = abi.encode_ct_key(abi.CtKey(4, 6, 0, 40000, 80, SUBJECT_ADDR, PEER_ADDR))
+    key = abi.encode_ct_key(abi.CtKey(4, 6, 0, 40000, 80, SUBJECT_ADDR, PEER_ADDR, 1))
     libbpf.update_elem(flows, key, bytes(8))
     try:
         yield floor, parse

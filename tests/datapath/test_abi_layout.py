@@ -239,10 +239,10 @@ def test_subject_and_endpoint_values_encode_byte_exact() -> None:
 
 def test_ct_key_encodes_ports_and_addresses_in_network_order() -> None:
     key = abi.CtKey(4, 6, 2, 40000, 80, ipaddress.ip_address("1.2.3.4"),
-                    ipaddress.ip_address("5.6.7.8"))  # fmt: skip
+                    ipaddress.ip_address("5.6.7.8"), 0x0102)  # fmt: skip
     assert abi.encode_ct_key(key).hex() == (
-        "040602009c40005001020304" + "00" * 12 + "05060708" + "00" * 12
-    )
+        "040602009c40005001020304" + "00" * 12 + "05060708" + "00" * 12 + "02010000"
+    )  # the veth ifindex last, host order (little-endian here)
     assert abi.decode_ct_key(abi.encode_ct_key(key)) == key
 
 

@@ -32,6 +32,7 @@ from .helpers import (
     read_groups,
     read_overflow,
     run,
+    second_device,
     write,
 )
 
@@ -328,6 +329,24 @@ def test_one_conntrack_entry_serves_both_directions_whichever_end_sorts_first(
     )
     assert list(pod.conntrack()) == [key]  # one entry, found from both ends
     assert run(pod, IN, P.packet(ip(peer), a, P.UDP, sport, dport)).verdict is DROP
+
+
+def test_a_conntrack_entry_made_at_one_veth_is_not_found_at_another(pod: Datapath) -> None:
+    # Pod A (behind lo, not isolated) spoofs isolated pod B's address: B:80 -> world:5555.
+    # Its entry must not make world:5555 -> B:80 a "reply" at B's veth, nor B's answer.
+    with second_device() as b_veth:
+        pod.set_endpoint(b_veth, B)
+        both = SubjectFlags.INGRESS_ISOLATED | SubjectFlags.EGRESS_ISOLATED
+        write(pod, state({B: both}))
+        spoofed = P.packet(B4, WORLD4, P.TCP, 80, 5555, P.SYN | P.ACK)
+        assert run(pod, OUT, spoofed) == Outcome(ALLOW, Reason.NOT_ISOLATED)
+        (key,) = pod.conntrack()
+        assert key.ifindex == LO
+        inbound = P.packet(WORLD4, B4, P.TCP, 5555, 80, P.ACK)
+        assert run(pod, IN, inbound, b_veth) == Outcome(DROP, Reason.POLICY_DENIED)
+        assert run(pod, OUT, spoofed, b_veth) == Outcome(DROP, Reason.POLICY_DENIED)
+        # the same packets at the veth that made the entry are still its flow
+        assert run(pod, IN, inbound) == Outcome(ALLOW, Reason.CT_REPLY)
 
 
 def _ct_entry(dp: Datapath, sport: int) -> abi.CtValue:

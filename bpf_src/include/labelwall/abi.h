@@ -316,18 +316,21 @@ struct lw_port_value {
 _Static_assert(sizeof(struct lw_port_value) == 4, "lw_port_value");
 
 /*
- * lw_ct_v2 (LRU hash): one entry per flow and hook, found by both directions with one
- * lookup. v2: v1 keyed each flow by its first packet's orientation; the bytes are the
- * same size but mean something else, so the name changed and a v1 map is never read as
- * v2 (flows tracked by a v1 program are judged by policy once more after an upgrade). The key is the flow's tuple in canonical order (conntrack.h lw_ct_flipped:
- * (saddr, sport) <= (daddr, dport)) with the direction of the hook that would see it
- * that way: the first packet's tuple and hook direction if already canonical, else both
- * reversed (addresses and ports swapped, opposite direction) and LW_CT_F_FLIPPED set.
- * A later packet whose orientation matches the first packet's is "established", the
- * other orientation "reply". ICMP echo uses the echo id as both ports; protocols without
- * ports use 0. (Before: the first packet's tuple as seen, and two lookups for a reply.
- * The key layout is unchanged; entries left by that version whose tuple was not
- * canonical are not found: such a flow is judged again by policy once, after upgrade.)
+ * lw_ct_v3 (LRU hash): one entry per flow and host veth, found by both directions of that
+ * veth with one lookup. The key is the flow's tuple in canonical order (conntrack.h
+ * lw_ct_flipped: (saddr, sport) <= (daddr, dport)) with the direction of the hook that
+ * would see it that way: the first packet's tuple and hook direction if already
+ * canonical, else both reversed (addresses and ports swapped, opposite direction) and
+ * LW_CT_F_FLIPPED set. A later packet whose orientation matches the first packet's is
+ * "established", the other orientation "reply". ICMP echo uses the echo id as both ports;
+ * protocols without ports use 0.
+ * ifindex is the host-side veth (skb->ifindex, the same at both hooks of one pod), so an
+ * entry made at one pod's veth is only ever found at that same veth: a pod that spoofs a
+ * peer's address (B:80 -> X) cannot create the "reply" that would let X reach B.
+ * v3: v2 had no ifindex (the spoof above passed); v2 keyed by canonical order where v1
+ * keyed by first-packet orientation. A layout or meaning change renames the map, so an
+ * older map is never read as this one: flows tracked by an older program are judged by
+ * policy once more after an upgrade.
  */
 struct lw_ct_key {
 	__u8 family;    /* LW_FAMILY_* */
@@ -338,8 +341,9 @@ struct lw_ct_key {
 	__be16 dport;   /* network order */
 	__u8 saddr[16]; /* network order */
 	__u8 daddr[16]; /* network order */
+	__u32 ifindex;  /* host order: host-side veth ifindex of the hook (skb->ifindex) */
 };
-_Static_assert(sizeof(struct lw_ct_key) == 40, "lw_ct_key");
+_Static_assert(sizeof(struct lw_ct_key) == 44, "lw_ct_key");
 
 struct lw_ct_value {
 	__u64 expires_ns; /* deadline, bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC_COARSE, ns) */

@@ -59,6 +59,7 @@ static __always_inline __u32 lw_ct_flipped(const struct lw_packet *pkt)
 static __always_inline void lw_ct_key_reverse(struct lw_ct_key *key, const struct lw_packet *pkt,
 					      __u8 dir)
 {
+	key->ifindex = pkt->t.ifindex;
 	key->family = pkt->t.family;
 	key->proto = pkt->t.proto;
 	key->dir = lw_dir_opposite(dir);
@@ -72,12 +73,14 @@ static __always_inline void lw_ct_key_reverse(struct lw_ct_key *key, const struc
 /*
  * The one conntrack key of this packet's flow (see lw_ct_key in abi.h): the packet's own
  * tuple and hook direction when canonical (no copy: the tuple was parsed in key layout),
- * else both reversed into *buf. *flipped says which.
+ * else both reversed into *buf. *flipped says which. ifindex: the host veth the hook runs
+ * on, so an entry is only ever found at the veth that made it.
  */
 static __always_inline const struct lw_ct_key *lw_ct_key_of(struct lw_packet *pkt, __u8 dir,
-							    struct lw_ct_key *buf,
+							    __u32 ifindex, struct lw_ct_key *buf,
 							    __u32 *flipped)
 {
+	pkt->t.ifindex = ifindex;
 	pkt->t.dir = dir;
 	pkt->t.pad = 0;
 	*flipped = lw_ct_flipped(pkt);
@@ -115,7 +118,7 @@ static __always_inline void lw_ct_touch(struct lw_ct_value *v, const struct lw_p
 static __always_inline __u8 lw_ct_lookup(const struct lw_ct_key *key, __u32 flipped,
 					 const struct lw_packet *pkt, __u64 now)
 {
-	struct lw_ct_value *v = bpf_map_lookup_elem(&lw_ct_v2, key);
+	struct lw_ct_value *v = bpf_map_lookup_elem(&lw_ct_v3, key);
 
 	if (!v || v->expires_ns <= now)
 		return 0;
@@ -138,7 +141,7 @@ static __always_inline void lw_ct_create(const struct lw_ct_key *key, __u32 flip
 	};
 
 	v.expires_ns = now + lw_ct_timeout_ns(pkt->t.proto, v.flags);
-	bpf_map_update_elem(&lw_ct_v2, key, &v, BPF_ANY);
+	bpf_map_update_elem(&lw_ct_v3, key, &v, BPF_ANY);
 }
 
 #endif /* LW_CONNTRACK_H */

@@ -100,7 +100,7 @@ struct {
 	__type(key, struct lw_ct_key);
 	__type(value, struct lw_ct_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} lw_ct_v2 SEC(".maps");
+} lw_ct_v3 SEC(".maps");
 
 /* Per-CPU packet/byte counters by direction x reason. */
 struct {

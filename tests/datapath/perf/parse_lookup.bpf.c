@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Perf-probe baseline: parse Ethernet + IPv4/IPv6 + TCP/UDP with direct packet access and
- * do ONE hash lookup keyed by the 5-tuple (the same 40-byte key as lw_ct_key), then return
+ * do ONE hash lookup keyed by the 5-tuple (the same 44-byte key as lw_ct_key), then return
  * TC_ACT_OK on a hit. This is "parse + one hash lookup": what an established flow should
  * cost at best.
  */
@@ -23,6 +23,7 @@ struct probe_key {
 	__be16 dport;
 	__u8 saddr[16];
 	__u8 daddr[16];
+	__u32 ifindex;
 };
 
 struct {
@@ -38,7 +39,7 @@ int lw_probe_parse(struct __sk_buff *skb)
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
-	struct probe_key key = {};
+	struct probe_key key = {.ifindex = skb->ifindex};
 	__u8 *l4;
 
 	if ((void *)(eth + 1) > data_end)
