@@ -72,8 +72,9 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 	subject = ep->identity;
 	flags = ep->flags;
 
-	/* 4. ARP and IPv6 neighbour discovery always pass; unparsed IP only when the subject
-	 * is not isolated (or audited). */
+	/* 4. ARP and IPv6 neighbour discovery (hop limit 255) always pass; anything else we
+	 * could not parse (other ethertypes included) only when the subject is not isolated
+	 * in this direction (or audited). */
 	if (status == LW_REASON_NON_IP || status == LW_REASON_ICMP_ND) {
 		lw_allow(&d, status);
 		return lw_finish(skb, dir, subject, &pkt, &d, 0, 0);

@@ -72,9 +72,9 @@ def ipv4(
     return eth(ETH_P_IP, hdr + options + payload)
 
 
-def ipv6(src: str, dst: str, nexthdr: int, payload: bytes) -> bytes:
+def ipv6(src: str, dst: str, nexthdr: int, payload: bytes, hop_limit: int = 64) -> bytes:
     hdr = struct.pack(
-        "!IHBB16s16s", 6 << 28, len(payload), nexthdr, 64,
+        "!IHBB16s16s", 6 << 28, len(payload), nexthdr, hop_limit,
         ipaddress.IPv6Address(src).packed, ipaddress.IPv6Address(dst).packed,
     )  # fmt: skip
     return eth(ETH_P_IPV6, hdr + payload)

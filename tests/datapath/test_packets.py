@@ -105,13 +105,53 @@ def test_arp_passes_an_isolated_pod(pod: Datapath) -> None:
     assert run(pod, OUT, arp) == Outcome(ALLOW, Reason.NON_IP)
 
 
-def test_icmpv6_neighbour_discovery_passes_an_isolated_pod(pod: Datapath) -> None:
-    write(pod, state({A: SubjectFlags.INGRESS_ISOLATED}))
+def test_icmpv6_neighbour_discovery_with_hop_limit_255_passes_an_isolated_pod(
+    pod: Datapath,
+) -> None:
+    write(pod, state({A: SubjectFlags.INGRESS_ISOLATED | SubjectFlags.EGRESS_ISOLATED}))
     for nd_type in range(133, 138):
-        ns = P.ipv6(str(B6), str(A6), P.ICMPV6, P.icmp(nd_type) + b"\0" * 16)
-        assert run(pod, IN, ns) == Outcome(ALLOW, Reason.ICMP_ND)
-    echo = P.ipv6(str(B6), str(A6), P.ICMPV6, P.icmp(128, ident=9))
+        nd_in = P.ipv6(str(B6), str(A6), P.ICMPV6, P.icmp(nd_type) + b"\0" * 16, hop_limit=255)
+        assert run(pod, IN, nd_in) == Outcome(ALLOW, Reason.ICMP_ND)
+        nd_out = P.ipv6(str(A6), str(B6), P.ICMPV6, P.icmp(nd_type) + b"\0" * 16, hop_limit=255)
+        assert run(pod, OUT, nd_out) == Outcome(ALLOW, Reason.ICMP_ND)
+    echo = P.ipv6(str(B6), str(A6), P.ICMPV6, P.icmp(128, ident=9), hop_limit=255)
     assert run(pod, IN, echo) == Outcome(DROP, Reason.POLICY_DENIED)
+
+
+@pytest.mark.parametrize("hop_limit", [254, 64, 1])
+def test_icmpv6_neighbour_discovery_below_hop_limit_255_is_judged_by_policy(
+    pod: Datapath, hop_limit: int
+) -> None:
+    write(pod, state({A: SubjectFlags.INGRESS_ISOLATED | SubjectFlags.EGRESS_ISOLATED},
+                     {PolicyKey(A, B, OUT, Protocol.ICMPV6, 0, 0): 4}))  # fmt: skip
+    for nd_type in range(133, 138):
+        body = P.icmp(nd_type) + b"\0" * 16
+        nd_in = P.ipv6(str(WORLD6), str(A6), P.ICMPV6, body, hop_limit=hop_limit)
+        assert run(pod, IN, nd_in) == Outcome(DROP, Reason.POLICY_DENIED)
+        nd_out = P.ipv6(str(A6), str(WORLD6), P.ICMPV6, body, hop_limit=hop_limit)
+        assert run(pod, OUT, nd_out) == Outcome(DROP, Reason.POLICY_DENIED)
+    body = P.icmp(135) + b"\0" * 16  # a solicitation to B: A's egress policy allows ICMPv6
+    allowed = P.ipv6(str(A6), str(B6), P.ICMPV6, body, hop_limit=hop_limit)
+    assert run(pod, OUT, allowed) == Outcome(ALLOW, Reason.POLICY)
+
+
+# IPv4 (0x0800) and IPv6 (0x86dd) aside: RARP, PPPoE session, MPLS, a local experimental type.
+OTHER_ETHERTYPES = [0x8035, 0x8864, 0x8847, 0x88B5]
+
+
+@pytest.mark.parametrize("ethertype", OTHER_ETHERTYPES, ids=hex)
+def test_non_ip_frames_other_than_arp_are_dropped_by_a_pod_isolated_in_that_direction(
+    pod: Datapath, ethertype: int
+) -> None:
+    frame = P.eth(ethertype, b"\0" * 46)
+    write(pod, state({A: SubjectFlags.INGRESS_ISOLATED}))
+    assert run(pod, IN, frame) == Outcome(DROP, Reason.UNSUPPORTED)
+    assert run(pod, OUT, frame) == Outcome(ALLOW, Reason.NOT_ISOLATED)
+    write(pod, state({A: SubjectFlags.EGRESS_ISOLATED}))
+    assert run(pod, OUT, frame) == Outcome(DROP, Reason.UNSUPPORTED)
+    assert run(pod, IN, frame) == Outcome(ALLOW, Reason.NOT_ISOLATED)
+    write(pod, state({A: SubjectFlags.EGRESS_ISOLATED | SubjectFlags.AUDIT}))
+    assert run(pod, OUT, frame) == Outcome(ALLOW, Reason.AUDIT)
 
 
 # ---- isolation ----

@@ -28,6 +28,7 @@
 #define LW_ICMPV6_ECHO_REPLY 129
 #define LW_ICMPV6_ND_FIRST 133 /* router solicitation */
 #define LW_ICMPV6_ND_LAST 137  /* redirect */
+#define LW_ND_HOP_LIMIT 255    /* RFC 4861: ND is only valid with hop limit 255 (never routed) */
 
 /*
  * What the classifier needs from one packet (not an ABI struct: never leaves the program).
@@ -66,7 +67,13 @@ static __always_inline int lw_load(struct __sk_buff *skb, __u32 off, void *buf, 
 #define LW_SCTP_COMMON_HDR_LEN 12
 #define LW_ICMP_HDR_LEN 8
 
-static __always_inline int lw_parse_l4(struct __sk_buff *skb, __u32 off, struct lw_packet *pkt)
+/*
+ * nd_ok: the IPv6 hop limit is 255, so ICMPv6 types 133..137 are neighbour discovery that
+ * never crossed a router and pass unconditionally; with any other hop limit they are
+ * ordinary ICMPv6, judged by policy (a spoofed "ND" from afar gets no free pass).
+ */
+static __always_inline int lw_parse_l4(struct __sk_buff *skb, __u32 off, struct lw_packet *pkt,
+				       int nd_ok)
 {
 	__u8 buf[LW_TCP_HDR_MIN];
 
@@ -90,7 +97,7 @@ static __always_inline int lw_parse_l4(struct __sk_buff *skb, __u32 off, struct 
 	case IPPROTO_ICMPV6:
 		if (lw_load(skb, off, buf, LW_ICMP_HDR_LEN) < 0)
 			return LW_REASON_MALFORMED;
-		if (pkt->t.proto == IPPROTO_ICMPV6 && buf[0] >= LW_ICMPV6_ND_FIRST &&
+		if (nd_ok && pkt->t.proto == IPPROTO_ICMPV6 && buf[0] >= LW_ICMPV6_ND_FIRST &&
 		    buf[0] <= LW_ICMPV6_ND_LAST && pkt->t.family == LW_FAMILY_IPV6)
 			return LW_REASON_ICMP_ND;
 		if ((pkt->t.proto == IPPROTO_ICMP &&
@@ -128,7 +135,7 @@ static __always_inline int lw_parse_ipv4(struct __sk_buff *skb, struct lw_packet
 	/* A non-first fragment has no L4 header: nothing to match ports against. */
 	if (bpf_ntohs(ip.frag_off) & LW_IPV4_FRAG_OFFSET_MASK)
 		return LW_REASON_FRAGMENT;
-	return lw_parse_l4(skb, ETH_HLEN + ip.ihl * 4, pkt);
+	return lw_parse_l4(skb, ETH_HLEN + ip.ihl * 4, pkt, 0);
 }
 
 static __always_inline int lw_ipv6_is_ext(__u8 nexthdr)
@@ -185,13 +192,14 @@ static __always_inline int lw_parse_ipv6(struct __sk_buff *skb, struct lw_packet
 	pkt->t.proto = nexthdr;
 	if (lw_ipv6_is_ext(nexthdr))
 		return LW_REASON_UNSUPPORTED;
-	return lw_parse_l4(skb, off, pkt);
+	return lw_parse_l4(skb, off, pkt, ip6.hop_limit == LW_ND_HOP_LIMIT);
 }
 
 /*
  * Fills *pkt and returns 0 for an IP packet whose headers were read in full, or a reason:
- * LW_REASON_NON_IP / LW_REASON_ICMP_ND (always pass), LW_REASON_MALFORMED /
- * LW_REASON_FRAGMENT / LW_REASON_UNSUPPORTED (pass only a non-isolated subject).
+ * LW_REASON_NON_IP (ARP) / LW_REASON_ICMP_ND (hop limit 255) (always pass),
+ * LW_REASON_MALFORMED / LW_REASON_FRAGMENT / LW_REASON_UNSUPPORTED (pass only a subject not
+ * isolated in that direction, or audited).
  */
 static __always_inline int lw_parse(struct __sk_buff *skb, struct lw_packet *pkt)
 {
@@ -204,11 +212,12 @@ static __always_inline int lw_parse(struct __sk_buff *skb, struct lw_packet *pkt
 		return lw_parse_ipv4(skb, pkt);
 	case bpf_htons(ETH_P_IPV6):
 		return lw_parse_ipv6(skb, pkt);
-	case bpf_htons(ETH_P_8021Q):
-	case bpf_htons(ETH_P_8021AD):
-		return LW_REASON_UNSUPPORTED; /* a tagged frame could hide IP: do not wave it on */
+	case bpf_htons(ETH_P_ARP):
+		return LW_REASON_NON_IP; /* address resolution: a pod cannot talk without it */
 	default:
-		return LW_REASON_NON_IP; /* ARP and friends */
+		/* VLAN tags, PPPoE, MPLS, unknown ethertypes...: could carry IP past policy, so
+		 * they take the fail-closed path of unparseable packets. */
+		return LW_REASON_UNSUPPORTED;
 	}
 }
 
