@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 
 from labelwall.cluster import Direction
-from labelwall.datapath import abi, loader, reader, tc, testrun
+from labelwall.datapath import abi, libbpf, loader, reader, tc, testrun
 from labelwall.datapath.events import EventStream
 from labelwall.datapath.writer import BpfMapWriter
 from labelwall.policy.lookup import Reason
@@ -57,6 +57,10 @@ class Datapath:
     def prog_fd(self, program: str) -> int:
         return self._loaded.prog_fds[program]
 
+    def prog_id(self, program: str) -> int:
+        """The kernel's id of this load's ``program`` (what tc reports as TCA_BPF_ID)."""
+        return libbpf.prog_info(self.prog_fd(program)).id
+
     # ---- tc ----
 
     def attach(self, link: str | int) -> None:
@@ -73,9 +77,14 @@ class Datapath:
         tc.detach(link, [tc.PARENT_INGRESS, tc.PARENT_EGRESS])
 
     def is_attached(self, link: str | int) -> bool:
-        return "lw_from_pod_v1" in tc.attached_names(
+        """Both hooks run THIS load's programs (by program id, not only by filter name).
+
+        A veth still running an older object's program (agent restarted with a new one)
+        is not attached: the caller re-attaches, and tc replace swaps it atomically.
+        """
+        return ("lw_from_pod_v1", self.prog_id(FROM_POD)) in tc.attached_programs(
             link, tc.PARENT_INGRESS
-        ) and "lw_to_pod_v1" in tc.attached_names(link, tc.PARENT_EGRESS)
+        ) and ("lw_to_pod_v1", self.prog_id(TO_POD)) in tc.attached_programs(link, tc.PARENT_EGRESS)
 
     # ---- writes ----
 

@@ -9,6 +9,7 @@ filters may share it). pyroute2 covers everything needed here, so no iproute2 fa
 from __future__ import annotations
 
 import errno
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +68,39 @@ def detach(link: str | int, parents: list[str]) -> None:
                 # ENOENT: no filter; EINVAL: no clsact qdisc at all. Both mean detached.
                 if e.code not in (errno.ENOENT, errno.EINVAL):
                     raise
+
+
+TCA_BPF_ID = 11  # linux/pkt_cls.h: the attached program's id (u32); pyroute2 leaves it UNKNOWN
+
+
+def _bpf_id(options: Any) -> int | None:
+    """TCA_BPF_ID of one filter's TCA_OPTIONS, read from the raw attribute (host order)."""
+    for name, value in options["attrs"]:
+        if name == "UNKNOWN" and value["header"]["type"] == TCA_BPF_ID:
+            start = value.offset + 4  # past the nlattr header (len u16, type u16)
+            return int.from_bytes(bytes(value.data[start : start + 4]), sys.byteorder)
+    return None
+
+
+def attached_programs(link: str | int, parent: str) -> list[tuple[str, int | None]]:
+    """(name, program id) of the bpf filters on one hook (empty when nothing is attached)."""
+    out: list[tuple[str, int | None]] = []
+    for f in _filters(link, parent):
+        options = f.get_attr("TCA_OPTIONS")
+        if options is not None and options.get_attr("TCA_BPF_NAME"):
+            out.append((str(options.get_attr("TCA_BPF_NAME")), _bpf_id(options)))
+    return out
+
+
+def _filters(link: str | int, parent: str) -> list[Any]:
+    with IPRoute() as ipr:
+        idx = _ifindex(ipr, link)
+        try:
+            return list(ipr.get_filters(idx, parent=PARENT_CODES[parent]))
+        except NetlinkError as e:
+            if e.code == errno.EINVAL:
+                return []
+            raise
 
 
 def attached_names(link: str | int, parent: str) -> list[str]:

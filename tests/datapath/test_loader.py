@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import pytest
 
 from labelwall.cluster import Direction
-from labelwall.datapath import abi, libbpf, loader
+from labelwall.datapath import abi, libbpf, loader, tc
 from labelwall.datapath.errors import LayoutMismatchError, ObjectMissingError
-from labelwall.datapath.facade import Datapath
+from labelwall.datapath.facade import FROM_POD, TO_POD, Datapath
 from labelwall.policy.mapstate import IpcacheEntry, MapState, PolicyKey, SubjectFlags, diff
 
 from .conftest import fresh_datapath, lw_pins, require_root_bpf, require_tool
@@ -121,6 +121,26 @@ def test_attach_and_detach_are_idempotent_on_both_hooks(dp: Datapath) -> None:
         dp.detach(dev)
         assert not dp.is_attached(dev)
         assert _tc_filters(dev, "ingress") == []
+
+
+def test_a_veth_running_an_older_loads_program_is_not_attached_until_reattached(
+    dp: Datapath,
+) -> None:
+    with veth_pair("lwtest2") as dev:
+        dp.attach(dev)
+        assert dp.is_attached(dev)
+        newer = Datapath.open()  # an agent restart: same pinned maps, new program ids
+        try:
+            assert newer.prog_id(FROM_POD) != dp.prog_id(FROM_POD)
+            assert not newer.is_attached(dev)  # same filter names, older programs
+            newer.attach(dev)  # tc replace: atomic swap
+            assert newer.is_attached(dev)
+            assert not dp.is_attached(dev)
+            assert [p for _, p in tc.attached_programs(dev, tc.PARENT_EGRESS)] == [
+                newer.prog_id(TO_POD)
+            ]
+        finally:
+            newer.close()
 
 
 def test_detaching_an_interface_without_clsact_is_a_no_op(dp: Datapath) -> None:
