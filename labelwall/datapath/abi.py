@@ -43,6 +43,8 @@ class CtFlags(IntFlag):
     REPLY_SEEN = 1
     CLOSING = 2
     FLIPPED = 4  # the key's tuple is the first packet's reversed (canonical order)
+    FIN_FWD = 8  # FIN seen in the first packet's direction (half-closed, still established)
+    FIN_REV = 16  # FIN seen in the other direction; both FINs (or a RST) set CLOSING
 
 
 class ConfigFlags(IntFlag):

@@ -395,7 +395,9 @@ def _ct_entry(dp: Datapath, sport: int) -> abi.CtValue:
     return abi.CtValue(entry.expires_ns, entry.flags & ~abi.CtFlags.FLIPPED)
 
 
-def test_tcp_lifetime_grows_after_the_reply_and_shrinks_after_fin_or_rst(pod: Datapath) -> None:
+def test_tcp_lifetime_grows_after_the_reply_and_shrinks_after_both_fins_or_a_rst(
+    pod: Datapath,
+) -> None:
     write(pod, state({A: SubjectFlags.INGRESS_ISOLATED}))
     ns = 1_000_000_000
     run(pod, OUT, P.packet(A4, B4, P.TCP, 42000, 80, P.SYN))
@@ -408,8 +410,19 @@ def test_tcp_lifetime_grows_after_the_reply_and_shrinks_after_fin_or_rst(pod: Da
     assert run(pod, OUT, P.packet(A4, B4, P.TCP, 42000, 80, P.FIN | P.ACK)).reason is (
         Reason.CT_ESTABLISHED
     )
+    # One FIN half-closes: the answer may still stream back, the lifetime stays long.
+    half = _ct_entry(pod, 42000)
+    assert half.flags == abi.CtFlags.REPLY_SEEN | abi.CtFlags.FIN_FWD
+    assert half.expires_ns - time.monotonic_ns() > 3600 * ns
+    assert run(pod, IN, P.packet(B4, A4, P.TCP, 80, 42000, P.ACK)).reason is Reason.CT_REPLY
+    # The other side's FIN closes the flow: lifetime capped at the close timeout.
+    assert run(pod, IN, P.packet(B4, A4, P.TCP, 80, 42000, P.FIN | P.ACK)).reason is (
+        Reason.CT_REPLY
+    )
     fin = _ct_entry(pod, 42000)
-    assert fin.flags == abi.CtFlags.REPLY_SEEN | abi.CtFlags.CLOSING
+    assert fin.flags == (
+        abi.CtFlags.REPLY_SEEN | abi.CtFlags.FIN_FWD | abi.CtFlags.FIN_REV | abi.CtFlags.CLOSING
+    )
     assert 0 < fin.expires_ns - time.monotonic_ns() <= abi.CT_TCP_CLOSE_TIMEOUT_S * ns
     run(pod, OUT, P.packet(A4, B4, P.TCP, 42001, 80, P.SYN))
     assert run(pod, IN, P.packet(B4, A4, P.TCP, 80, 42001, P.RST)).reason is Reason.CT_REPLY

@@ -111,8 +111,12 @@
 
 /* ---- conntrack entry flags (lw_ct_value.flags) ---- */
 #define LW_CT_F_REPLY_SEEN 1 /* a packet of the reverse direction was seen */
-#define LW_CT_F_CLOSING 2    /* FIN or RST seen: lifetime capped at the close timeout */
+#define LW_CT_F_CLOSING 2    /* RST, or FIN both ways: lifetime capped at the close timeout */
 #define LW_CT_F_FLIPPED 4    /* the first packet's tuple was the key's tuple reversed */
+/* A FIN closes one direction only: a half-closed connection (shutdown(SHUT_WR), then
+ * the answer streams back) keeps the established lifetime until the other side's FIN. */
+#define LW_CT_F_FIN_FWD 8    /* FIN seen going the way the flow's first packet went */
+#define LW_CT_F_FIN_REV 16   /* FIN seen going the other way */
 
 /* ---- conntrack timeouts, in seconds ---- */
 #define LW_CT_TCP_SYN_TIMEOUT_S 60       /* TCP before the first reply packet */

@@ -90,15 +90,26 @@ static __always_inline const struct lw_ct_key *lw_ct_key_of(struct lw_packet *pk
 	return buf;
 }
 
-/* Extend (or, on FIN/RST, cap) a live entry's lifetime; writes at most once a second. */
-static __always_inline void lw_ct_touch(struct lw_ct_value *v, const struct lw_packet *pkt,
-					__u32 add_flags, __u64 now)
+/* The flags a TCP packet adds: RST closes; a FIN closes its direction, both close. */
+static __always_inline __u32 lw_ct_close_flags(__u32 flags, const struct lw_packet *pkt,
+					       __u32 reverse)
 {
-	__u32 flags = v->flags | add_flags;
+	if (pkt->tcp_flags & LW_TCP_RST)
+		flags |= LW_CT_F_CLOSING;
+	if (pkt->tcp_flags & LW_TCP_FIN)
+		flags |= reverse ? LW_CT_F_FIN_REV : LW_CT_F_FIN_FWD;
+	if ((flags & (LW_CT_F_FIN_FWD | LW_CT_F_FIN_REV)) == (LW_CT_F_FIN_FWD | LW_CT_F_FIN_REV))
+		flags |= LW_CT_F_CLOSING;
+	return flags;
+}
+
+/* Extend (or, once closing, cap) a live entry's lifetime; writes at most once a second. */
+static __always_inline void lw_ct_touch(struct lw_ct_value *v, const struct lw_packet *pkt,
+					__u32 add_flags, __u32 reverse, __u64 now)
+{
+	__u32 flags = lw_ct_close_flags(v->flags | add_flags, pkt, reverse);
 	__u64 expires;
 
-	if (pkt->tcp_flags & (LW_TCP_FIN | LW_TCP_RST))
-		flags |= LW_CT_F_CLOSING;
 	expires = now + lw_ct_timeout_ns(pkt->t.proto, flags);
 	if (flags != v->flags) {
 		v->flags = flags;
@@ -123,10 +134,10 @@ static __always_inline __u8 lw_ct_lookup(const struct lw_ct_key *key, __u32 flip
 	if (!v || v->expires_ns <= now)
 		return 0;
 	if (!(v->flags & LW_CT_F_FLIPPED) == !flipped) {
-		lw_ct_touch(v, pkt, 0, now);
+		lw_ct_touch(v, pkt, 0, 0, now);
 		return LW_REASON_CT_ESTABLISHED;
 	}
-	lw_ct_touch(v, pkt, LW_CT_F_REPLY_SEEN, now);
+	lw_ct_touch(v, pkt, LW_CT_F_REPLY_SEEN, 1, now);
 	return LW_REASON_CT_REPLY;
 }
 
@@ -135,8 +146,7 @@ static __always_inline void lw_ct_create(const struct lw_ct_key *key, __u32 flip
 					 const struct lw_packet *pkt, __u64 now)
 {
 	struct lw_ct_value v = {
-		.flags = (pkt->tcp_flags & (LW_TCP_FIN | LW_TCP_RST) ? LW_CT_F_CLOSING : 0) |
-			 (flipped ? LW_CT_F_FLIPPED : 0),
+		.flags = lw_ct_close_flags(flipped ? LW_CT_F_FLIPPED : 0, pkt, 0),
 		.pad = 0,
 	};
 
