@@ -18,6 +18,7 @@ import yaml
 
 from labelwall.datapath import abi
 from labelwall.errors import FieldError, InvalidInput
+from labelwall.policy.k8sfields import type_name
 
 #: Where the chart mounts the rendered config file in both pods.
 DEFAULT_CONFIG_PATH = "/etc/labelwall/config.yaml"
@@ -380,19 +381,8 @@ class _Reader:
 
 
 def _type_name(value: object) -> str:
-    # YAML vocabulary, not Python's, since that is what the user wrote.
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
+    # The manifest parser's vocabulary (JSON type names), plus the value of a string, which
+    # is what a mistyped config value usually is (`audit: "yes"`).
     if isinstance(value, str):
         return f"string {value!r}"
-    if isinstance(value, Mapping):
-        return "mapping"
-    if isinstance(value, list):
-        return "list"
-    return type(value).__name__
+    return type_name(value)
