@@ -599,16 +599,88 @@ def _sctp_packet(sport: int, dport: int, vtag: int, chunk_type: int, init_tag: i
     return header + checksum + chunk
 
 
-def _parse_sctp(data: bytes, family: socket.AddressFamily) -> tuple[int, int, int, int] | None:
-    """(sport, dport, chunk type, initiate tag) of a raw-socket read, or None."""
+@dataclass(frozen=True)
+class _SctpChunk:
+    """The fields of a raw-socket SCTP read that the INIT / INIT-ACK exchange uses."""
+
+    sport: int
+    dport: int
+    vtag: int
+    ctype: int
+    init_tag: int
+
+
+def _parse_sctp(data: bytes, family: socket.AddressFamily) -> _SctpChunk | None:
+    """The common header and first chunk of a raw-socket read, or None."""
     if family == socket.AF_INET:  # IPv4 raw sockets deliver the IP header too
         if len(data) < 20:
             return None
         data = data[(data[0] & 0x0F) * 4 :]
     if len(data) < 20:
         return None
-    sport, dport, _vtag, _crc, ctype, _fl, _ln, itag = struct.unpack("!HHIIBBHI", data[:20])
-    return sport, dport, ctype, itag
+    sport, dport, vtag, _crc, ctype, _fl, _ln, itag = struct.unpack("!HHIIBBHI", data[:20])
+    return _SctpChunk(sport, dport, vtag, ctype, itag)
+
+
+def _is_our_init_ack(
+    chunk: _SctpChunk | None, peer: str, dst: str, port: int, sport: int, tag: int
+) -> bool:
+    """Whether a read is the INIT-ACK answering our INIT to ``dst``:``port``.
+
+    Every raw SCTP socket in the namespace sees every SCTP packet, and concurrent probes
+    from one pod all target the same port. Ports alone are not enough (two probes can draw
+    the same source port, and then one probe's answer would count for the other): the
+    answer must also come from the probed address and carry our initiate tag as its
+    verification tag (RFC 9260 §8.5), which is 32 random bits per probe.
+    """
+    return (
+        chunk is not None
+        and chunk.ctype == _SCTP_INIT_ACK
+        and (chunk.sport, chunk.dport) == (port, sport)
+        and chunk.vtag == tag
+        and socket.inet_pton(_family(peer), peer) == socket.inet_pton(_family(dst), dst)
+    )
+
+
+class _SourcePorts:
+    """Source ports for UDP and SCTP probes: each agent walks the ephemeral range in order
+    from a random start, so a port repeats only after 28 000 probes from one pod.
+
+    The kernel picks a random port for an unbound UDP socket (and SCTP here is raw, so
+    we pick). A port reused within the conntrack timeout (60 s for UDP/SCTP) would make
+    the new probe the continuation of an old flow that an earlier policy allowed, and
+    the probe would measure that policy instead of the current one: a probe must be a
+    new connection, as the upstream e2e tests assume.
+    """
+
+    LOW, COUNT = 32768, 28000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = int.from_bytes(os.urandom(2), "big") % self.COUNT
+
+    def take(self) -> int:
+        with self._lock:
+            port = self.LOW + self._next
+            self._next = (self._next + 1) % self.COUNT
+            return port
+
+
+_SOURCE_PORTS = _SourcePorts()
+
+
+def _bind_fresh_port(s: socket.socket, src: str | None, fam: socket.AddressFamily) -> int:
+    """Bind ``s`` to the next free source port of the sequence (skip ports in use)."""
+    host = src or ("::" if fam == socket.AF_INET6 else "0.0.0.0")
+    for _ in range(64):
+        port = _SOURCE_PORTS.take()
+        try:
+            s.bind((host, port))
+            return port
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise
+    raise OSError(errno.EADDRINUSE, "no free source port in 64 tries")
 
 
 @dataclass
@@ -654,12 +726,11 @@ def _sctp_server(state: _AgentState, family: socket.AddressFamily) -> None:
     s = socket.socket(family, socket.SOCK_RAW, _IPPROTO_SCTP)
     while True:
         data, peer = s.recvfrom(65536)
-        parsed = _parse_sctp(data, family)
-        if parsed is None:
-            continue
-        sport, dport, ctype, itag = parsed
-        if ctype == _SCTP_INIT and dport in state.sctp:
-            reply = _sctp_packet(dport, sport, itag, _SCTP_INIT_ACK, itag ^ 0x5A5A5A5A)
+        got = _parse_sctp(data, family)
+        if got is not None and got.ctype == _SCTP_INIT and got.dport in state.sctp:
+            reply = _sctp_packet(
+                got.dport, got.sport, got.init_tag, _SCTP_INIT_ACK, got.init_tag ^ 0x5A5A5A5A
+            )
             with contextlib.suppress(OSError):
                 s.sendto(reply, (peer[0], 0))
 
@@ -710,8 +781,7 @@ def _probe_one(p: dict[str, Any]) -> dict[str, Any]:
         if proto == "udp":
             with socket.socket(fam, socket.SOCK_DGRAM) as s:
                 s.settimeout(timeout)
-                if src:
-                    s.bind((src, 0))
+                _bind_fresh_port(s, src, fam)
                 s.connect((dst, port))
                 s.send(nonce)
                 while True:  # skip stray datagrams until the deadline
@@ -741,7 +811,7 @@ def _probe_sctp(
     result: Any,
 ) -> dict[str, Any]:
     tag = int.from_bytes(os.urandom(4), "big") | 1
-    sport = 32768 + (tag % 28000)
+    sport = _SOURCE_PORTS.take()  # nothing binds SCTP ports here: raw sockets
     with socket.socket(fam, socket.SOCK_RAW, _IPPROTO_SCTP) as s:
         if src:
             s.bind((src, 0))
@@ -751,9 +821,8 @@ def _probe_sctp(
             if left <= 0:
                 return dict(result("timeout"))
             s.settimeout(left)
-            data, _ = s.recvfrom(65536)
-            parsed = _parse_sctp(data, fam)
-            if parsed and parsed[2] == _SCTP_INIT_ACK and parsed[:2] == (port, sport):
+            data, peer = s.recvfrom(65536)
+            if _is_our_init_ack(_parse_sctp(data, fam), peer[0], dst, port, sport, tag):
                 return dict(result("ok"))
 
 
