@@ -119,6 +119,7 @@ class Agent:
                 good.state if good else ClusterState(), good.published if good else None
             )
             return SyncResult(False, 0, time.perf_counter() - t0, (f"{type(exc).__name__}: {exc}",))
+        compiled = time.perf_counter()
         first = self.startup_writes is None
         stats = self.reconciler.sync(self.desired, None if first else update.touched)
         seconds = time.perf_counter() - t0
@@ -147,6 +148,7 @@ class Agent:
                     "attached": stats.attached,
                     "detached": stats.detached,
                     "ms": round(seconds * 1e3, 2),
+                    "compile_ms": round((compiled - t0) * 1e3, 2),
                 },
             )
         return SyncResult(True, stats.total, seconds)

@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_lab_parser(sub)
 
-    from labelwall.operator import app as operator_app
+    from labelwall.operator import cli as operator_cli
 
     p = sub.add_parser(
         "operator",
@@ -122,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the kopf operator against the cluster found the standard way "
         "(in-cluster, else KUBECONFIG / ~/.kube/config) until SIGTERM.",
     )
-    operator_app.add_arguments(p)
-    p.set_defaults(handler=operator_app.main)
+    operator_cli.add_arguments(p)
+    p.set_defaults(handler=operator_cli.main)
 
     p = sub.add_parser(
         "testenv",

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import gc
 import logging
 import os
 import socket
@@ -53,7 +54,6 @@ from labelwall.operator.sync import Snapshot, Syncer
 log = logging.getLogger("labelwall.operator")
 
 #: The ClusterKopfPeering object the chart creates (templates/operator/peering.yaml).
-DEFAULT_PEERING = "labelwall"
 #: Coalesce a burst of events into one sync (seconds).
 DEBOUNCE_S = 0.05
 #: Sync at least this often even without events (seconds): a safety net, not the mechanism.
@@ -302,36 +302,8 @@ def run(options: OperatorOptions) -> int:
     return 0
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        default=None,
-        help="the config file (the chart mounts /etc/labelwall/config.yaml); default: defaults",
-    )
-    parser.add_argument(
-        "--standalone",
-        action="store_true",
-        help="no kopf peering: act even if other replicas run (writes stay conflict-safe)",
-    )
-    parser.add_argument(
-        "--peering",
-        default=DEFAULT_PEERING,
-        metavar="NAME",
-        help="ClusterKopfPeering object the replicas coordinate through "
-        f"(default {DEFAULT_PEERING})",
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=8,
-        metavar="N",
-        help="concurrent API requests for allocation and status writes (default 8)",
-    )
-
-
 def main(args: argparse.Namespace) -> int:
-    """Entry point of `labelwall operator` (args from ``add_arguments``)."""
+    """Entry point of `labelwall operator` (args from ``operator.cli.add_arguments``)."""
     try:
         config = load_config(args.config)
     except InvalidInput as e:
@@ -346,6 +318,10 @@ def main(args: argparse.Namespace) -> int:
         # kopf logs every handler call and aiohttp every probe at INFO: noise at our scale.
         for noisy in ("kopf.objects", "kopf.activities", "aiohttp.access"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Start-up objects (kopf, the Kubernetes client: ~900 modules) live as long as the
+    # process; frozen, a full collection walks only what the handlers allocate (see the
+    # agent: unfrozen, a gen-2 pass paused it for 100-150 ms).
+    gc.freeze()
     try:
         return run(OperatorOptions(config, args.standalone, args.peering, args.workers))
     except NoCluster as e:
