@@ -24,7 +24,6 @@ from typing import Any
 import _machine
 
 from labelwall.cluster import (
-    ClusterState,
     ContainerPort,
     Direction,
     IPAddress,
@@ -34,6 +33,7 @@ from labelwall.cluster import (
     Pod,
     Protocol,
 )
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import compile_cluster
 from labelwall.policy.incremental import IncrementalCompiler
 from labelwall.policy.mapstate import MapDelta

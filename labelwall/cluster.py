@@ -1,4 +1,9 @@
-"""Frozen cluster-state values: namespaces, pods, nodes and the policies that apply to them."""
+"""Bottom-layer values every package shares: protocols, directions, labels, addresses, and the
+namespaces, pods and nodes of a cluster (frozen; no I/O, no imports from labelwall).
+
+The whole compiler input, with the policies, is ``labelwall.policy.clusterstate.ClusterState``:
+it names the policy model, so it lives above it.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,6 @@ import ipaddress
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from labelwall.policy.model import NetworkPolicy
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -107,13 +108,3 @@ class Node:
 
     name: str
     addresses: tuple[IPAddress, ...] = ()
-
-
-@dataclass(frozen=True)
-class ClusterState:
-    """Everything the compiler needs. Keys: namespace name, ``ns/name`` for pods and policies."""
-
-    namespaces: Mapping[str, Namespace] = field(default_factory=dict)
-    pods: Mapping[str, Pod] = field(default_factory=dict)
-    nodes: Mapping[str, Node] = field(default_factory=dict)
-    policies: Mapping[str, NetworkPolicy] = field(default_factory=dict)

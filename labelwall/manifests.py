@@ -10,17 +10,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from labelwall.cluster import (
-    ClusterState,
-    ContainerPort,
-    IPAddress,
-    Labels,
-    Namespace,
-    Node,
-    Pod,
-    Protocol,
-)
+from labelwall.cluster import ContainerPort, IPAddress, Labels, Namespace, Node, Pod, Protocol
 from labelwall.errors import FieldError, InvalidInput
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.k8sfields import (
     Problems,
     as_bool,

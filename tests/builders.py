@@ -5,16 +5,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 
-from labelwall.cluster import (
-    ClusterState,
-    ContainerPort,
-    Direction,
-    Labels,
-    Namespace,
-    Node,
-    Pod,
-    Protocol,
-)
+from labelwall.cluster import ContainerPort, Direction, Labels, Namespace, Node, Pod, Protocol
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.model import (
     IPBlock,
     LabelSelector,

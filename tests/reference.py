@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from labelwall.cluster import ClusterState, Direction, IPAddress, Pod, Protocol
+from labelwall.cluster import Direction, IPAddress, Pod, Protocol
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.model import LabelSelector, NetworkPolicy, Operator, Peer, PortSpec, Rule
 
 

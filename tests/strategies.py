@@ -7,7 +7,6 @@ import ipaddress
 from hypothesis import strategies as st
 
 from labelwall.cluster import (
-    ClusterState,
     ContainerPort,
     Direction,
     IPAddress,
@@ -18,6 +17,7 @@ from labelwall.cluster import (
     Pod,
     Protocol,
 )
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.model import (
     IPBlock,
     LabelSelector,

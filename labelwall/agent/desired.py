@@ -25,10 +25,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from labelwall.cluster import ClusterState, IPAddress, Pod
+from labelwall.cluster import IPAddress, Pod
 from labelwall.identity.allocator import IdentityRegistry, InMemoryRegistry
 from labelwall.identity.labels import LabelSet
 from labelwall.identity.numbers import Reserved
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import CompileOptions
 from labelwall.policy.incremental import IncrementalCompiler
 from labelwall.policy.mapstate import (

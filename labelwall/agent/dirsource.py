@@ -16,9 +16,9 @@ from pathlib import Path
 
 from labelwall.agent.source import Snapshot
 from labelwall.cli.inputs import read_sources
-from labelwall.cluster import ClusterState
 from labelwall.errors import InvalidInput
 from labelwall.manifests import load_cluster
+from labelwall.policy.clusterstate import ClusterState
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 STATUS_FILE = ".status.json"

@@ -18,7 +18,8 @@ from labelwall.agent.metrics import AgentMetrics
 from labelwall.agent.port import DatapathPort, RoutesPort
 from labelwall.agent.reconcile import Reconciler, WriteStats
 from labelwall.agent.source import Snapshot, Source
-from labelwall.cluster import ClusterState, IPAddress
+from labelwall.cluster import IPAddress
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import CompileOptions
 
 log = logging.getLogger("labelwall.agent")

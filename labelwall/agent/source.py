@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from labelwall.cluster import ClusterState
 from labelwall.identity.labels import LabelSet
+from labelwall.policy.clusterstate import ClusterState
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ from typing import Any
 
 from labelwall.cli.inputs import read_sources
 from labelwall.cli.render import dump, grid, table
-from labelwall.cluster import ClusterState, Protocol
+from labelwall.cluster import Protocol
 from labelwall.errors import FieldError, InvalidInput
 from labelwall.manifests import SourceDoc, load_cluster
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import Compiled, compile_cluster
 from labelwall.policy.matrix import Cell, explain, reachability
 

@@ -12,13 +12,13 @@ from typing import Any
 
 from labelwall.cli.inputs import read_sources
 from labelwall.cli.offline import probe_ports
-from labelwall.cluster import ClusterState
 from labelwall.errors import FieldError, InvalidInput
 from labelwall.lab.control import Lab, LabDown, down
 from labelwall.lab.layout import LabPaths
 from labelwall.lab.objects import ObjectStore, object_key
 from labelwall.lab.truth import measure, render
 from labelwall.manifests import SourceDoc, load_cluster
+from labelwall.policy.clusterstate import ClusterState
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INVALID = 0, 1, 2
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -13,9 +13,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from labelwall.cluster import ClusterState, Protocol
+from labelwall.cluster import Protocol
 from labelwall.errors import FieldError, InvalidInput
 from labelwall.manifests import SourceDoc, expand_lists, load_cluster
+from labelwall.policy.clusterstate import ClusterState
 
 POD_CIDR_V4 = ipaddress.IPv4Network("10.244.0.0/16")
 POD_CIDR_V6 = ipaddress.IPv6Network("fd00:10:244::/48")

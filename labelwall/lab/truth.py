@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from labelwall.cli.render import grid
-from labelwall.cluster import ClusterState, Protocol
+from labelwall.cluster import Protocol
 from labelwall.lab.control import Lab
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import compile_cluster
 from labelwall.policy.matrix import Cell, reachability, resolve_port
 

@@ -24,7 +24,7 @@ from kubernetes.client import (
 )
 
 from labelwall.agent.source import Snapshot
-from labelwall.cluster import ClusterState, Namespace, Node, Pod
+from labelwall.cluster import Namespace, Node, Pod
 from labelwall.identity.labels import LabelSet
 from labelwall.operator.kube import api_client
 from labelwall.operator.objects import (
@@ -41,6 +41,7 @@ from labelwall.operator.objects import (
 from labelwall.operator.plan import STATUS_ANNOTATION
 from labelwall.operator.reflector import Reflector
 from labelwall.operator.registry import IdentityCache
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.model import NetworkPolicy
 
 

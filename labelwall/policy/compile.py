@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from labelwall.cluster import (
-    ClusterState,
     Direction,
     IPAddress,
     IPNetwork,
@@ -40,6 +39,7 @@ from labelwall.identity.allocator import (
 from labelwall.identity.labels import DEFAULT_EXCLUDE, LabelSet, namespace_labels
 from labelwall.identity.numbers import ANY, Reserved
 from labelwall.policy.cidr import PrefixTable, block_prefixes, block_selects
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.cookies import RuleRef, cookie
 from labelwall.policy.mapstate import (
     IpcacheEntry,

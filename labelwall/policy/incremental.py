@@ -8,8 +8,9 @@ named-port maps, never the policy map: identities do not depend on addresses.
 
 from __future__ import annotations
 
-from labelwall.cluster import ClusterState, Namespace, Node, Pod
+from labelwall.cluster import Namespace, Node, Pod
 from labelwall.identity.allocator import IdentityRegistry, InMemoryRegistry
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import Compiled, CompileOptions, Engine, NeedsRebuild
 from labelwall.policy.mapstate import MapDelta, MapState, diff
 from labelwall.policy.model import NetworkPolicy

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labelwall.cluster import ClusterState, Direction, IPAddress, Pod, Protocol
+from labelwall.cluster import Direction, IPAddress, Pod, Protocol
 from labelwall.errors import FieldError, InvalidInput
 from labelwall.identity.numbers import Reserved
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import Compiled, compile_cluster
 from labelwall.policy.cookies import RuleRef
 from labelwall.policy.lookup import Reason, Verdict, decide

@@ -11,9 +11,10 @@ from builders import cluster, ns, pod, pods_peer, policy, port, rule, sel
 from labelwall.agent.loop import ATTACH_CHECK_EVERY, Agent
 from labelwall.agent.port import MemoryDatapath, StaticRoutes
 from labelwall.agent.source import Snapshot
-from labelwall.cluster import ClusterState, Direction, Protocol
+from labelwall.cluster import Direction, Protocol
 from labelwall.identity.labels import LabelSet
 from labelwall.identity.numbers import Reserved
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import compile_cluster
 from labelwall.policy.lookup import Reason, decide
 from labelwall.policy.mapstate import IpcacheEntry, MapDelta, SubjectFlags, diff

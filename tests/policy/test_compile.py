@@ -21,9 +21,10 @@ from builders import (
     sel,
 )
 
-from labelwall.cluster import ClusterState, Direction, Protocol
+from labelwall.cluster import Direction, Protocol
 from labelwall.identity import numbers
 from labelwall.identity.numbers import Reserved
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import (
     EXCLUDED_LABEL_KEY,
     SELECTS_NOTHING,

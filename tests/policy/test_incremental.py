@@ -22,8 +22,9 @@ from builders import (
     sel,
 )
 
-from labelwall.cluster import ClusterState, Labels
+from labelwall.cluster import Labels
 from labelwall.identity.allocator import InMemoryRegistry
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import compile_cluster
 from labelwall.policy.incremental import IncrementalCompiler
 from labelwall.policy.mapstate import MapDelta, diff

@@ -20,8 +20,9 @@ from strategies import (
     v6,
 )
 
-from labelwall.cluster import ClusterState, Labels, Namespace, Node, Pod
+from labelwall.cluster import Labels, Namespace, Node, Pod
 from labelwall.identity.allocator import InMemoryRegistry
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import compile_cluster
 from labelwall.policy.incremental import IncrementalCompiler
 from labelwall.policy.mapstate import MapDelta, diff

@@ -15,8 +15,9 @@ from strategies import (
     world_addresses,
 )
 
-from labelwall.cluster import ClusterState, Direction, IPAddress, Pod, Protocol
+from labelwall.cluster import Direction, IPAddress, Pod, Protocol
 from labelwall.identity.allocator import InMemoryRegistry
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import Compiled, CompileOptions, compile_cluster
 from labelwall.policy.lookup import PORT_PROTOCOLS, decide
 
