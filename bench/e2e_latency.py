@@ -156,7 +156,7 @@ def measure_api(stack: Any, iterations: int) -> dict[str, list[float]]:
     """The same changes as one PATCH each through the Python client (no kubectl start-up)."""
     from kubernetes.client import NetworkingV1Api
 
-    from labelwall.operator.kube import api_client
+    from labelwall.kube.client import api_client
 
     api = NetworkingV1Api(api_client(str(stack.env.kubeconfig)))
     out: dict[str, list[float]] = {"open": [], "close": []}

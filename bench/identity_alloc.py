@@ -35,10 +35,10 @@ from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 
 from labelwall.cluster import Labels
 from labelwall.identity.labels import LabelSet
-from labelwall.operator.kube import api_client
-from labelwall.operator.objects import GROUP, PLURAL, VERSION
-from labelwall.operator.reflector import Reflector
-from labelwall.operator.registry import KubeIdentityRegistry, allocate_concurrently
+from labelwall.kube.client import api_client
+from labelwall.kube.objects import GROUP, PLURAL, VERSION
+from labelwall.kube.reflector import Reflector
+from labelwall.kube.registry import KubeIdentityRegistry, allocate_concurrently
 from labelwall.testenv import TestEnv, find_binaries
 from labelwall.testenv.processes import free_port
 

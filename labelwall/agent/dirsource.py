@@ -14,13 +14,12 @@ import os
 import threading
 from pathlib import Path
 
-from labelwall.agent.source import Snapshot
-from labelwall.cli.inputs import read_sources
 from labelwall.errors import InvalidInput
+from labelwall.manifest_files import MANIFEST_SUFFIXES, read_sources
 from labelwall.manifests import load_cluster
 from labelwall.policy.clusterstate import ClusterState
+from labelwall.source import SourceSnapshot
 
-MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 STATUS_FILE = ".status.json"
 Fingerprint = tuple[tuple[str, int, int, int], ...]
 
@@ -65,8 +64,10 @@ def pods_without_ip(state: ClusterState) -> list[str]:
     ]
 
 
-def read_snapshot(root: Path, require_ips: bool = True, revision: int | None = None) -> Snapshot:
-    """Everything under ``root`` as one Snapshot; errors instead of state if anything is bad.
+def read_snapshot(
+    root: Path, require_ips: bool = True, revision: int | None = None
+) -> SourceSnapshot:
+    """Everything under ``root`` as one SourceSnapshot; errors instead of state if anything is bad.
 
     ``revision`` defaults to the digest of the files, taken before they are parsed (a file
     replaced in between then shows up as a newer snapshot, never as a false match).
@@ -78,11 +79,11 @@ def read_snapshot(root: Path, require_ips: bool = True, revision: int | None = N
         docs = read_sources([path for path, *_ in fingerprint(root)])
         state = load_cluster(docs).state
     except InvalidInput as exc:
-        return Snapshot(ClusterState(), None, revision, tuple(str(e) for e in exc.errors))
+        return SourceSnapshot(ClusterState(), None, revision, tuple(str(e) for e in exc.errors))
     errors = pods_without_ip(state) if require_ips else []
     if errors:
-        return Snapshot(ClusterState(), None, revision, tuple(errors))
-    return Snapshot(state, None, revision)
+        return SourceSnapshot(ClusterState(), None, revision, tuple(errors))
+    return SourceSnapshot(state, None, revision)
 
 
 class DirSource:
@@ -111,10 +112,10 @@ class DirSource:
                     changed.set()
             self._stop.wait(self.poll_s)
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self) -> SourceSnapshot:
         return read_snapshot(self.root, self.require_ips)
 
-    def synced(self, snap: Snapshot, ok: bool, errors: tuple[str, ...], pending: int) -> None:
+    def synced(self, snap: SourceSnapshot, ok: bool, errors: tuple[str, ...], pending: int) -> None:
         """Report what is enforced in ``.status.json`` (atomically; ignored by the source)."""
         status = {
             "revision": snap.revision,

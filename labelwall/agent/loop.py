@@ -17,10 +17,10 @@ from labelwall.agent.desired import DesiredState
 from labelwall.agent.metrics import AgentMetrics
 from labelwall.agent.port import DatapathPort, RoutesPort
 from labelwall.agent.reconcile import Reconciler, WriteStats
-from labelwall.agent.source import Snapshot, Source
 from labelwall.cluster import IPAddress
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import CompileOptions
+from labelwall.source import ClusterSource, SourceSnapshot
 
 log = logging.getLogger("labelwall.agent")
 
@@ -33,7 +33,7 @@ PENDING_RETRY_S = 0.05
 
 
 @dataclass(frozen=True)
-class SyncResult:
+class AgentSyncResult:
     ok: bool
     writes: int
     seconds: float
@@ -59,7 +59,7 @@ def duplicate_addresses(state: ClusterState) -> list[str]:
 class Agent:
     def __init__(
         self,
-        source: Source,
+        source: ClusterSource,
         datapath: DatapathPort,
         routes: RoutesPort,
         *,
@@ -79,7 +79,7 @@ class Agent:
         self.clock = clock
         self.started = False
         self.startup_writes: int | None = None
-        self.last_good: Snapshot | None = None
+        self.last_good: SourceSnapshot | None = None
         self.heartbeat = clock()
         self.repairs = 0
 
@@ -97,7 +97,7 @@ class Agent:
             },
         )
 
-    def handle(self, snap: Snapshot) -> SyncResult:
+    def handle(self, snap: SourceSnapshot) -> AgentSyncResult:
         """Compile and write one snapshot; reject it (state unchanged) if it is bad."""
         t0 = time.perf_counter()
         for w in snap.warnings:
@@ -107,7 +107,7 @@ class Agent:
             for e in errors:
                 log.error("snapshot rejected", extra={"revision": snap.revision, "error": e})
             self.metrics.syncs.labels("rejected").inc()
-            return SyncResult(False, 0, time.perf_counter() - t0, tuple(errors))
+            return AgentSyncResult(False, 0, time.perf_counter() - t0, tuple(errors))
         try:
             update = self.desired.update(snap.state, self.clock(), snap.published)
         except Exception as exc:
@@ -119,7 +119,9 @@ class Agent:
             self.desired.rebuild(
                 good.state if good else ClusterState(), good.published if good else None
             )
-            return SyncResult(False, 0, time.perf_counter() - t0, (f"{type(exc).__name__}: {exc}",))
+            return AgentSyncResult(
+                False, 0, time.perf_counter() - t0, (f"{type(exc).__name__}: {exc}",)
+            )
         compiled = time.perf_counter()
         first = self.startup_writes is None
         stats = self.reconciler.sync(self.desired, None if first else update.touched)
@@ -152,7 +154,7 @@ class Agent:
                     "compile_ms": round((compiled - t0) * 1e3, 2),
                 },
             )
-        return SyncResult(True, stats.total, seconds)
+        return AgentSyncResult(True, stats.total, seconds)
 
     def repair(self) -> WriteStats:
         """Rewrite whatever differs from the desired state (entries removed or changed by hand)."""
@@ -204,7 +206,7 @@ class Agent:
             log.exception("agent step failed; retrying at the next check")
             self.metrics.syncs.labels("error").inc()
 
-    def _report(self, snap: Snapshot, ok: bool, errors: tuple[str, ...]) -> None:
+    def _report(self, snap: SourceSnapshot, ok: bool, errors: tuple[str, ...]) -> None:
         """Tell sources that want it (the lab's directory) what is enforced now."""
         synced = getattr(self.source, "synced", None)
         if synced is not None:

@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
     p.set_defaults(handler=offline.cmd_diff)
 
-    from labelwall.agent.cli import add_parser as add_agent_parser
+    from labelwall.cli.agent import add_parser as add_agent_parser
 
     add_agent_parser(sub)
 
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_lab_parser(sub)
 
-    from labelwall.operator import cli as operator_cli
+    from labelwall.cli import operator as operator_cli
 
     p = sub.add_parser(
         "operator",
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         "testenv",
         help="run a real etcd + kube-apiserver for experiments: up|down|build",
         add_help=False,
-        # Everything after `testenv`, options included, goes to labelwall.testenv.cli.
+        # Everything after `testenv`, options included, goes to labelwall.cli.testenv.
         prefix_chars="\0",
     )
     p.add_argument("testenv_args", nargs="*")
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _testenv(args: argparse.Namespace) -> int:
-    from labelwall.testenv.cli import main as testenv_main
+    from labelwall.cli.testenv import main as testenv_main
 
     return testenv_main(args.testenv_args)
 

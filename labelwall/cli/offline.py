@@ -8,10 +8,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labelwall.cli.inputs import read_sources
 from labelwall.cli.render import dump, grid, table
 from labelwall.cluster import Protocol
 from labelwall.errors import FieldError, InvalidInput
+from labelwall.manifest_files import read_sources
 from labelwall.manifests import SourceDoc, load_cluster
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import Compiled, compile_cluster

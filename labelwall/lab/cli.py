@@ -10,13 +10,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from labelwall.cli.inputs import read_sources
 from labelwall.cli.offline import probe_ports
 from labelwall.errors import FieldError, InvalidInput
 from labelwall.lab.control import Lab, LabDown, down
 from labelwall.lab.layout import LabPaths
 from labelwall.lab.objects import ObjectStore, object_key
 from labelwall.lab.truth import measure, render
+from labelwall.manifest_files import read_sources
 from labelwall.manifests import SourceDoc, load_cluster
 from labelwall.policy.clusterstate import ClusterState
 

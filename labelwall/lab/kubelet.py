@@ -49,10 +49,10 @@ from kubernetes.client import (
 )
 from kubernetes.client.exceptions import ApiException
 
+from labelwall.kube.client import api_client
+from labelwall.kube.reflector import Reflector
 from labelwall.lab import netns
 from labelwall.lab.fanout import Prober, fan_out
-from labelwall.operator.kube import api_client
-from labelwall.operator.reflector import Reflector
 
 log = logging.getLogger("labelwall.lab.kubelet")
 

@@ -35,11 +35,11 @@ from kubernetes.client.exceptions import ApiException
 from labelwall.cluster import Namespace, Pod
 from labelwall.config import Config, load_config
 from labelwall.errors import InvalidInput
-from labelwall.operator.kube import NoCluster, api_client
-from labelwall.operator.metrics import OperatorMetrics
-from labelwall.operator.objects import (
+from labelwall.kube.client import NoCluster, api_client
+from labelwall.kube.objects import (
     GROUP,
     PLURAL,
+    STATUS_ANNOTATION,
     VERSION,
     IdentityRecord,
     PolicyEntry,
@@ -47,9 +47,9 @@ from labelwall.operator.objects import (
     parse_pod,
     parse_policy,
 )
-from labelwall.operator.plan import STATUS_ANNOTATION
-from labelwall.operator.registry import IdentityCache, KubeIdentityRegistry
-from labelwall.operator.sync import Snapshot, Syncer
+from labelwall.kube.registry import IdentityCache, KubeIdentityRegistry
+from labelwall.operator.metrics import OperatorMetrics
+from labelwall.operator.sync import IndexSnapshot, Syncer
 
 log = logging.getLogger("labelwall.operator")
 
@@ -111,10 +111,10 @@ def _values(index: Any) -> dict[Any, Any]:
     return out
 
 
-def take_snapshot(state: OperatorState) -> Snapshot:
+def take_snapshot(state: OperatorState) -> IndexSnapshot:
     idx = state.indexes
     identities: dict[int, IdentityRecord] = _values(idx[_INDEX_IDENTITIES])
-    return Snapshot(
+    return IndexSnapshot(
         pods=_values(idx[_INDEX_PODS]),
         namespaces=_values(idx[_INDEX_NAMESPACES]),
         policies=_values(idx[_INDEX_POLICIES]),
@@ -303,7 +303,7 @@ def run(options: OperatorOptions) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Entry point of `labelwall operator` (args from ``operator.cli.add_arguments``)."""
+    """Entry point of `labelwall operator` (args from ``labelwall.cli.operator.add_arguments``)."""
     try:
         config = load_config(args.config)
     except InvalidInput as e:

@@ -16,12 +16,9 @@ from typing import Any
 from labelwall.cluster import Namespace, Pod
 from labelwall.identity.allocator import InMemoryRegistry
 from labelwall.identity.labels import LabelSet
-from labelwall.operator.objects import IN_USE_CONDITION, IdentityRecord, PolicyEntry, format_time
+from labelwall.kube.objects import IN_USE_CONDITION, IdentityRecord, PolicyEntry, format_time
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import CompileOptions, compile_cluster
-
-#: NetworkPolicy annotation holding the compile outcome as JSON.
-STATUS_ANNOTATION = "labelwall.io/status"
 
 
 def identity_usage(

@@ -29,23 +29,23 @@ from kubernetes.client import (
 from kubernetes.client.exceptions import ApiException
 
 from labelwall.cluster import Namespace, Pod
-from labelwall.operator.metrics import OperatorMetrics
-from labelwall.operator.objects import (
+from labelwall.kube.objects import (
+    STATUS_ANNOTATION,
     IdentityRecord,
     PolicyEntry,
     format_time,
     parse_namespace,
     parse_pod,
 )
+from labelwall.kube.registry import KubeIdentityRegistry, allocate_concurrently
+from labelwall.operator.metrics import OperatorMetrics
 from labelwall.operator.plan import (
-    STATUS_ANNOTATION,
     PolicyReport,
     identity_usage,
     plan_identities,
     policy_reports,
     still_used,
 )
-from labelwall.operator.registry import KubeIdentityRegistry, allocate_concurrently
 
 log = logging.getLogger("labelwall.operator.sync")
 
@@ -54,7 +54,7 @@ COMPONENT = "labelwall-operator"
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class IndexSnapshot:
     """A consistent copy of the operator's indexes, taken on the event loop."""
 
     pods: Mapping[str, Pod]
@@ -67,7 +67,7 @@ class Snapshot:
 
 
 @dataclass
-class SyncResult:
+class OperatorSyncResult:
     allocated: int = 0
     status_written: int = 0
     collected: int = 0
@@ -105,8 +105,8 @@ class Syncer:
         self.clock = clock
         self._reported_generation: int | None = None
 
-    def run(self, snap: Snapshot) -> SyncResult:
-        result = SyncResult()
+    def run(self, snap: IndexSnapshot) -> OperatorSyncResult:
+        result = OperatorSyncResult()
         self.registry.cache.rebase(snap.identities)
         conflicts_before = self.registry.conflicts
         usage = identity_usage(snap.pods.values(), snap.namespaces, self.exclude)
@@ -203,7 +203,7 @@ class Syncer:
 
     # --- policies -------------------------------------------------------------------------
 
-    def _report_policies(self, snap: Snapshot) -> int:
+    def _report_policies(self, snap: IndexSnapshot) -> int:
         if not snap.policies:
             for outcome in ("compiled", "warnings", "invalid"):
                 self.metrics.policies.labels(outcome=outcome).set(0)

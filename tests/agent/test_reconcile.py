@@ -10,7 +10,6 @@ from builders import cluster, ns, pod, pods_peer, policy, port, rule, sel
 
 from labelwall.agent.loop import ATTACH_CHECK_EVERY, Agent
 from labelwall.agent.port import MemoryDatapath, StaticRoutes
-from labelwall.agent.source import Snapshot
 from labelwall.cluster import Direction, Protocol
 from labelwall.identity.labels import LabelSet
 from labelwall.identity.numbers import Reserved
@@ -18,6 +17,7 @@ from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import compile_cluster
 from labelwall.policy.lookup import Reason, decide
 from labelwall.policy.mapstate import IpcacheEntry, MapDelta, SubjectFlags, diff
+from labelwall.source import SourceSnapshot as Snapshot
 
 
 def _entries(d: MapDelta) -> list[object]:

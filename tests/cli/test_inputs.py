@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from labelwall.cli.inputs import read_sources
 from labelwall.errors import FieldError, InvalidInput
+from labelwall.manifest_files import read_sources
 from labelwall.manifests import SourceDoc, load_cluster
 
 NS = "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {}}}\n"

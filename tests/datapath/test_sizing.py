@@ -18,7 +18,7 @@ from labelwall.datapath.errors import DatapathError
 
 
 def test_default_sizes_need_no_rebuild() -> None:
-    from labelwall.agent.cli import map_sizes
+    from labelwall.agent.app import map_sizes
 
     assert sizing.defines_for(map_sizes(Config())) == {}
     assert sizing.object_for({}) == sizing.loader.object_path()

@@ -44,9 +44,9 @@ from typing import Any
 
 import yaml
 
+from labelwall.kube.client import api_client
 from labelwall.lab import netns
 from labelwall.lab.kubelet import POD_IP_ANNOTATION, Kubelet
-from labelwall.operator.kube import api_client
 from labelwall.testenv import TestEnv, find_binaries, service_account_kubeconfig
 from labelwall.testenv.processes import log_tail
 

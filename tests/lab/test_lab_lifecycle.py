@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent(
     root, prefix, cluster = sys.argv[1], sys.argv[2], sys.argv[3]
     paths = LabPaths.from_env(root, prefix)
     lab = Lab(paths)
-    from labelwall.cli.inputs import read_sources
+    from labelwall.manifest_files import read_sources
     answer = lab.up(read_sources([cluster]), metrics_port=0)
     assert answer.get("enforced"), answer
     record = read_record(paths)

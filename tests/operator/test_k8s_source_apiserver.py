@@ -10,13 +10,13 @@ import pytest
 from kubernetes.client import CustomObjectsApi
 from operator_harness import apply, namespace, pod, set_pod_ip, wait_for
 
-from labelwall.agent.source import Snapshot
 from labelwall.cluster import Labels
 from labelwall.identity.allocator import allocate
 from labelwall.identity.labels import LabelSet
-from labelwall.operator.k8s_source import KubernetesSource
-from labelwall.operator.kube import api_client
-from labelwall.operator.registry import KubeIdentityRegistry
+from labelwall.kube.client import api_client
+from labelwall.kube.registry import KubeIdentityRegistry
+from labelwall.kube.source import KubernetesSource
+from labelwall.source import SourceSnapshot
 from labelwall.testenv import TestEnv
 
 pytestmark = pytest.mark.apiserver
@@ -38,8 +38,10 @@ def source(crds: TestEnv) -> Iterator[tuple[KubernetesSource, threading.Event]]:
         client.close()
 
 
-def _snap_where(src: KubernetesSource, check: Callable[[Snapshot], bool], what: str) -> Snapshot:
-    def probe() -> Snapshot | None:
+def _snap_where(
+    src: KubernetesSource, check: Callable[[SourceSnapshot], bool], what: str
+) -> SourceSnapshot:
+    def probe() -> SourceSnapshot | None:
         snap = src.snapshot()
         return snap if src.listed() and check(snap) else None
 

@@ -9,8 +9,8 @@ from kubernetes.client import ApiClient
 
 from labelwall.cluster import Direction
 from labelwall.errors import FieldError
-from labelwall.operator.k8s_source import KubernetesSource
-from labelwall.operator.objects import PolicyEntry
+from labelwall.kube.objects import PolicyEntry
+from labelwall.kube.source import KubernetesSource
 from labelwall.policy.model import LabelSelector, NetworkPolicy
 
 

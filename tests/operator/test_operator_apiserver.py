@@ -25,7 +25,7 @@ from operator_harness import (
     wait_for,
 )
 
-from labelwall.operator.objects import CANONICAL_ANNOTATION, parse_time
+from labelwall.kube.objects import CANONICAL_ANNOTATION, parse_time
 from labelwall.testenv import TestEnv, service_account_kubeconfig
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.slow]

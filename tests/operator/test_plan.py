@@ -8,9 +8,9 @@ from typing import Any
 
 from labelwall.cluster import Labels, Namespace, Pod
 from labelwall.identity.labels import LabelSet
-from labelwall.operator.metrics import OperatorMetrics
-from labelwall.operator.objects import (
+from labelwall.kube.objects import (
     CANONICAL_ANNOTATION,
+    STATUS_ANNOTATION,
     SUMMARY_MAX,
     IdentityRecord,
     identity_body,
@@ -19,15 +19,15 @@ from labelwall.operator.objects import (
     parse_policy,
     summary,
 )
+from labelwall.kube.registry import IdentityCache, KubeIdentityRegistry
+from labelwall.operator.metrics import OperatorMetrics
 from labelwall.operator.plan import (
-    STATUS_ANNOTATION,
     identity_usage,
     plan_identities,
     policy_reports,
     still_used,
 )
-from labelwall.operator.registry import IdentityCache, KubeIdentityRegistry
-from labelwall.operator.sync import Snapshot, Syncer
+from labelwall.operator.sync import IndexSnapshot, Syncer
 
 T0 = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
 GRACE = datetime.timedelta(seconds=30)
@@ -261,7 +261,7 @@ def test_sync_annotates_and_posts_an_event_once_per_outcome_change() -> None:
     bad = parse_policy(
         _policy("bad", {"podSelector": {}, "policyTypes": ["Sideways"]}), STATUS_ANNOTATION
     )
-    syncer.run(Snapshot({}, {"shop": NS}, {bad.key: bad}, (), policy_generation=1))
+    syncer.run(IndexSnapshot({}, {"shop": NS}, {bad.key: bad}, (), policy_generation=1))
     assert len(networking.patches) == 1
     value = networking.patches[0][2]["metadata"]["annotations"][STATUS_ANNOTATION]
     assert json.loads(value)["error"].startswith("spec.policyTypes[0]")
@@ -273,6 +273,6 @@ def test_sync_annotates_and_posts_an_event_once_per_outcome_change() -> None:
     obj = _policy("bad", {"podSelector": {}, "policyTypes": ["Sideways"]})
     obj["metadata"]["annotations"] = {STATUS_ANNOTATION: value}
     annotated = parse_policy(obj, STATUS_ANNOTATION)
-    syncer.run(Snapshot({}, {"shop": NS}, {annotated.key: annotated}, (), policy_generation=2))
+    syncer.run(IndexSnapshot({}, {"shop": NS}, {annotated.key: annotated}, (), policy_generation=2))
     assert len(networking.patches) == 1
     assert len(core.events) == 1

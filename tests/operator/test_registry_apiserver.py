@@ -12,8 +12,8 @@ from kubernetes.client import ApiClient, CustomObjectsApi
 from labelwall.cluster import Labels
 from labelwall.identity.allocator import NumberRange, allocate
 from labelwall.identity.labels import LabelSet
-from labelwall.operator.kube import api_client
-from labelwall.operator.registry import KubeIdentityRegistry, allocate_concurrently
+from labelwall.kube.client import api_client
+from labelwall.kube.registry import KubeIdentityRegistry, allocate_concurrently
 from labelwall.testenv import TestEnv
 
 pytestmark = pytest.mark.apiserver

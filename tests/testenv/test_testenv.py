@@ -155,7 +155,7 @@ def test_the_apiserver_restarts_on_the_same_url_while_etcd_keeps_the_data(
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "labelwall.testenv.cli", *args],
+        [sys.executable, "-m", "labelwall.cli.testenv", *args],
         capture_output=True,
         text=True,
         timeout=180,

@@ -1,4 +1,8 @@
-"""Read Kubernetes YAML/JSON from files, directories and stdin into SourceDocs."""
+"""Read Kubernetes YAML/JSON from files, directories and stdin into SourceDocs.
+
+Shared by the offline commands, the lab and the agent's directory source (so it sits below
+all three); decoding the documents into cluster values is ``labelwall/manifests.py``.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from labelwall.errors import FieldError, InvalidInput
 from labelwall.manifests import SourceDoc, expand_lists
 
 STDIN = "-"
+#: The file names read as manifests (directories, the lab's watched directory).
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 # libyaml's parser is several times faster than the pure-Python one on large

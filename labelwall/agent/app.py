@@ -1,15 +1,17 @@
-"""`labelwall agent`: wire config, source, datapath, metrics and health endpoints, run the loop."""
+"""The node agent's wiring: config, source, datapath, metrics and health endpoints; run the loop.
+
+The command line that fills ``AgentOptions`` is ``labelwall/cli/agent.py``.
+"""
 
 from __future__ import annotations
 
-import argparse
 import gc
-import importlib
 import logging
 import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -20,64 +22,28 @@ from labelwall.agent.dirsource import DirSource
 from labelwall.agent.loop import DRIFT_INTERVAL_S, Agent
 from labelwall.agent.metrics import AgentMetrics
 from labelwall.agent.routes import HostRoutes
-from labelwall.agent.source import Source
 from labelwall.config import Config, load_config
 from labelwall.errors import FieldError, InvalidInput
 from labelwall.policy.compile import CompileOptions
+from labelwall.source import ClusterSource
 
 log = logging.getLogger("labelwall.agent")
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "agent",
-        help="the node agent: enforce the cluster's NetworkPolicies on this node (root)",
-        description="Take the cluster state from a source, compile it incrementally, write "
-        "only the changes into the pinned BPF maps and attach the classifier to each local "
-        "pod's host-side veth (found through the pod's /32 host route). Needs root "
-        "(CAP_BPF, CAP_NET_ADMIN). Restarting it never flushes the maps.",
-    )
-    p.add_argument("--config", default=None, metavar="PATH", help="config YAML (chart format)")
-    p.add_argument(
-        "--cleanup",
-        action="store_true",
-        help="remove labelwall from this node instead: detach the classifier from every link "
-        "and remove the /sys/fs/bpf/lw_* pins (after helm uninstall); enforcement stops",
-    )
-    p.add_argument(
-        "--source",
-        metavar="dir:PATH|kubernetes",
-        help="dir:PATH = a directory of Kubernetes YAML (lab mode); kubernetes = the API",
-    )
-    p.add_argument("--node", default=None, help="this node's name (default: config/NODE_NAME; "
-                   "empty = every pod is local)")  # fmt: skip
-    p.add_argument(
-        "--netns",
-        default=None,
-        help="run in this network namespace (the lab's node); bpffs is not per-netns",
-    )
-    p.add_argument("--drift-interval", type=float, default=DRIFT_INTERVAL_S, metavar="SECONDS")
-    p.add_argument(
-        "--metrics-port", type=int, default=None, help="override agent.metricsPort (0: off)"
-    )
-    p.add_argument(
-        "--health-port", type=int, default=None, help="override agent.healthPort (0: off)"
-    )
-    p.set_defaults(handler=cmd_agent)
 
 
 def _usage(msg: str) -> InvalidInput:
     return InvalidInput([FieldError("<command line>", None, "labelwall agent", "", msg)])
 
 
-def make_source(spec: str, node: str | None = None) -> tuple[Source, bool]:
+def make_source(spec: str, node: str | None = None) -> tuple[ClusterSource, bool]:
     """The source and whether it publishes identities (Kubernetes) or not (a directory)."""
     if spec.startswith("dir:") and len(spec) > 4:
         return DirSource(spec[4:]), False
     if spec == "kubernetes":
-        # Imported here: only the operator package talks to Kubernetes.
-        module = importlib.import_module("labelwall.operator.k8s_source")
-        return module.KubernetesSource(node=node), True
+        # Imported here: the Kubernetes client is ~900 modules that a lab agent (dir:PATH)
+        # must not carry in its heap (see commit f21ce42: gc.freeze and start-up time).
+        from labelwall.kube.source import KubernetesSource
+
+        return KubernetesSource(node=node), True
     raise _usage(f"--source {spec!r}: expected dir:PATH or kubernetes")
 
 
@@ -151,7 +117,22 @@ def build_agent(
     return agent, dp
 
 
-def cmd_agent(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class AgentOptions:
+    """What ``labelwall agent`` was asked to do (``None`` = take it from the config)."""
+
+    config: str | None = None
+    cleanup: bool = False
+    source: str | None = None
+    node: str | None = None
+    netns: str | None = None
+    drift_interval: float = DRIFT_INTERVAL_S
+    metrics_port: int | None = None
+    health_port: int | None = None
+
+
+def run(args: AgentOptions) -> int:
+    """Run the agent until SIGTERM/SIGINT (or remove labelwall from the node: ``cleanup``)."""
     config = load_config(args.config)
     logs.setup(config.log_level)
     if os.geteuid() != 0:

@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from kubernetes.watch.watch import iter_resp_lines
 
-log = logging.getLogger("labelwall.operator.reflector")
+log = logging.getLogger("labelwall.kube.reflector")
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

@@ -36,6 +36,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 CANONICAL_ANNOTATION = "labelwall.io/labelset"
 #: The CRD caps spec.summary at 1024 characters.
 SUMMARY_MAX = 1024
+#: NetworkPolicy annotation holding the operator's compile outcome as JSON.
+STATUS_ANNOTATION = "labelwall.io/status"
 #: What a SourceDoc names as its source in error messages about API objects.
 API_SOURCE = "kube-apiserver"
 

@@ -1,7 +1,8 @@
 """Where the agent's cluster state comes from: the interface every source implements.
 
-Two sources exist: a watched directory of YAML (lab mode, ``labelwall/lab``) and the
-Kubernetes API (``labelwall/operator/k8s_source.py``). A source is level-triggered: it
+Two sources exist: a watched directory of YAML (lab mode, ``labelwall/agent/dirsource.py``)
+and the Kubernetes API (``labelwall/kube/source.py``). The interface sits below both and
+below the agent, so neither source package imports the other. A source is level-triggered: it
 hands the agent the complete current object set, and the agent diffs it against what it
 compiled last, so a missed or repeated notification can never leave stale state.
 """
@@ -18,7 +19,7 @@ from labelwall.policy.clusterstate import ClusterState
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class SourceSnapshot:
     """The cluster as a source sees it now.
 
     ``published`` is ``None`` when the source allocates identities itself (lab mode);
@@ -36,11 +37,11 @@ class Snapshot:
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
 
-class Source(Protocol):
+class ClusterSource(Protocol):
     def start(self, changed: threading.Event) -> None:
         """Begin watching; set ``changed`` whenever a new snapshot may be available."""
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self) -> SourceSnapshot:
         """The current state (cheap; called after ``changed`` fires)."""
 
     def stop(self) -> None:

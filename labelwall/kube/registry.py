@@ -29,7 +29,7 @@ from labelwall.identity.allocator import (
     default_hash,
 )
 from labelwall.identity.labels import LabelSet
-from labelwall.operator.objects import (
+from labelwall.kube.objects import (
     GROUP,
     PLURAL,
     VERSION,

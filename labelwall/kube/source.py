@@ -3,7 +3,7 @@
 Pods of the agent's own node come from a watch with the field selector
 ``spec.nodeName=NODE`` (the pods it enforces, delivered without waiting on the cluster-wide
 stream); every other pod comes from a cluster-wide watch (peers in policies and ipcache
-entries). Identities come from a watch of the Identity objects: ``Snapshot.published``
+entries). Identities come from a watch of the Identity objects: ``SourceSnapshot.published``
 holds only numbers whose object exists, so the agent gives other pods ``init``.
 """
 
@@ -23,13 +23,13 @@ from kubernetes.client import (
     NetworkingV1Api,
 )
 
-from labelwall.agent.source import Snapshot
 from labelwall.cluster import Namespace, Node, Pod
 from labelwall.identity.labels import LabelSet
-from labelwall.operator.kube import api_client
-from labelwall.operator.objects import (
+from labelwall.kube.client import api_client
+from labelwall.kube.objects import (
     GROUP,
     PLURAL,
+    STATUS_ANNOTATION,
     VERSION,
     IdentityRecord,
     PolicyEntry,
@@ -38,11 +38,11 @@ from labelwall.operator.objects import (
     parse_pod,
     parse_policy,
 )
-from labelwall.operator.plan import STATUS_ANNOTATION
-from labelwall.operator.reflector import Reflector
-from labelwall.operator.registry import IdentityCache
+from labelwall.kube.reflector import Reflector
+from labelwall.kube.registry import IdentityCache
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.model import NetworkPolicy
+from labelwall.source import SourceSnapshot
 
 
 def _pod(obj: Mapping[str, Any]) -> tuple[str, Pod] | None:
@@ -73,7 +73,7 @@ def _identity(obj: Mapping[str, Any]) -> tuple[int, IdentityRecord] | None:
 
 
 class KubernetesSource:
-    """``labelwall.agent.source.Source`` backed by list+watch of the API server."""
+    """``labelwall.source.ClusterSource`` backed by list+watch of the API server."""
 
     def __init__(
         self,
@@ -133,7 +133,7 @@ class KubernetesSource:
         if changed is not None:
             changed.set()
 
-    # --- Source --------------------------------------------------------------------------
+    # --- ClusterSource --------------------------------------------------------------------------
 
     def start(self, changed: threading.Event) -> None:
         with self._lock:
@@ -145,13 +145,13 @@ class KubernetesSource:
         """True once every watch has completed its first LIST."""
         return all(r.synced.is_set() for r in self._reflectors)
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self) -> SourceSnapshot:
         with self._lock:
             revision = self._revision
         if not self.listed():
             # A partial view would remove pods and identities that merely are not listed
             # yet; until every LIST is in, report nothing new (the agent keeps its state).
-            return Snapshot(ClusterState(), {}, revision, ("waiting for the initial LISTs",))
+            return SourceSnapshot(ClusterState(), {}, revision, ("waiting for the initial LISTs",))
         local = self.local_pods.items()
         pods = {k: p for k, p in self.pods.items().items() if p.node != self.node}
         pods.update(local)
@@ -175,7 +175,7 @@ class KubernetesSource:
             nodes=dict(sorted(self.nodes.items().items())),
             policies=policies,
         )
-        return Snapshot(state, published, revision, warnings=warnings)
+        return SourceSnapshot(state, published, revision, warnings=warnings)
 
     def stop(self) -> None:
         # Signal every watch first, then wait a bounded total: stopping them one by one

@@ -1,4 +1,4 @@
-"""`labelwall operator`'s command line, apart from the operator itself.
+"""`labelwall operator`'s command line; the operator itself is ``labelwall/operator/app.py``.
 
 Building the `labelwall` parser must not import kopf and the Kubernetes client (about
 900 modules): every other subcommand would pay for them, in start-up time and, for the
