@@ -33,8 +33,9 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check labelwall tests bench
 	$(VENV)/bin/lint-imports
 
+# The tests too (every test folder is a package, so their module names are unique).
 typecheck: $(VENV)/.installed
-	$(VENV)/bin/mypy labelwall
+	$(VENV)/bin/mypy labelwall tests
 
 # As root, the tests run in a private mount namespace with a bpffs of their own: their
 # pins can neither meet a running agent's or lab's nor be disturbed by leftovers.

@@ -173,7 +173,7 @@ def ip_blocks(draw: st.DrawFn, addresses: list[IPAddress]) -> IPBlock:
     if cidr.prefixlen < width:
         inside = [a for a in addresses if a.version == cidr.version and a in cidr]
         for _ in range(draw(st.integers(0, 2))):
-            if inside and draw(st.booleans()):
+            if inside and bool(draw(st.booleans())):
                 addr = draw(st.sampled_from(inside))
             else:
                 offset = draw(st.integers(0, min(cidr.num_addresses - 1, 1 << 20)))

@@ -6,7 +6,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from chart_helpers import CHART, Docs, render, template_cached
+
+from .chart_helpers import CHART, Docs, render, template_cached
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from chart_helpers import CHART, CI_VALUES, render
 
 from labelwall.testenv import TestEnv
+
+from .chart_helpers import CHART, CI_VALUES, render
 
 pytestmark = pytest.mark.apiserver
 

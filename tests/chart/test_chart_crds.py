@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from chart_helpers import CHART
+
+from .chart_helpers import CHART
 
 
 def _crd(name: str) -> dict[str, Any]:

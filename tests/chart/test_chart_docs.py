@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import yaml
-from chart_helpers import CHART, values_doc
+
+from .chart_helpers import CHART, values_doc
 
 VALUES_TEXT = (CHART / "values.yaml").read_text()
 VALUES = yaml.safe_load(VALUES_TEXT)
-DOCUMENTED = {d.path for d in values_doc.documented_values(VALUES_TEXT)}
+DOCUMENTED: set[str] = {d.path for d in values_doc.documented_values(VALUES_TEXT)}
 
 
 def _covered(path: str) -> str | None:

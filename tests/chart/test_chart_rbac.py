@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from chart_helpers import Docs, render
+
+from .chart_helpers import Docs, render
 
 Rule = tuple[str, str, str]  # (apiGroup, resource, verb)
 
@@ -93,7 +94,7 @@ def test_render_cli_prints_the_rules_as_json(helm: str) -> None:
     import subprocess
     import sys
 
-    from chart_helpers import REPO
+    from .chart_helpers import REPO
 
     out = subprocess.run(
         [sys.executable, str(REPO / "tools" / "helm" / "render.py"), "rbac", "agent"],

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_helpers import CHART, CI_VALUES, Docs, render
 
 from labelwall.config import Config, MapSizes, load_config
+
+from .chart_helpers import CHART, CI_VALUES, Docs, render
 
 VALUES_FILES = [None, *CI_VALUES]
 IDS = ["defaults", *[p.name for p in CI_VALUES]]

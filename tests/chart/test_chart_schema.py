@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_helpers import CHART, render
+
+from .chart_helpers import CHART, render
 
 BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("unknown top-level key", {"mapsizes": {"policy": 1}}, "mapsizes"),

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from chart_helpers import CHART, REPO
+
+from .chart_helpers import CHART, REPO
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()
 

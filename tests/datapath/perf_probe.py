@@ -287,8 +287,8 @@ def main() -> None:
             dp.close()
             Datapath.unpin_all()
     print(f"{'path':40s} {'ipcache':>8s}  ns/packet median (min), {args.runs} runs")
-    for name, n, v in rows:
-        print(f"{name:40s} {n:>8s}  {v}")
+    for name, size, v in rows:
+        print(f"{name:40s} {size:>8s}  {v}")
 
 
 if __name__ == "__main__":

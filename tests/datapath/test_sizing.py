@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from labelwall.config import Config
-from labelwall.datapath import abi, sizing
+from labelwall.datapath import abi, loader, sizing
 from labelwall.datapath.errors import DatapathError
 
 
@@ -21,7 +21,7 @@ def test_default_sizes_need_no_rebuild() -> None:
     from labelwall.agent.app import map_sizes
 
     assert sizing.defines_for(map_sizes(Config())) == {}
-    assert sizing.object_for({}) == sizing.loader.object_path()
+    assert sizing.object_for({}) == loader.object_path()
 
 
 def test_a_changed_size_becomes_its_macro_and_both_policy_tries_follow_it() -> None:

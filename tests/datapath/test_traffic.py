@@ -137,7 +137,7 @@ class Lab:
             src = (L.HOST_V4, L.HOST_V6)[family == 6] if client == "node" else None
             probe = L.Probe(proto, dst[family == 6], port, TIMEOUT_S, src)  # type: ignore[arg-type]
             by_client.setdefault(client, []).append(((client, server, proto, port, family), probe))
-        out = {}
+        out: dict[tuple[Any, ...], str] = {}
         for client, items in by_client.items():
             results = self.agents[client].probe([p for _, p in items])
             out.update({case: r.outcome for (case, _), r in zip(items, results, strict=True)})

@@ -9,17 +9,19 @@ from builders import block, cluster, node, ns, pod, policy, rule
 
 from labelwall.cluster import Direction, Protocol
 from labelwall.identity.numbers import Reserved
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import CompileOptions, compile_cluster
 from labelwall.policy.incremental import IncrementalCompiler
-from labelwall.policy.lookup import Reason, decide
+from labelwall.policy.lookup import Reason, Verdict, decide
 from labelwall.policy.mapstate import diff
+from labelwall.policy.model import NetworkPolicy
 
 ING, EG = Direction.INGRESS, Direction.EGRESS
 ADDR = ipaddress.ip_address
 N1, N2, HOSTNET_N2 = "192.168.0.1", "192.168.0.2", "192.168.0.22"
 
 
-def _state(*extra_policies):  # type: ignore[no-untyped-def]
+def _state(*extra_policies: NetworkPolicy) -> ClusterState:
     deny_all = policy("x", "deny", ingress=[], egress=[], types=[ING, EG])
     return cluster(
         [ns("x")],
@@ -32,7 +34,9 @@ def _state(*extra_policies):  # type: ignore[no-untyped-def]
     )
 
 
-def _verdict(state, direction, peer, node_name="n1"):  # type: ignore[no-untyped-def]
+def _verdict(
+    state: ClusterState, direction: Direction, peer: str, node_name: str = "n1"
+) -> Verdict:
     c = compile_cluster(state, CompileOptions(node=node_name))
     a, me = c.pod_identity["x/a"], ADDR("10.244.1.10")
     dst = me if direction is ING else ADDR(peer)

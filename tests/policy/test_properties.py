@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from itertools import product
+from typing import TypeVar
 
 import reference
 from hypothesis import given, settings
@@ -20,6 +22,8 @@ from labelwall.identity.allocator import InMemoryRegistry
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import Compiled, CompileOptions, compile_cluster
 from labelwall.policy.lookup import PORT_PROTOCOLS, decide
+
+T = TypeVar("T")
 
 SETTINGS = settings(max_examples=150, deadline=None)
 
@@ -86,7 +90,7 @@ def test_lookup_agrees_with_reference_for_traffic_to_and_from_world_addresses(
 def _shuffled(state: ClusterState, seed: int) -> ClusterState:
     rng = random.Random(seed)
 
-    def mix(d):  # type: ignore[no-untyped-def]
+    def mix(d: Mapping[str, T]) -> dict[str, T]:
         items = list(d.items())
         rng.shuffle(items)
         return dict(items)

@@ -27,7 +27,7 @@ def client(crds: TestEnv) -> Iterator[ApiClient]:
     try:
         yield c
     finally:
-        c.close()
+        c.close()  # type: ignore[no-untyped-call]
 
 
 def _labelset(ns: str, app: str) -> LabelSet:

@@ -122,8 +122,16 @@ class OperatorProcess:
     def wait_synced(self, after: int = 0, timeout_s: float = 30) -> int:
         """Wait until the operator completed more than ``after`` syncs; return the count."""
         assert self.proc is not None
+
+        def synced() -> int | None:
+            count = self.syncs()
+            if count > after:
+                return count
+            self._alive_or_fail()
+            return None
+
         return wait_for(
-            lambda: (self.syncs() > after and self.syncs()) or self._alive_or_fail(),
+            synced,
             timeout_s,
             f"a sync (log:\n{self.tail()})",
         )

@@ -8,9 +8,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from operator_harness import CRDS, OperatorProcess
 
 from labelwall.testenv import TestEnv
+
+from .operator_harness import CRDS, OperatorProcess
 
 _COUNTER = itertools.count()
 

@@ -12,7 +12,11 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_harness import (
+
+from labelwall.kube.objects import CANONICAL_ANNOTATION, parse_time
+from labelwall.testenv import TestEnv, service_account_kubeconfig
+
+from .operator_harness import (
     REPO,
     OperatorProcess,
     apply,
@@ -24,9 +28,6 @@ from operator_harness import (
     set_pod_ip,
     wait_for,
 )
-
-from labelwall.kube.objects import CANONICAL_ANNOTATION, parse_time
-from labelwall.testenv import TestEnv, service_account_kubeconfig
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.slow]
 

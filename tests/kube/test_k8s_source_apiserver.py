@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from kubernetes.client import CustomObjectsApi
-from operator_harness import apply, namespace, pod, set_pod_ip, wait_for
 
 from labelwall.cluster import Labels
 from labelwall.identity.allocator import allocate
@@ -18,6 +17,8 @@ from labelwall.kube.registry import KubeIdentityRegistry
 from labelwall.kube.source import KubernetesSource
 from labelwall.source import SourceSnapshot
 from labelwall.testenv import TestEnv
+
+from .operator_harness import apply, namespace, pod, set_pod_ip, wait_for
 
 pytestmark = pytest.mark.apiserver
 
@@ -35,7 +36,7 @@ def source(crds: TestEnv) -> Iterator[tuple[KubernetesSource, threading.Event]]:
         yield src, changed
     finally:
         src.stop()
-        client.close()
+        client.close()  # type: ignore[no-untyped-call]
 
 
 def _snap_where(
@@ -113,7 +114,7 @@ def test_published_holds_exactly_the_label_sets_whose_identity_exists(
     try:
         number = allocate(ls, KubeIdentityRegistry(CustomObjectsApi(client)))
     finally:
-        client.close()
+        client.close()  # type: ignore[no-untyped-call]
     snap = _snap_where(src, lambda s: ls in (s.published or {}), "identity published")
     assert snap.published is not None
     assert snap.published[ls] == number

@@ -1,0 +1,1 @@
+"""Tests of the Helm chart: rendering, schema, RBAC, CRDs, docs and the image recipe."""

@@ -1,0 +1,1 @@
+"""Tests of labelwall/kube (client, reflector, registry, cluster source) and the operator app."""

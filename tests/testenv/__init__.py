@@ -1,0 +1,1 @@
+"""Tests of labelwall/testenv: certificates, processes, the real API server."""
