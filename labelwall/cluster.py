@@ -27,6 +27,14 @@ class Protocol(IntEnum):
     SCTP = 132
 
 
+#: The protocols a Kubernetes port may name (ContainerPort, NetworkPolicyPort), by API name.
+PORT_PROTOCOLS_BY_NAME: Mapping[str, Protocol] = {
+    "TCP": Protocol.TCP,
+    "UDP": Protocol.UDP,
+    "SCTP": Protocol.SCTP,
+}
+
+
 class Direction(IntEnum):
     """Policy direction from the subject pod's point of view (mirrors LW_DIR_*)."""
 

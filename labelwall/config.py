@@ -17,24 +17,15 @@ from typing import Any, TypeVar
 import yaml
 
 from labelwall.datapath import abi
+from labelwall.decode.fields import type_name
 from labelwall.errors import FieldError, InvalidInput
-from labelwall.policy.k8sfields import type_name
+from labelwall.identity.labels import DEFAULT_EXCLUDE_LABELS
 
 #: Where the chart mounts the rendered config file in both pods.
 DEFAULT_CONFIG_PATH = "/etc/labelwall/config.yaml"
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
-#: Labels that controllers add per pod or per revision (ARCHITECTURE §2). Keeping them would
-#: give every replica, revision or job index its own identity, which defeats sharing.
-DEFAULT_EXCLUDE_LABELS: tuple[str, ...] = (
-    "pod-template-hash",
-    "controller-revision-hash",
-    "statefulset.kubernetes.io/pod-name",
-    "apps.kubernetes.io/pod-index",
-    "batch.kubernetes.io/job-completion-index",
-    "pod-template-generation",
-)
 
 #: The largest map the loader accepts, in entries (a sanity bound against typos such as an
 #: extra zero; 16M entries of the largest value is already gigabytes of kernel memory).

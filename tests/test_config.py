@@ -8,13 +8,13 @@ import pytest
 import yaml
 
 from labelwall.config import (
-    DEFAULT_EXCLUDE_LABELS,
     Config,
     MapSizes,
     load_config,
 )
 from labelwall.datapath import abi
 from labelwall.errors import InvalidInput
+from labelwall.identity.labels import DEFAULT_EXCLUDE_LABELS
 
 
 def _fields(exc: pytest.ExceptionInfo[InvalidInput]) -> list[str]:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from labelwall.cluster import PORT_PROTOCOLS_BY_NAME
 from labelwall.errors import InvalidInput
 
 #: Exit codes follow kubectl/linters: 0 clean, 1 findings, 2 usage or input error.
@@ -42,7 +43,7 @@ def _add_ports(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="PROTO",
-        choices=["TCP", "UDP", "SCTP"],
+        choices=list(PORT_PROTOCOLS_BY_NAME),
         help="protocol for the ports (repeatable; default TCP)",
     )
 
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="src", required=True, metavar="NS/POD")
     p.add_argument("--to", dest="dst", required=True, metavar="NS/POD")
     p.add_argument("--port", required=True, help="port number or name")
-    p.add_argument("--protocol", default="TCP", choices=["TCP", "UDP", "SCTP"])
+    p.add_argument("--protocol", default="TCP", choices=list(PORT_PROTOCOLS_BY_NAME))
     p.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
     p.set_defaults(handler=offline.cmd_explain)
 

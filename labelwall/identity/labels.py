@@ -11,16 +11,16 @@ from labelwall.cluster import Labels, Namespace, Pod
 
 #: Pod label keys that vary per pod or per rollout and would split one workload into many
 #: identities (ARCHITECTURE §2). Configurable through CompileOptions.exclude.
-DEFAULT_EXCLUDE: frozenset[str] = frozenset(
-    {
-        "pod-template-hash",
-        "controller-revision-hash",
-        "statefulset.kubernetes.io/pod-name",
-        "apps.kubernetes.io/pod-index",
-        "batch.kubernetes.io/job-completion-index",
-        "pod-template-generation",
-    }
+#: In the order the chart's values.yaml lists them (the config's default, identity.excludeLabels).
+DEFAULT_EXCLUDE_LABELS: tuple[str, ...] = (
+    "pod-template-hash",
+    "controller-revision-hash",
+    "statefulset.kubernetes.io/pod-name",
+    "apps.kubernetes.io/pod-index",
+    "batch.kubernetes.io/job-completion-index",
+    "pod-template-generation",
 )
+DEFAULT_EXCLUDE: frozenset[str] = frozenset(DEFAULT_EXCLUDE_LABELS)
 
 #: The label the API server puts on every namespace (immutable, = the namespace name).
 #: We add it when the input lacks it, so `namespaceSelector` on it works on plain YAML.

@@ -1,15 +1,19 @@
-"""Kubernetes API objects to labelwall values (through manifests.py), and Identity objects."""
+"""Kubernetes API objects to labelwall values (the kinds table's decoders), and Identity objects."""
 
 from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from cachetools import LRUCache
 
 from labelwall.cluster import Labels, Namespace, Node, Pod
+from labelwall.decode.fields import Problems
+from labelwall.decode.kinds import NAMESPACE, NETWORK_POLICY, NODE, POD, Kind
+from labelwall.decode.networkpolicy import parse_network_policy
+from labelwall.decode.validation import label_value_errors, qualified_name_errors
 from labelwall.errors import FieldError, InvalidInput
 from labelwall.identity.labels import (
     NAMESPACE_LABEL_PREFIX,
@@ -18,10 +22,9 @@ from labelwall.identity.labels import (
     LabelSetError,
     parse_canonical,
 )
-from labelwall.manifests import SourceDoc, load_cluster
 from labelwall.policy.model import NetworkPolicy
-from labelwall.policy.parse import parse_network_policy
-from labelwall.policy.validation import label_value_errors, qualified_name_errors
+
+T = TypeVar("T")
 
 #: The Identity custom resource (charts/labelwall/crds/identities.labelwall.io.yaml).
 GROUP = "labelwall.io"
@@ -38,38 +41,31 @@ CANONICAL_ANNOTATION = "labelwall.io/labelset"
 SUMMARY_MAX = 1024
 #: NetworkPolicy annotation holding the operator's compile outcome as JSON.
 STATUS_ANNOTATION = "labelwall.io/status"
-#: What a SourceDoc names as its source in error messages about API objects.
+#: The source that error messages about API objects name.
 API_SOURCE = "kube-apiserver"
 
 
-def _doc(obj: Mapping[str, Any], api_version: str, kind: str) -> SourceDoc:
-    # Items of a list response carry no apiVersion/kind; the loader needs them.
-    return SourceDoc(API_SOURCE, 0, {**obj, "apiVersion": api_version, "kind": kind})
+def _decode(kind: Kind[T], obj: Mapping[str, Any]) -> T | None:
+    """``obj`` (a watch event's or list item's object) as ``kind``'s value; None if invalid.
+
+    Items of a list response carry no apiVersion/kind: the table supplies them.
+    """
+    problems = Problems()
+    _, value = kind.decode({**obj, "apiVersion": kind.api_version, "kind": kind.name}, "", problems)
+    return None if problems.errors else value
 
 
 def parse_pod(obj: Mapping[str, Any]) -> Pod | None:
-    """The Pod value of an API object (manifests.py's parser); None if it does not parse."""
-    try:
-        state = load_cluster([_doc(obj, "v1", "Pod")]).state
-    except InvalidInput:
-        return None
-    return next(iter(state.pods.values()), None)
+    """The Pod value of an API object (the manifests' decoder); None if it does not parse."""
+    return _decode(POD, obj)
 
 
 def parse_namespace(obj: Mapping[str, Any]) -> Namespace | None:
-    try:
-        state = load_cluster([_doc(obj, "v1", "Namespace")]).state
-    except InvalidInput:
-        return None
-    return next(iter(state.namespaces.values()), None)
+    return _decode(NAMESPACE, obj)
 
 
 def parse_node(obj: Mapping[str, Any]) -> Node | None:
-    try:
-        state = load_cluster([_doc(obj, "v1", "Node")]).state
-    except InvalidInput:
-        return None
-    return next(iter(state.nodes.values()), None)
+    return _decode(NODE, obj)
 
 
 @dataclass(frozen=True)
@@ -98,7 +94,7 @@ def parse_policy(obj: Mapping[str, Any], status_annotation_key: str) -> PolicyEn
     uid = str(meta.get("uid") or "")
     try:
         parsed = parse_network_policy(
-            {**obj, "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy"},
+            {**obj, "apiVersion": NETWORK_POLICY.api_version, "kind": NETWORK_POLICY.name},
             API_SOURCE,
             None,
         )

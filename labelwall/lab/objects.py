@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labelwall.cluster import Protocol
+from labelwall.decode.kinds import KINDS as DECODED_KINDS
 from labelwall.errors import FieldError, InvalidInput
 from labelwall.manifests import SourceDoc, expand_lists, load_cluster
 from labelwall.policy.clusterstate import ClusterState
@@ -23,7 +24,7 @@ POD_CIDR_V6 = ipaddress.IPv6Network("fd00:10:244::/48")
 #: Addresses the lab's node holds (labelwall.lab.netns HOST_V4/HOST_V6).
 RESERVED = frozenset({ipaddress.ip_address("10.244.0.1"), ipaddress.ip_address("fd00:10:244::1")})
 
-KINDS = {"Namespace": False, "Pod": True, "NetworkPolicy": True, "Node": False}  # -> namespaced
+KINDS = {name: kind.namespaced for name, kind in DECODED_KINDS.items()}  # -> namespaced
 ObjKey = tuple[str, str, str]  # (kind, namespace or "", name)
 
 

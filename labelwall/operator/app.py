@@ -34,6 +34,9 @@ from kubernetes.client.exceptions import ApiException
 
 from labelwall.cluster import Namespace, Pod
 from labelwall.config import Config, load_config
+from labelwall.decode.kinds import NAMESPACE as NS
+from labelwall.decode.kinds import NETWORK_POLICY as NP
+from labelwall.decode.kinds import POD
 from labelwall.errors import InvalidInput
 from labelwall.kube.client import NoCluster, api_client
 from labelwall.kube.objects import (
@@ -203,17 +206,17 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
             age = round(time.monotonic() - state.last_sync_monotonic, 3)
         return {"last_sync_age_s": age, "last_error": state.last_error}
 
-    @kopf.index("", "v1", "pods", registry=reg, id=_INDEX_PODS)
+    @kopf.index(POD.group, POD.version, POD.plural, registry=reg, id=_INDEX_PODS)
     def index_pods(body: kopf.Body, **_: Any) -> dict[str, Pod] | None:
         pod = parse_pod(_raw(body))
         return None if pod is None else {pod.key: pod}
 
-    @kopf.index("", "v1", "namespaces", registry=reg, id=_INDEX_NAMESPACES)
+    @kopf.index(NS.group, NS.version, NS.plural, registry=reg, id=_INDEX_NAMESPACES)
     def index_namespaces(body: kopf.Body, **_: Any) -> dict[str, Namespace] | None:
         ns = parse_namespace(_raw(body))
         return None if ns is None else {ns.name: ns}
 
-    @kopf.index("networking.k8s.io", "v1", "networkpolicies", registry=reg, id=_INDEX_POLICIES)
+    @kopf.index(NP.group, NP.version, NP.plural, registry=reg, id=_INDEX_POLICIES)
     def index_policies(body: kopf.Body, **_: Any) -> dict[str, PolicyEntry]:
         entry = parse_policy(_raw(body), STATUS_ANNOTATION)
         return {entry.key: entry}
@@ -223,11 +226,9 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
         record = IdentityRecord.from_object(_raw(body))
         return None if record is None else {record.number: record}
 
-    @kopf.on.event("", "v1", "pods", registry=reg, id="lw_pod_changed")
-    @kopf.on.event("", "v1", "namespaces", registry=reg, id="lw_namespace_changed")
-    @kopf.on.event(
-        "networking.k8s.io", "v1", "networkpolicies", registry=reg, id="lw_policy_changed"
-    )
+    @kopf.on.event(POD.group, POD.version, POD.plural, registry=reg, id="lw_pod_changed")
+    @kopf.on.event(NS.group, NS.version, NS.plural, registry=reg, id="lw_namespace_changed")
+    @kopf.on.event(NP.group, NP.version, NP.plural, registry=reg, id="lw_policy_changed")
     def cluster_changed(**_: Any) -> None:
         state.changed(affects_policies=True)
 

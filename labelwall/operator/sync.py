@@ -29,6 +29,7 @@ from kubernetes.client import (
 from kubernetes.client.exceptions import ApiException
 
 from labelwall.cluster import Namespace, Pod
+from labelwall.decode.kinds import NETWORK_POLICY
 from labelwall.kube.objects import (
     STATUS_ANNOTATION,
     IdentityRecord,
@@ -250,8 +251,8 @@ class Syncer:
         body = CoreV1Event(
             metadata=V1ObjectMeta(generate_name=f"{entry.name}.", namespace=entry.namespace),
             involved_object=V1ObjectReference(
-                api_version="networking.k8s.io/v1",
-                kind="NetworkPolicy",
+                api_version=NETWORK_POLICY.api_version,
+                kind=NETWORK_POLICY.name,
                 name=entry.name,
                 namespace=entry.namespace,
                 uid=entry.uid,

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from labelwall.cluster import Direction, Labels, Protocol
+from labelwall.decode.networkpolicy import parse_network_policy
 from labelwall.errors import FieldError, InvalidInput
 from labelwall.policy.model import (
     IPBlock,
@@ -19,7 +20,6 @@ from labelwall.policy.model import (
     Requirement,
     Rule,
 )
-from labelwall.policy.parse import parse_network_policy
 
 net = ipaddress.ip_network
 ALL = LabelSelector()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labelwall.cluster import Labels
-from labelwall.policy.validation import (
+from labelwall.decode.validation import (
     dns1123_label_errors,
     label_value_errors,
     qualified_name_errors,
@@ -182,6 +182,11 @@ def read_labels(value: object, path: str, problems: Problems) -> Labels:
         problems.all_invalid(key_path, label_value_errors(text), text)
         out[key] = text
     return Labels(out)
+
+
+#: The namespace of a namespaced object without one: what kubectl fills in without -n or a
+#: context namespace.
+DEFAULT_NAMESPACE = "default"
 
 
 @dataclass(frozen=True)

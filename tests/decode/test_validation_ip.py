@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from labelwall.policy.validation import parse_cidr, parse_ip
+from labelwall.decode.validation import parse_cidr, parse_ip
 
 v4 = st.builds(ipaddress.IPv4Address, st.integers(0, 2**32 - 1))
 v6 = st.builds(ipaddress.IPv6Address, st.integers(0, 2**128 - 1))

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from labelwall.cluster import Direction, IPNetwork, Protocol
-from labelwall.errors import FieldError, InvalidInput
-from labelwall.policy.k8sfields import (
+from labelwall.cluster import PORT_PROTOCOLS_BY_NAME, Direction, IPNetwork, Protocol
+from labelwall.decode.fields import (
+    DEFAULT_NAMESPACE,
     Problems,
     as_int,
     as_list,
@@ -25,6 +25,15 @@ from labelwall.policy.k8sfields import (
     read_labels,
     read_metadata,
 )
+from labelwall.decode.validation import (
+    dns1123_subdomain_errors,
+    label_value_errors,
+    parse_cidr,
+    port_name_errors,
+    port_number_errors,
+    qualified_name_errors,
+)
+from labelwall.errors import FieldError, InvalidInput
 from labelwall.policy.model import (
     IPBlock,
     LabelSelector,
@@ -35,18 +44,9 @@ from labelwall.policy.model import (
     Requirement,
     Rule,
 )
-from labelwall.policy.validation import (
-    dns1123_subdomain_errors,
-    label_value_errors,
-    parse_cidr,
-    port_name_errors,
-    port_number_errors,
-    qualified_name_errors,
-)
 
 API_VERSION = "networking.k8s.io/v1"
 KIND = "NetworkPolicy"
-DEFAULT_NAMESPACE = "default"  # what kubectl fills in without -n or a context namespace
 
 _TOP_FIELDS = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
 _SPEC_FIELDS = frozenset({"podSelector", "ingress", "egress", "policyTypes"})
@@ -55,7 +55,6 @@ _REQUIREMENT_FIELDS = frozenset({"key", "operator", "values"})
 _PEER_FIELDS = frozenset({"podSelector", "namespaceSelector", "ipBlock"})
 _IPBLOCK_FIELDS = frozenset({"cidr", "except"})
 _PORT_FIELDS = frozenset({"protocol", "port", "endPort"})
-_PROTOCOLS = {"TCP": Protocol.TCP, "UDP": Protocol.UDP, "SCTP": Protocol.SCTP}
 _POLICY_TYPES = {"Ingress": Direction.INGRESS, "Egress": Direction.EGRESS}
 _OPERATORS = {op.value: op for op in Operator}
 
@@ -87,8 +86,7 @@ def parse_network_policy(
     ``path`` prefixes every field path (``items[3]`` for an object inside a List).
     """
     problems = Problems()
-    policy = _read_policy(obj, path, problems)
-    label = object_label(obj)
+    label, policy = read_network_policy(obj, path, problems)
 
     def errs(pairs: list[tuple[str, str]]) -> list[FieldError]:
         return [FieldError(source, index, label, p, m) for p, m in pairs]
@@ -96,6 +94,13 @@ def parse_network_policy(
     if problems.errors or policy is None:
         raise InvalidInput(errs(problems.errors))
     return Parsed(policy, tuple(errs(problems.warnings)))
+
+
+def read_network_policy(
+    obj: Mapping[str, Any], path: str, p: Problems
+) -> tuple[str, NetworkPolicy | None]:
+    """The object's label for messages, and its model (None if ``p`` gained an error)."""
+    return object_label(obj), _read_policy(obj, path, p)
 
 
 def _read_policy(obj: Mapping[str, Any], path: str, p: Problems) -> NetworkPolicy | None:
@@ -343,8 +348,8 @@ def _read_port(value: object, path: str, p: Problems) -> PortSpec | None:
     proto_text = as_str(port.get("protocol"), proto_path, p)
     protocol = Protocol.TCP  # SetDefaults_NetworkPolicyPort
     if proto_text is not None:
-        if proto_text in _PROTOCOLS:
-            protocol = _PROTOCOLS[proto_text]
+        if proto_text in PORT_PROTOCOLS_BY_NAME:
+            protocol = PORT_PROTOCOLS_BY_NAME[proto_text]
         else:
             p.error(
                 proto_path,

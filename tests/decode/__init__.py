@@ -1,0 +1,1 @@
+"""Tests of labelwall/decode: Kubernetes objects to labelwall values, validated."""
