@@ -206,6 +206,13 @@ class KubeIdentityRegistry:
 
     # --- beyond the protocol ------------------------------------------------------------
 
+    def _remember(self, obj: object) -> IdentityRecord | None:
+        """The Identity the server returned, now in the cache (None if it does not parse)."""
+        record = IdentityRecord.from_object(_mapping(obj))
+        if record is not None:
+            self.cache.upsert(record)
+        return record
+
     def read(self, number: int) -> IdentityRecord | None:
         """GET Identity ``number`` fresh from the server (and remember it)."""
         try:
@@ -216,10 +223,7 @@ class KubeIdentityRegistry:
             if e.status == 404:
                 return None
             raise
-        record = IdentityRecord.from_object(_mapping(obj))
-        if record is not None:
-            self.cache.upsert(record)
-        return record
+        return self._remember(obj)
 
     def delete(self, record: IdentityRecord) -> bool:
         """Delete exactly this version of the object; False if it changed or is gone."""
@@ -258,10 +262,7 @@ class KubeIdentityRegistry:
             if e.status == 404:
                 return None
             raise
-        record = IdentityRecord.from_object(_mapping(obj))
-        if record is not None:
-            self.cache.upsert(record)
-        return record
+        return self._remember(obj)
 
     def list_records(self) -> list[IdentityRecord]:
         """A full LIST (for tools and tests; the operator reads its watch instead)."""

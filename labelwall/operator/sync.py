@@ -41,6 +41,7 @@ from labelwall.kube.objects import (
 from labelwall.kube.registry import KubeIdentityRegistry, allocate_concurrently
 from labelwall.operator.metrics import OperatorMetrics
 from labelwall.operator.plan import (
+    IdentityPlan,
     PolicyReport,
     identity_usage,
     plan_identities,
@@ -112,13 +113,13 @@ class Syncer:
         conflicts_before = self.registry.conflicts
         usage = identity_usage(snap.pods.values(), snap.namespaces, self.exclude)
 
-        plan = plan_identities(
-            usage,
-            self.registry.cache.records(),
-            self.registry.cache.published(),
-            self.clock(),
-            self.grace,
-        )
+        def plan_now() -> IdentityPlan:
+            cache = self.registry.cache
+            return plan_identities(
+                usage, cache.records(), cache.published(), self.clock(), self.grace
+            )
+
+        plan = plan_now()
         if plan.allocate:
             created_before = self.registry.created
             allocate_concurrently(plan.allocate, self.registry, workers=self.workers)
@@ -126,13 +127,7 @@ class Syncer:
             self.metrics.allocated.inc(result.allocated)
             # The new objects have no status yet: plan again so they get theirs now,
             # not one watch round trip later.
-            plan = plan_identities(
-                usage,
-                self.registry.cache.records(),
-                self.registry.cache.published(),
-                self.clock(),
-                self.grace,
-            )
+            plan = plan_now()
         self.metrics.conflicts.inc(self.registry.conflicts - conflicts_before)
 
         if plan.status:
