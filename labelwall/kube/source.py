@@ -24,7 +24,6 @@ from kubernetes.client import (
 )
 
 from labelwall.cluster import Namespace, Node, Pod
-from labelwall.identity.labels import LabelSet
 from labelwall.kube.client import api_client
 from labelwall.kube.objects import (
     GROUP,
@@ -39,7 +38,7 @@ from labelwall.kube.objects import (
     parse_policy,
 )
 from labelwall.kube.reflector import Reflector
-from labelwall.kube.registry import IdentityCache
+from labelwall.kube.snapshot import Listed, build_snapshot
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.model import NetworkPolicy
 from labelwall.source import SourceSnapshot
@@ -91,11 +90,9 @@ class KubernetesSource:
         self._changed: threading.Event | None = None
         self._lock = threading.Lock()
         self._revision = 0
-        #: The last version of each policy that parsed. The API server validated every
-        #: stored object, so a parse failure here means our validation is stricter than
-        #: the server's; keep enforcing the last good version (never silently drop an
-        #: isolating policy) and report the error, instead of freezing every update.
+        #: The last version of each policy that parsed (see labelwall/kube/snapshot.py).
         self._last_good: dict[str, NetworkPolicy] = {}
+        self._snapshot_lock = threading.Lock()
         opts: dict[str, Any] = {"watch_timeout_s": watch_timeout_s, "resync_s": resync_s}
 
         def list_identities(**kwargs: Any) -> Any:
@@ -152,30 +149,17 @@ class KubernetesSource:
             # A partial view would remove pods and identities that merely are not listed
             # yet; until every LIST is in, report nothing new (the agent keeps its state).
             return SourceSnapshot(ClusterState(), {}, revision, ("waiting for the initial LISTs",))
-        local = self.local_pods.items()
-        pods = {k: p for k, p in self.pods.items().items() if p.node != self.node}
-        pods.update(local)
-        entries = self.policies.items()
-        cache = IdentityCache()
-        cache.rebase(self.identities.items().values())
-        published: dict[LabelSet, int] = cache.published()
-        warnings = tuple(str(e) for key in sorted(entries) for e in entries[key].errors)
-        policies: dict[str, NetworkPolicy] = {}
-        with self._lock:
-            for key, entry in sorted(entries.items()):
-                if entry.policy is not None:
-                    self._last_good[key] = entry.policy
-                if key in self._last_good:
-                    policies[key] = self._last_good[key]
-            for gone in set(self._last_good) - set(entries):
-                del self._last_good[gone]
-        state = ClusterState(
-            namespaces=dict(sorted(self.namespaces.items().items())),
-            pods=dict(sorted(pods.items())),
-            nodes=dict(sorted(self.nodes.items().items())),
-            policies=policies,
+        listed = Listed(
+            local_pods=self.local_pods.items(),
+            pods=self.pods.items(),
+            namespaces=self.namespaces.items(),
+            nodes=self.nodes.items(),
+            policies=self.policies.items(),
+            identities=self.identities.items(),
         )
-        return SourceSnapshot(state, published, revision, warnings=warnings)
+        with self._snapshot_lock:
+            snap, self._last_good = build_snapshot(self.node, listed, self._last_good, revision)
+        return snap
 
     def stop(self) -> None:
         # Signal every watch first, then wait a bounded total: stopping them one by one
