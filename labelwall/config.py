@@ -3,7 +3,7 @@
 The file is what the Helm chart's ConfigMap renders (charts/labelwall/templates/configmap.yaml)
 and is mounted at /etc/labelwall/config.yaml. Keys are camelCase, like Kubernetes objects;
 attributes are snake_case. Every problem (unknown key, wrong type, value out of range) is
-reported as `labelwall.errors.InvalidInput` naming the field path (`mapSizes.policy`), all of
+reported as `labelwall.errors.InvalidInputError` naming the field path (`mapSizes.policy`), all of
 them at once, so a bad ConfigMap is fixed in one round.
 """
 
@@ -18,7 +18,7 @@ import yaml
 
 from labelwall.datapath import abi
 from labelwall.decode.fields import type_name
-from labelwall.errors import FieldError, InvalidInput
+from labelwall.errors import FieldError, InvalidInputError
 from labelwall.identity.labels import DEFAULT_EXCLUDE_LABELS
 
 #: Where the chart mounts the rendered config file in both pods.
@@ -115,7 +115,7 @@ class Config:
         """Build a Config from the parsed YAML (camelCase keys); missing keys take defaults.
 
         ``env`` (default: the process environment) supplies ``NODE_NAME`` when
-        ``agent.nodeName`` is not set in the file. Raises InvalidInput naming every bad field.
+        ``agent.nodeName`` is not set in the file. Raises InvalidInputError naming every bad field.
         """
         env = os.environ if env is None else env
         r = _Reader(source)
@@ -209,11 +209,13 @@ def load_config(path: str | None, *, env: Mapping[str, str] | None = None) -> Co
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
-        raise InvalidInput([FieldError(path, None, _OBJ, "", f"cannot read: {e.strerror}")]) from e
+        raise InvalidInputError(
+            [FieldError(path, None, _OBJ, "", f"cannot read: {e.strerror}")]
+        ) from e
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise InvalidInput([FieldError(path, None, _OBJ, "", f"not valid YAML: {e}")]) from e
+        raise InvalidInputError([FieldError(path, None, _OBJ, "", f"not valid YAML: {e}")]) from e
     return Config.from_mapping(data, source=path, env=env)
 
 
@@ -244,7 +246,7 @@ class _Reader:
 
     def raise_if_any(self) -> None:
         if self.errors:
-            raise InvalidInput(self.errors)
+            raise InvalidInputError(self.errors)
 
     @staticmethod
     def _path(parent: str, key: str) -> str:

@@ -26,7 +26,7 @@ class FieldError:
         return f"{where}: {self.obj}:{field} {self.message}"
 
 
-class InvalidInput(Exception):  # noqa: N818 - reads better at call sites than InvalidInputError
+class InvalidInputError(Exception):
     """Raised when any input object is invalid; nothing is compiled or applied."""
 
     def __init__(self, errors: list[FieldError]) -> None:

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from labelwall.errors import FieldError, InvalidInput
+from labelwall.errors import FieldError, InvalidInputError
 from labelwall.manifests import SourceDoc, expand_lists
 
 STDIN = "-"
@@ -64,7 +64,7 @@ def _yaml_error(source: str, index: int | None, exc: yaml.YAMLError) -> FieldErr
 
 
 def _documents(source: str, text: str) -> list[SourceDoc]:
-    """Every non-empty document of one file, Lists expanded; InvalidInput on any error."""
+    """Every non-empty document of one file, Lists expanded; InvalidInputError on any error."""
     raw: list[tuple[int, object]] = []
     if source.endswith(".json"):
         try:
@@ -72,14 +72,14 @@ def _documents(source: str, text: str) -> list[SourceDoc]:
         except json.JSONDecodeError as exc:
             where = f"line {exc.lineno}, column {exc.colno}"
             err = FieldError(source, 0, "JSON", where, f"syntax error: {exc.msg}")
-            raise InvalidInput([err]) from None
+            raise InvalidInputError([err]) from None
     else:
         try:
             for index, doc in enumerate(yaml.load_all(text, Loader=_StrictLoader)):
                 raw.append((index, doc))
         except yaml.YAMLError as exc:
             # The failing document is the one after the last that decoded.
-            raise InvalidInput([_yaml_error(source, len(raw), exc)]) from None
+            raise InvalidInputError([_yaml_error(source, len(raw), exc)]) from None
     docs: list[SourceDoc] = []
     errors: list[FieldError] = []
     for index, obj in raw:
@@ -97,7 +97,7 @@ def _documents(source: str, text: str) -> list[SourceDoc]:
             else:
                 docs.append(entry)
     if errors:
-        raise InvalidInput(errors)
+        raise InvalidInputError(errors)
     return docs
 
 
@@ -110,7 +110,7 @@ def _files(path: str) -> list[str]:
 
 
 def read_sources(paths: Sequence[str], stdin: TextIO | None = None) -> list[SourceDoc]:
-    """Decode every document of every path (``-`` = ``stdin``); raise InvalidInput on any error.
+    """Decode every document of every path (``-`` = ``stdin``); InvalidInputError on any error.
 
     Directories are read recursively (*.yaml, *.yml, *.json, sorted so results do not depend
     on the file system's order); ``kind: List`` and ``*List`` documents are expanded with
@@ -134,10 +134,10 @@ def read_sources(paths: Sequence[str], stdin: TextIO | None = None) -> list[Sour
                 if text is None:
                     text = Path(source).read_text(encoding="utf-8")
                 docs.extend(_documents(source, text))
-            except InvalidInput as exc:
+            except InvalidInputError as exc:
                 errors.extend(exc.errors)
             except (OSError, UnicodeDecodeError) as exc:
                 errors.append(FieldError(source, None, "input", "", f"cannot read: {exc}"))
     if errors:
-        raise InvalidInput(errors)
+        raise InvalidInputError(errors)
     return docs

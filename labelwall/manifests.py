@@ -1,7 +1,7 @@
 """Build a validated ClusterState from decoded Namespaces, Pods, Nodes and NetworkPolicies.
 
 All-or-nothing: every problem in every object is collected and raised together as one
-InvalidInput, and nothing is returned partially loaded. Each object is decoded by its
+InvalidInputError, and nothing is returned partially loaded. Each object is decoded by its
 kind's decoder (``labelwall.decode.kinds``); this module adds what spans objects:
 ``*List`` documents, duplicates, an address owned by two pods, referenced namespaces.
 """
@@ -15,7 +15,7 @@ from typing import Any
 from labelwall.cluster import IPAddress, Labels, Namespace, Node, Pod
 from labelwall.decode.fields import Problems, child, item
 from labelwall.decode.kinds import KINDS, NAMESPACE, NETWORK_POLICY, NODE, POD, RETIRED, api_group
-from labelwall.errors import FieldError, InvalidInput
+from labelwall.errors import FieldError, InvalidInputError
 from labelwall.identity.labels import NAMESPACE_NAME_LABEL
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.model import NetworkPolicy
@@ -202,7 +202,7 @@ class _Loader:
 
     def result(self) -> LoadResult:
         if self.errors:
-            raise InvalidInput(self.errors)
+            raise InvalidInputError(self.errors)
         namespaces = dict(self.namespaces)
         for ns in sorted(
             {p.namespace for p in self.pods.values()}
@@ -228,7 +228,7 @@ def _name_of(obj: Mapping[str, Any]) -> str:
 
 
 def load_cluster(docs: Iterable[SourceDoc]) -> LoadResult:
-    """Validate every object and build the ClusterState; raise InvalidInput listing every error.
+    """Validate every object and build the ClusterState; InvalidInputError lists every error.
 
     Namespaces referenced by a pod or policy but not declared are created with just the
     ``kubernetes.io/metadata.name`` label; kinds other than Namespace, Pod, Node and

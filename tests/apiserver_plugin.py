@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from labelwall.testenv import Binaries, BinariesMissing, TestEnv, find_binaries
+from labelwall.testenv import Binaries, BinariesMissingError, TestEnv, find_binaries
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +20,7 @@ def k8s_binaries() -> Binaries:
     """Paths of etcd, kube-apiserver and kubectl; fails clearly if they are not built."""
     try:
         return find_binaries()
-    except BinariesMissing as e:
+    except BinariesMissingError as e:
         message = str(e)
     # Outside the except block, so the report shows one message and no chained traceback.
     pytest.fail(message, pytrace=False)

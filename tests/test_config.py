@@ -13,11 +13,11 @@ from labelwall.config import (
     load_config,
 )
 from labelwall.datapath import abi
-from labelwall.errors import InvalidInput
+from labelwall.errors import InvalidInputError
 from labelwall.identity.labels import DEFAULT_EXCLUDE_LABELS
 
 
-def _fields(exc: pytest.ExceptionInfo[InvalidInput]) -> list[str]:
+def _fields(exc: pytest.ExceptionInfo[InvalidInputError]) -> list[str]:
     return [e.field for e in exc.value.errors]
 
 
@@ -56,7 +56,7 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
 
 def test_a_path_that_does_not_exist_is_an_error_naming_the_file(tmp_path: Path) -> None:
     missing = str(tmp_path / "nope.yaml")
-    with pytest.raises(InvalidInput, match=r"nope\.yaml"):
+    with pytest.raises(InvalidInputError, match=r"nope\.yaml"):
         load_config(missing)
 
 
@@ -140,7 +140,7 @@ def test_audit_mode_applies_to_all_namespaces_or_the_listed_ones() -> None:
     ],
 )
 def test_unknown_keys_are_rejected_naming_the_field(data: dict[str, object], field: str) -> None:
-    with pytest.raises(InvalidInput) as exc:
+    with pytest.raises(InvalidInputError) as exc:
         Config.from_mapping(data, env={})
     assert _fields(exc) == [field]
     assert "unknown field" in str(exc.value)
@@ -172,7 +172,7 @@ def test_unknown_keys_are_rejected_naming_the_field(data: dict[str, object], fie
 def test_wrong_types_and_values_are_rejected_naming_the_field(
     data: dict[str, object], field: str
 ) -> None:
-    with pytest.raises(InvalidInput) as exc:
+    with pytest.raises(InvalidInputError) as exc:
         Config.from_mapping(data, env={})
     assert _fields(exc) == [field]
     assert field in str(exc.value)
@@ -181,7 +181,7 @@ def test_wrong_types_and_values_are_rejected_naming_the_field(
 def test_every_error_is_reported_at_once_with_the_file_name(tmp_path: Path) -> None:
     p = tmp_path / "config.yaml"
     p.write_text("logLevel: loud\nmapSizes: {policy: x}\nextra: 1\n")
-    with pytest.raises(InvalidInput) as exc:
+    with pytest.raises(InvalidInputError) as exc:
         load_config(str(p), env={})
     assert sorted(_fields(exc)) == ["extra", "logLevel", "mapSizes.policy"]
     assert all(e.source == str(p) for e in exc.value.errors)
@@ -190,12 +190,12 @@ def test_every_error_is_reported_at_once_with_the_file_name(tmp_path: Path) -> N
 def test_a_top_level_that_is_not_a_mapping_is_rejected(tmp_path: Path) -> None:
     p = tmp_path / "config.yaml"
     p.write_text("- a\n- b\n")
-    with pytest.raises(InvalidInput, match="must be a mapping"):
+    with pytest.raises(InvalidInputError, match="must be a mapping"):
         load_config(str(p), env={})
 
 
 def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
     p = tmp_path / "config.yaml"
     p.write_text("logLevel: [\n")
-    with pytest.raises(InvalidInput, match="not valid YAML"):
+    with pytest.raises(InvalidInputError, match="not valid YAML"):
         load_config(str(p), env={})

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from labelwall.cluster import ContainerPort, Direction, Labels, Namespace, Node, Pod, Protocol
-from labelwall.errors import FieldError, InvalidInput
+from labelwall.errors import FieldError, InvalidInputError
 from labelwall.manifests import LoadResult, SourceDoc, load_cluster
 from labelwall.policy.model import LabelSelector, NetworkPolicy, Peer, PortSpec, Rule
 
@@ -64,7 +64,7 @@ def load(*objs: dict[str, Any]) -> LoadResult:
 
 
 def errors_of(*objs: dict[str, Any]) -> list[FieldError]:
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidInputError) as info:
         load(*objs)
     return info.value.errors
 

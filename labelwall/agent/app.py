@@ -23,15 +23,15 @@ from labelwall.agent.loop import DRIFT_INTERVAL_S, Agent
 from labelwall.agent.metrics import AgentMetrics
 from labelwall.agent.routes import HostRoutes
 from labelwall.config import Config, load_config
-from labelwall.errors import FieldError, InvalidInput
+from labelwall.errors import FieldError, InvalidInputError
 from labelwall.policy.compile import CompileOptions
 from labelwall.source import ClusterSource
 
 log = logging.getLogger("labelwall.agent")
 
 
-def _usage(msg: str) -> InvalidInput:
-    return InvalidInput([FieldError("<command line>", None, "labelwall agent", "", msg)])
+def _usage(msg: str) -> InvalidInputError:
+    return InvalidInputError([FieldError("<command line>", None, "labelwall agent", "", msg)])
 
 
 def make_source(spec: str, node: str | None = None) -> tuple[ClusterSource, bool]:

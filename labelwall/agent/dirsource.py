@@ -14,7 +14,7 @@ import os
 import threading
 from pathlib import Path
 
-from labelwall.errors import InvalidInput
+from labelwall.errors import InvalidInputError
 from labelwall.manifest_files import MANIFEST_SUFFIXES, read_sources
 from labelwall.manifests import load_cluster
 from labelwall.policy.clusterstate import ClusterState
@@ -78,7 +78,7 @@ def read_snapshot(
         # Only the files the fingerprint lists: dot-files (temporaries, our status) never.
         docs = read_sources([path for path, *_ in fingerprint(root)])
         state = load_cluster(docs).state
-    except InvalidInput as exc:
+    except InvalidInputError as exc:
         return SourceSnapshot(ClusterState(), None, revision, tuple(str(e) for e in exc.errors))
     errors = pods_without_ip(state) if require_ips else []
     if errors:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from labelwall.cluster import PORT_PROTOCOLS_BY_NAME
-from labelwall.errors import InvalidInput
+from labelwall.errors import InvalidInputError
 
 #: Exit codes follow kubectl/linters: 0 clean, 1 findings, 2 usage or input error.
 EXIT_OK = 0
@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except InvalidInput as exc:
+    except InvalidInputError as exc:
         for err in exc.errors:
             print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID

@@ -10,7 +10,7 @@ from typing import Any
 
 from labelwall.cli.render import dump, grid, table
 from labelwall.cluster import Protocol
-from labelwall.errors import FieldError, InvalidInput
+from labelwall.errors import FieldError, InvalidInputError
 from labelwall.manifest_files import read_sources
 from labelwall.manifests import SourceDoc, load_cluster
 from labelwall.policy.clusterstate import ClusterState
@@ -30,14 +30,14 @@ class Loaded:
 
 
 def load(paths: Sequence[str], extra: Iterable[SourceDoc] = ()) -> Loaded:
-    """Read, validate and compile; raises InvalidInput (nothing compiled) on any bad object."""
+    """Read, validate and compile; raises InvalidInputError (nothing compiled) on any bad object."""
     docs = list(extra) + read_sources(paths, sys.stdin)
     result = load_cluster(docs)
     return Loaded(result.state, tuple(result.warnings), compile_cluster(result.state))
 
 
-def _usage_error(msg: str) -> InvalidInput:
-    return InvalidInput([FieldError("<command line>", None, "labelwall", "", msg)])
+def _usage_error(msg: str) -> InvalidInputError:
+    return InvalidInputError([FieldError("<command line>", None, "labelwall", "", msg)])
 
 
 def probe_ports(

@@ -44,9 +44,13 @@ def grid(
     return "\n".join(out)
 
 
+class OutputFormatError(ValueError):
+    """An output format no command offers (argparse ``choices`` keep users from it)."""
+
+
 def dump(obj: Any, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(obj, indent=2, sort_keys=False)
     if fmt == "yaml":
         return str(yaml.safe_dump(obj, sort_keys=False))
-    raise ValueError(f"unknown output format {fmt!r}")
+    raise OutputFormatError(f"unknown output format {fmt!r}")

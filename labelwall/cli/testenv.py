@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from labelwall.testenv.binaries import BUILD_SCRIPT, BinariesMissing, find_binaries
+from labelwall.testenv.binaries import BUILD_SCRIPT, BinariesMissingError, find_binaries
 from labelwall.testenv.env import TestEnv, TestEnvError, describe
-from labelwall.testenv.processes import ProcessFailed
+from labelwall.testenv.processes import ProcessFailedError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -58,7 +58,7 @@ def main(argv: Sequence[str]) -> int:
         if args.action == "down":
             return _down(args.dir)
         return subprocess.run(["bash", str(BUILD_SCRIPT)], check=False).returncode
-    except (BinariesMissing, TestEnvError, ProcessFailed) as e:
+    except (BinariesMissingError, TestEnvError, ProcessFailedError) as e:
         print(f"testenv {args.action}: {e}", file=sys.stderr)
         return EXIT_FAILED
 

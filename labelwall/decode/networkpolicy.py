@@ -33,7 +33,7 @@ from labelwall.decode.validation import (
     port_number_errors,
     qualified_name_errors,
 )
-from labelwall.errors import FieldError, InvalidInput
+from labelwall.errors import FieldError, InvalidInputError
 from labelwall.policy.model import (
     IPBlock,
     LabelSelector,
@@ -81,7 +81,7 @@ def object_label(obj: Mapping[str, Any]) -> str:
 def parse_network_policy(
     obj: Mapping[str, Any], source: str, index: int | None, *, path: str = ""
 ) -> Parsed:
-    """Validate ``obj`` and build its model; raise InvalidInput with every problem found.
+    """Validate ``obj`` and build its model; raise InvalidInputError with every problem found.
 
     ``path`` prefixes every field path (``items[3]`` for an object inside a List).
     """
@@ -92,7 +92,7 @@ def parse_network_policy(
         return [FieldError(source, index, label, p, m) for p, m in pairs]
 
     if problems.errors or policy is None:
-        raise InvalidInput(errs(problems.errors))
+        raise InvalidInputError(errs(problems.errors))
     return Parsed(policy, tuple(errs(problems.warnings)))
 
 

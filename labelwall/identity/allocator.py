@@ -17,7 +17,7 @@ from labelwall.identity import numbers
 from labelwall.identity.labels import LabelSet
 
 
-class IdentitySpaceExhausted(Exception):  # noqa: N818 - the name says what happened
+class IdentitySpaceExhaustedError(Exception):
     """Every number of the range is held by another label set."""
 
 
@@ -116,7 +116,7 @@ def allocate(
         # then the number is someone else's and we probe on.
         if owner is None and registry.claim(n, labelset):
             return n
-    raise IdentitySpaceExhausted(
+    raise IdentitySpaceExhaustedError(
         f"no free number in {number_range.lo}..{number_range.hi} for {labelset}"
     )
 
@@ -171,5 +171,5 @@ def allocate_local(
                 out[prefix] = n
                 break
         else:
-            raise IdentitySpaceExhausted(f"no free local identity for {prefix}")
+            raise IdentitySpaceExhaustedError(f"no free local identity for {prefix}")
     return out

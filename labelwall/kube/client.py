@@ -5,7 +5,7 @@ from __future__ import annotations
 from kubernetes import client, config
 
 
-class NoCluster(Exception):  # noqa: N818 - reads better at call sites than NoClusterError
+class NoClusterError(Exception):
     """Neither in-cluster credentials nor a kubeconfig were found."""
 
 
@@ -26,7 +26,7 @@ def load_configuration(kubeconfig: str | None = None) -> client.Configuration:
             config_file=kubeconfig, client_configuration=configuration
         )
     except (config.ConfigException, OSError) as e:
-        raise NoCluster(
+        raise NoClusterError(
             "no cluster: not in a pod and no usable kubeconfig "
             f"({kubeconfig or '$KUBECONFIG'}): {e}"
         ) from e

@@ -14,7 +14,7 @@ from labelwall.decode.fields import Problems
 from labelwall.decode.kinds import NAMESPACE, NETWORK_POLICY, NODE, POD, Kind
 from labelwall.decode.networkpolicy import parse_network_policy
 from labelwall.decode.validation import label_value_errors, qualified_name_errors
-from labelwall.errors import FieldError, InvalidInput
+from labelwall.errors import FieldError, InvalidInputError
 from labelwall.identity.labels import (
     NAMESPACE_LABEL_PREFIX,
     NAMESPACE_NAME_KEY,
@@ -98,7 +98,7 @@ def parse_policy(obj: Mapping[str, Any], status_annotation_key: str) -> PolicyEn
             API_SOURCE,
             None,
         )
-    except InvalidInput as e:
+    except InvalidInputError as e:
         return PolicyEntry(namespace, name, uid, None, tuple(e.errors), (), current)
     return PolicyEntry(namespace, name, uid, parsed.policy, (), parsed.warnings, current)
 

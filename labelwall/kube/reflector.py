@@ -32,7 +32,11 @@ _GONE = 410
 
 
 class _Expired(Exception):  # noqa: N818 - a signal to relist, not a failure
-    pass
+    """Signal, not a failure: the watch's resourceVersion is gone (410); list again."""
+
+
+class WatchError(Exception):
+    """The API server ended a watch with an ERROR event other than 410 Gone."""
 
 
 class Reflector(Generic[K, V]):
@@ -171,7 +175,7 @@ class Reflector(Generic[K, V]):
                 if kind == "ERROR":
                     if obj.get("code") == _GONE:
                         raise _Expired()
-                    raise RuntimeError(f"watch error {obj.get('code')}: {obj.get('message')}")
+                    raise WatchError(f"watch error {obj.get('code')}: {obj.get('message')}")
                 rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
                 if kind == "BOOKMARK":
                     continue

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from labelwall.cli.offline import probe_ports
-from labelwall.errors import FieldError, InvalidInput
+from labelwall.errors import FieldError, InvalidInputError
 from labelwall.lab.control import Lab, LabDown, down
 from labelwall.lab.layout import LabPaths
 from labelwall.lab.objects import ObjectStore, object_key
@@ -86,7 +86,7 @@ def add_parser(sub: Any) -> None:
 def _need_root() -> None:
     if os.geteuid() != 0:
         msg = "the lab needs root (network namespaces, BPF): run it with sudo"
-        raise InvalidInput([FieldError("<command line>", None, "labelwall lab", "", msg)])
+        raise InvalidInputError([FieldError("<command line>", None, "labelwall lab", "", msg)])
 
 
 def _lab(args: argparse.Namespace) -> Lab:

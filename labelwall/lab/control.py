@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from labelwall.errors import FieldError, InvalidInput
+from labelwall.errors import FieldError, InvalidInputError
 from labelwall.lab import netns
 from labelwall.lab.layout import LabPaths, read_record, update_record
 from labelwall.manifests import SourceDoc
@@ -150,7 +150,7 @@ def call(paths: LabPaths, request: dict[str, Any], timeout: float = 120.0) -> di
         s.close()
     answer: dict[str, Any] = json.loads(buf) if buf else {"error": "no answer"}
     if "invalid" in answer:
-        raise InvalidInput([FieldError(**e) for e in answer["invalid"]])
+        raise InvalidInputError([FieldError(**e) for e in answer["invalid"]])
     if "error" in answer:
         raise RuntimeError(f"lab: {answer['error']}")
     return answer

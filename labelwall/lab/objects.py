@@ -15,7 +15,7 @@ from typing import Any
 
 from labelwall.cluster import Protocol
 from labelwall.decode.kinds import KINDS as DECODED_KINDS
-from labelwall.errors import FieldError, InvalidInput
+from labelwall.errors import FieldError, InvalidInputError
 from labelwall.manifests import SourceDoc, expand_lists, load_cluster
 from labelwall.policy.clusterstate import ClusterState
 
@@ -115,7 +115,7 @@ class ObjectStore:
         state = load_cluster(docs).state
         errors = lab_errors(state)
         if errors:
-            raise InvalidInput(errors)
+            raise InvalidInputError(errors)
         return state
 
     def state(self) -> ClusterState:
@@ -124,7 +124,7 @@ class ObjectStore:
     def merged(
         self, docs: Iterable[SourceDoc]
     ) -> tuple[dict[ObjKey, Mapping[str, Any]], ClusterState]:
-        """The store with ``docs`` applied, and its validated state; raises InvalidInput."""
+        """The store with ``docs`` applied, and its validated state; raises InvalidInputError."""
         flat, errors = flatten(docs)
         new = dict(self.objects)
         fresh: list[SourceDoc] = []
@@ -138,10 +138,10 @@ class ObjectStore:
         # point at the user's file; then the merged whole (cross-object rules).
         try:
             load_cluster(flat)
-        except InvalidInput as exc:
+        except InvalidInputError as exc:
             errors.extend(exc.errors)
         if errors:
-            raise InvalidInput(errors)
+            raise InvalidInputError(errors)
         return new, self.state_of(new)
 
     def without(
@@ -166,5 +166,5 @@ class ObjectStore:
                 for other in [k for k in new if k[1] == key[2] and KINDS[k[0]]]:
                     del new[other]
         if errors:
-            raise InvalidInput(errors)
+            raise InvalidInputError(errors)
         return new, self.state_of(new)

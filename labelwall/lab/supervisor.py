@@ -28,7 +28,7 @@ import yaml
 
 from labelwall.agent import logs
 from labelwall.agent.dirsource import STATUS_FILE, state_digest
-from labelwall.errors import FieldError, InvalidInput
+from labelwall.errors import FieldError, InvalidInputError
 from labelwall.lab import netns
 from labelwall.lab.fanout import Prober, fan_out
 from labelwall.lab.layout import LabPaths, update_record
@@ -215,7 +215,7 @@ class Supervisor:
             if op == "ping":
                 return {"ok": True, "pid": os.getpid()}
             return {"error": f"unknown op {op!r}"}
-        except InvalidInput as exc:
+        except InvalidInputError as exc:
             return {"invalid": [_field_error(e) for e in exc.errors]}
         except Exception as exc:
             log.exception("request failed", extra={"op": op})

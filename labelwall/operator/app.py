@@ -37,8 +37,8 @@ from labelwall.config import Config, load_config
 from labelwall.decode.kinds import NAMESPACE as NS
 from labelwall.decode.kinds import NETWORK_POLICY as NP
 from labelwall.decode.kinds import POD
-from labelwall.errors import InvalidInput
-from labelwall.kube.client import NoCluster, api_client
+from labelwall.errors import InvalidInputError
+from labelwall.kube.client import NoClusterError, api_client
 from labelwall.kube.objects import (
     GROUP,
     PLURAL,
@@ -55,6 +55,11 @@ from labelwall.operator.metrics import OperatorMetrics
 from labelwall.operator.sync import IndexSnapshot, Syncer
 
 log = logging.getLogger("labelwall.operator")
+
+
+class SyncLoopStoppedError(Exception):
+    """The operator's sync loop ended (only a bug ends it): liveness fails, kubelet restarts."""
+
 
 #: The ClusterKopfPeering object the chart creates (templates/operator/peering.yaml).
 #: Coalesce a burst of events into one sync (seconds).
@@ -198,7 +203,7 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
         task = state.task
         if task is not None and task.done():
             # The loop only ends on a bug; fail liveness so the pod is restarted.
-            raise RuntimeError(
+            raise SyncLoopStoppedError(
                 f"sync loop stopped: {task.exception() if not task.cancelled() else 'cancelled'}"
             )
         age = None
@@ -307,7 +312,7 @@ def main(args: argparse.Namespace) -> int:
     """Entry point of `labelwall operator` (args from ``labelwall.cli.operator.add_arguments``)."""
     try:
         config = load_config(args.config)
-    except InvalidInput as e:
+    except InvalidInputError as e:
         for err in e.errors:
             print(f"error: {err}", flush=True)
         return 2
@@ -325,6 +330,6 @@ def main(args: argparse.Namespace) -> int:
     gc.freeze()
     try:
         return run(OperatorOptions(config, args.standalone, args.peering, args.workers))
-    except NoCluster as e:
+    except NoClusterError as e:
         print(f"error: {e}", flush=True)
         return 2

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labelwall.cluster import Direction, IPAddress, Pod, Protocol
-from labelwall.errors import FieldError, InvalidInput
+from labelwall.errors import FieldError, InvalidInputError
 from labelwall.identity.numbers import Reserved
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import Compiled, compile_cluster
@@ -285,9 +285,11 @@ def _entry_text(c: Compiled, verdict: Verdict) -> str:
 def _pod(c: Compiled, key: str, flag: str) -> Pod:
     pod = c.state.pods.get(key)
     if pod is None:
-        raise InvalidInput([FieldError("<command line>", None, "labelwall", flag, f"no pod {key}")])
+        raise InvalidInputError(
+            [FieldError("<command line>", None, "labelwall", flag, f"no pod {key}")]
+        )
     if not pod.ips:
-        raise InvalidInput(
+        raise InvalidInputError(
             [FieldError("<command line>", None, "labelwall", flag, f"pod {key} has no IP address")]
         )
     return pod
@@ -312,7 +314,7 @@ def explain(
     a, b = _pod(c, src, "--from"), _pod(c, dst, "--to")
     addrs = address_pair(a, b)
     if addrs is None:
-        raise InvalidInput(
+        raise InvalidInputError(
             [
                 FieldError(
                     "<command line>",

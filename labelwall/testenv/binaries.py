@@ -14,7 +14,7 @@ BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "k8s" / "build.sh
 BIN_DIR_ENV = "LABELWALL_K8S_BIN_DIR"
 
 
-class BinariesMissing(Exception):  # noqa: N818 - reads better at call sites than ...Error
+class BinariesMissingError(Exception):
     """The server binaries are not built; the message says how to build them."""
 
 
@@ -33,7 +33,7 @@ def binary_dir() -> Path:
     if override:
         return Path(override)
     if not BUILD_SCRIPT.is_file():
-        raise BinariesMissing(
+        raise BinariesMissingError(
             f"{BUILD_SCRIPT} not found; set {BIN_DIR_ENV} to a directory holding "
             "etcd and kube-apiserver"
         )
@@ -58,7 +58,7 @@ def find_binaries() -> Binaries:
         else:
             kubectl = Path(found)
     if missing:
-        raise BinariesMissing(
+        raise BinariesMissingError(
             f"missing {', '.join(missing)} in {directory}: run tools/k8s/build.sh "
             "(builds them from source once, then reuses them)"
         )

@@ -16,7 +16,7 @@ from labelwall.testenv.binaries import Binaries
 from labelwall.testenv.certs import Pki, write_pki
 from labelwall.testenv.kubeconfig import write_cert_kubeconfig
 from labelwall.testenv.processes import (
-    ProcessFailed,
+    ProcessFailedError,
     free_port,
     http_ok,
     is_running,
@@ -181,7 +181,7 @@ class TestEnv:
             try:
                 wait_until(self._apiserver_ready, proc, "kube-apiserver", log, timeout_s)
                 return
-            except ProcessFailed:
+            except ProcessFailedError:
                 self.stop_apiserver()
                 if keep_port or attempt == _PORT_ATTEMPTS or not _port_clash(log):
                     raise
@@ -238,7 +238,7 @@ class TestEnv:
                     timeout_s,
                 )
                 return
-            except ProcessFailed:
+            except ProcessFailedError:
                 stop_pid(proc.pid, str(self.directory), self._popens.pop(proc.pid, None))
                 self.etcd_pid = None
                 shutil.rmtree(self.directory / "etcd", ignore_errors=True)

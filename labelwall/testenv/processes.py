@@ -17,7 +17,7 @@ from pathlib import Path
 _POLL_S = 0.1
 
 
-class ProcessFailed(Exception):  # noqa: N818 - reads better at call sites than ...Error
+class ProcessFailedError(Exception):
     """A server process exited or never became ready; the message quotes its log tail."""
 
 
@@ -124,13 +124,15 @@ def wait_until(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ProcessFailed(
+            raise ProcessFailedError(
                 f"{what} exited with code {proc.returncode}; log {log}:\n{log_tail(log)}"
             )
         if probe():
             return
         time.sleep(_POLL_S)
-    raise ProcessFailed(f"{what} not ready after {timeout_s:.0f}s; log {log}:\n{log_tail(log)}")
+    raise ProcessFailedError(
+        f"{what} not ready after {timeout_s:.0f}s; log {log}:\n{log_tail(log)}"
+    )
 
 
 def http_ok(url: str, context: ssl.SSLContext | None = None, expect: bytes = b"") -> bool:

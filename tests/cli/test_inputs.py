@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from labelwall.errors import FieldError, InvalidInput
+from labelwall.errors import FieldError, InvalidInputError
 from labelwall.manifest_files import read_sources
 from labelwall.manifests import SourceDoc, load_cluster
 
@@ -22,7 +22,7 @@ def write(path: Path, text: str) -> str:
 
 
 def errors_of(paths: list[str], stdin: io.StringIO | None = None) -> list[FieldError]:
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidInputError) as info:
         read_sources(paths, stdin)
     return info.value.errors
 

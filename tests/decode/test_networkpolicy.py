@@ -9,7 +9,7 @@ import pytest
 
 from labelwall.cluster import Direction, Labels, Protocol
 from labelwall.decode.networkpolicy import parse_network_policy
-from labelwall.errors import FieldError, InvalidInput
+from labelwall.errors import FieldError, InvalidInputError
 from labelwall.policy.model import (
     IPBlock,
     LabelSelector,
@@ -59,7 +59,7 @@ def parse(doc: dict[str, Any]) -> NetworkPolicy:
 
 
 def errors_of(doc: dict[str, Any]) -> list[FieldError]:
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidInputError) as info:
         parse_network_policy(doc, "p.yaml", 3)
     return info.value.errors
 
@@ -385,7 +385,7 @@ def test_every_error_of_the_object_is_reported_not_just_the_first() -> None:
 
 
 def test_path_prefix_locates_an_object_inside_a_list() -> None:
-    with pytest.raises(InvalidInput) as info:
+    with pytest.raises(InvalidInputError) as info:
         parse_network_policy(with_port({"port": 0}), "all.yaml", 0, path="items[4]")
     assert [e.field for e in info.value.errors] == ["items[4].spec.ingress[0].ports[0].port"]
 

@@ -86,7 +86,7 @@ def requirements() -> list[str]:
         missing.append(f"{LABELWALL} (pip install -e . into the venv)")
     try:
         find_binaries()
-    except Exception as e:  # BinariesMissing: say how to build them
+    except Exception as e:  # BinariesMissingError: say how to build them
         missing.append(str(e))
     try:
         load_render().helm_path()

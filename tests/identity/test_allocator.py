@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from labelwall.cluster import IPNetwork, Labels
 from labelwall.identity import numbers
 from labelwall.identity.allocator import (
-    IdentitySpaceExhausted,
+    IdentitySpaceExhaustedError,
     InMemoryRegistry,
     NumberRange,
     allocate,
@@ -71,7 +71,7 @@ def test_a_full_range_raises_a_typed_error() -> None:
     reg = InMemoryRegistry()
     for i in range(4):
         allocate(ls(str(i)), reg, hash_fn=const_hash, number_range=TINY)
-    with pytest.raises(IdentitySpaceExhausted):
+    with pytest.raises(IdentitySpaceExhaustedError):
         allocate(ls("fifth"), reg, hash_fn=const_hash, number_range=TINY)
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from labelwall.agent.dirsource import STATUS_FILE
 from labelwall.datapath import abi
-from labelwall.errors import InvalidInput
+from labelwall.errors import InvalidInputError
 from labelwall.lab.control import Lab, agent_entry, alive, start_agent
 from labelwall.lab.layout import read_record
 
@@ -217,7 +217,7 @@ def test_lab_rejects_a_pod_without_an_ip_and_keeps_the_running_state(base: Lab) 
     objects = base.status()["objects"]
     no_ip = pod("d", "10.244.10.4")
     del no_ip["status"]
-    with pytest.raises(InvalidInput, match=r"app/d.*status.podIP"):
+    with pytest.raises(InvalidInputError, match=r"app/d.*status.podIP"):
         base.apply(as_docs([no_ip, b_admits(selector={"matchLabels": {"app": "c"}})]))
     assert base.status()["objects"] == objects
     assert_enforced(base)
@@ -225,7 +225,7 @@ def test_lab_rejects_a_pod_without_an_ip_and_keeps_the_running_state(base: Lab) 
 
 def test_lab_rejects_two_pods_with_one_ip_and_keeps_the_running_state(base: Lab) -> None:
     objects = base.status()["objects"]
-    with pytest.raises(InvalidInput, match=r"10\.244\.10\.2"):
+    with pytest.raises(InvalidInputError, match=r"10\.244\.10\.2"):
         base.apply(as_docs([pod("d", "10.244.10.2")]))
     assert base.status()["objects"] == objects
     assert_enforced(base)

@@ -6,7 +6,7 @@ import pytest
 from builders import cluster, cport, ns, pod, pods_peer, policy, port, rule, sel
 
 from labelwall.cluster import Direction, Protocol
-from labelwall.errors import InvalidInput
+from labelwall.errors import InvalidInputError
 from labelwall.policy.compile import compile_cluster
 from labelwall.policy.cookies import RuleRef
 from labelwall.policy.lookup import Reason
@@ -77,5 +77,5 @@ def test_explain_reports_no_match_when_blocked() -> None:
 
 
 def test_explain_rejects_unknown_pods_with_the_flag_name() -> None:
-    with pytest.raises(InvalidInput, match="--from"):
+    with pytest.raises(InvalidInputError, match="--from"):
         explain(STATE, "x/zz", "x/a", 80, TCP)
