@@ -6,13 +6,9 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from labelwall.cli.exits import EXIT_INVALID, EXIT_OK
 from labelwall.cluster import PORT_PROTOCOLS_BY_NAME
 from labelwall.errors import InvalidInputError
-
-#: Exit codes follow kubectl/linters: 0 clean, 1 findings, 2 usage or input error.
-EXIT_OK = 0
-EXIT_FINDINGS = 1
-EXIT_INVALID = 2
 
 Handler = Callable[[argparse.Namespace], int]
 

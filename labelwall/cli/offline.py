@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from labelwall.cli.exits import EXIT_FINDINGS, EXIT_OK
 from labelwall.cli.render import dump, grid, table
 from labelwall.cluster import Protocol
 from labelwall.errors import FieldError, InvalidInputError
@@ -17,23 +18,23 @@ from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import Compiled, compile_cluster
 from labelwall.policy.matrix import Cell, explain, reachability
 
-EXIT_OK, EXIT_FINDINGS, EXIT_INVALID = 0, 1, 2
-
 PortProto = tuple[int | str, Protocol]
 
 
 @dataclass(frozen=True)
-class Loaded:
+class CompiledInput:
+    """The offline commands' input: the cluster read from files, its warnings, compiled."""
+
     state: ClusterState
     warnings: tuple[FieldError, ...]
     compiled: Compiled
 
 
-def load(paths: Sequence[str], extra: Iterable[SourceDoc] = ()) -> Loaded:
+def load(paths: Sequence[str], extra: Iterable[SourceDoc] = ()) -> CompiledInput:
     """Read, validate and compile; raises InvalidInputError (nothing compiled) on any bad object."""
     docs = list(extra) + read_sources(paths, sys.stdin)
     result = load_cluster(docs)
-    return Loaded(result.state, tuple(result.warnings), compile_cluster(result.state))
+    return CompiledInput(result.state, tuple(result.warnings), compile_cluster(result.state))
 
 
 def _usage_error(msg: str) -> InvalidInputError:

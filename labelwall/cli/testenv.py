@@ -8,13 +8,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from labelwall.cli.exits import EXIT_FINDINGS, EXIT_OK
 from labelwall.testenv.binaries import BUILD_SCRIPT, BinariesMissingError, find_binaries
 from labelwall.testenv.env import TestEnv, TestEnvError, describe
 from labelwall.testenv.processes import ProcessFailedError
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+EXIT_FAILED = EXIT_FINDINGS
 
 
 def build_parser(prog: str = "labelwall testenv") -> argparse.ArgumentParser:
