@@ -44,4 +44,4 @@ def main(args: argparse.Namespace) -> int:
     """Run the operator (imported here, when `labelwall operator` is what runs)."""
     from labelwall.operator import app
 
-    return app.main(args)
+    return app.main(args.config, args.standalone, args.peering, args.workers)

@@ -14,7 +14,6 @@ idempotent and conflict-safe (see sync.py), so even two active replicas agree.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import datetime
@@ -308,10 +307,10 @@ def run(options: OperatorOptions) -> int:
     return 0
 
 
-def main(args: argparse.Namespace) -> int:
-    """Entry point of `labelwall operator` (args from ``labelwall.cli.operator.add_arguments``)."""
+def main(config_path: str | None, standalone: bool, peering: str, workers: int) -> int:
+    """Entry point of `labelwall operator` (its command line: ``labelwall/cli/operator.py``)."""
     try:
-        config = load_config(args.config)
+        config = load_config(config_path)
     except InvalidInputError as e:
         for err in e.errors:
             print(f"error: {err}", flush=True)
@@ -329,7 +328,7 @@ def main(args: argparse.Namespace) -> int:
     # agent: unfrozen, a gen-2 pass paused it for 100-150 ms).
     gc.freeze()
     try:
-        return run(OperatorOptions(config, args.standalone, args.peering, args.workers))
+        return run(OperatorOptions(config, standalone, peering, workers))
     except NoClusterError as e:
         print(f"error: {e}", flush=True)
         return 2
