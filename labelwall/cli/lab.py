@@ -142,7 +142,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 def lab_state(lab: Lab) -> ClusterState:
     objects = lab.status()["objects"]
     keyed = {object_key(o): o for o in objects}
-    return ObjectStore({k: v for k, v in keyed.items() if k is not None}).state()
+    return ObjectStore(lab.paths.node, {k: v for k, v in keyed.items() if k is not None}).state()
 
 
 def label(pp: PortProto) -> str:
