@@ -13,7 +13,7 @@ Three parts, measured in one run on this machine, side by side with their baseli
    bench/bpf/floor.bpf.c (returns TC_ACT_OK) and bench/bpf/parse_hash.bpf.c (parses and
    does one 5-tuple hash lookup in a map with as many entries).
 2. Real traffic between two pod namespaces routed through a node namespace (all created
-   here, see labelwall/lab/netns.py): TCP_RR-like latency (one connection, 1-byte
+   here, see labelwall/lab/topology.py): TCP_RR-like latency (one connection, 1-byte
    ping-pong, median), TCP_CRR-like connection rate and TCP_STREAM-like throughput, with
    bench/lwperf.c (compiled here with cc). Configurations: no program; labelwall with 10,
    1k, 10k, 1M entries (the server pod is ingress-isolated and admits the client on the
@@ -61,7 +61,8 @@ from labelwall.cluster import Direction, IPAddress, IPNetwork, Protocol
 from labelwall.datapath import abi, libbpf, testrun
 from labelwall.datapath.facade import FROM_POD, TO_POD, Datapath
 from labelwall.identity.numbers import LOCAL_FLAG
-from labelwall.lab import netns as L  # noqa: N812
+from labelwall.lab import topology as L  # noqa: N812
+from labelwall.lab.node import LabNode
 from labelwall.policy.mapstate import (
     IpcacheEntry,
     MapChanges,
@@ -74,6 +75,7 @@ HERE = Path(__file__).resolve().parent
 INNER_FLAG = "--inner-private-mounts"
 PREFIX = "lwb-"
 NODE = PREFIX + "node"
+LAB_NODE = LabNode("lab", NODE)
 CLIENT_V4, SERVER_V4 = "10.244.50.2", "10.244.50.3"
 CLIENT_V6, SERVER_V6 = "fd00:10:244:50::2", "fd00:10:244:50::3"
 PERF_PORT = 5001
@@ -179,7 +181,7 @@ def write_real_entries(dp: Datapath, client: IPAddress, server: IPAddress) -> No
         server: IpcacheEntry(SUBJECT),
         ipaddress.IPv4Address(CLIENT_V4): IpcacheEntry(PEER),
         ipaddress.IPv4Address(SERVER_V4): IpcacheEntry(SUBJECT),
-        ipaddress.IPv4Address(L.HOST_V4): IpcacheEntry(1),  # host identity
+        ipaddress.IPv4Address(LAB_NODE.host_v4): IpcacheEntry(1),  # host identity
     }
     w.apply_changes("ipcache", MapChanges(upserts=ips))
     w.apply_changes("cidrs", MapChanges(upserts={ipaddress.IPv4Network("10.200.0.0/16"): CIDR_ID}))
@@ -506,9 +508,9 @@ def run_all(quick: bool) -> dict[str, Any]:
         dp = Datapath.open()
         report["writes"] = write_rates(dp, [10_000, 100_000] if not quick else [10_000])
 
-        node_net = L.setup_node(NODE)
-        client = L.create_pod(PREFIX + "a", CLIENT_V4, CLIENT_V6, node=NODE)
-        server = L.create_pod(PREFIX + "b", SERVER_V4, SERVER_V6, node=NODE)
+        node_net = L.setup_node(LAB_NODE)
+        client = L.create_pod(PREFIX + "a", CLIENT_V4, CLIENT_V6, node=LAB_NODE)
+        server = L.create_pod(PREFIX + "b", SERVER_V4, SERVER_V6, node=LAB_NODE)
         dp.set_endpoint(client.host_ifindex, PEER)
         dp.set_endpoint(server.host_ifindex, SUBJECT)
         write_real_entries(dp, ipaddress.IPv6Address(CLIENT_V6), ipaddress.IPv6Address(SERVER_V6))

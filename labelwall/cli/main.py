@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_agent_parser(sub)
 
-    from labelwall.lab.cli import add_parser as add_lab_parser
+    from labelwall.cli.lab import add_parser as add_lab_parser
 
     add_lab_parser(sub)
 

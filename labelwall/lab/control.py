@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from labelwall.errors import FieldError, InvalidInputError
-from labelwall.lab import netns
+from labelwall.lab import topology
 from labelwall.lab.layout import LabPaths, read_record, update_record
 from labelwall.manifests import SourceDoc
 
@@ -190,7 +190,7 @@ class Lab:
             raise RuntimeError(
                 f"a lab is already up under {paths.root}: `labelwall lab down` first"
             )
-        leftovers = netns.list_netns(paths.prefix)
+        leftovers = topology.list_netns(paths.prefix)
         if leftovers:
             raise RuntimeError(
                 f"namespaces of an earlier lab are left ({', '.join(leftovers)}): "
@@ -221,7 +221,7 @@ def down(paths: LabPaths) -> list[str]:
     if stop_process(agent, signal.SIGTERM) and agent:
         done.append(f"agent pid {agent['pid']}")
     node = record.get("node_netns") or paths.node_netns
-    done += netns.cleanup(paths.prefix, [node])
+    done += topology.cleanup(paths.prefix, [node])
     if record and not record.get("pins_existed", True):
         from labelwall.datapath.facade import Datapath
 

@@ -2,56 +2,45 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
-from labelwall.lab import netns
+from labelwall.lab.node import LabNode
+from labelwall.lab.prober import Probe, Proto
+from labelwall.lab.sandbox import PodSandbox
 
-PROTOCOLS: dict[str, netns.Proto] = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
-#: Where a probe to an unknown destination goes: inside the pod CIDR, held by no pod, so
-#: the probe fails like a connection to a pod that does not exist (never leaves the lab).
-NOWHERE = "10.244.255.255"
-
-
-@dataclass(frozen=True)
-class Prober:
-    """A source pod's persistent in-netns helper; ``lock`` serialises its command pipe."""
-
-    lock: threading.Lock
-    helper: netns.Agent
+PROTOCOLS: dict[str, Proto] = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 
 
 def fan_out(
     requests: Sequence[Mapping[str, Any]],
     timeout: float,
-    probers: Mapping[str, Prober],
+    sandboxes: Mapping[str, PodSandbox],
     addresses: Mapping[str, str | None],
+    node: LabNode,
 ) -> list[dict[str, Any]]:
     """One outcome per request ``{src, dst, port, protocol}`` (pod keys; ``ip`` overrides
-    the destination address), in request order."""
+    the destination address), in request order. A probe to an unknown destination goes
+    to ``node.nowhere_v4``: it fails like a connection to a pod that does not exist and
+    never leaves the lab."""
     by_src: dict[str, list[int]] = {}
     for i, r in enumerate(requests):
         by_src.setdefault(str(r["src"]), []).append(i)
     out: list[dict[str, Any]] = [{} for _ in requests]
 
     def run(src: str, idxs: list[int]) -> None:
-        prober = probers.get(src)
-        if prober is None:
+        sandbox = sandboxes.get(src)
+        if sandbox is None:
             for i in idxs:
                 out[i] = {"outcome": "error", "detail": f"no running pod {src}"}
             return
         probes = []
         for i in idxs:
             r = requests[i]
-            ip = r.get("ip") or addresses.get(str(r["dst"]))
-            probes.append(
-                netns.Probe(PROTOCOLS[str(r["protocol"])], ip or NOWHERE, int(r["port"]), timeout)
-            )
-        with prober.lock:
-            results = prober.helper.probe(probes)
+            ip = r.get("ip") or addresses.get(str(r["dst"])) or node.nowhere_v4
+            probes.append(Probe(PROTOCOLS[str(r["protocol"])], ip, int(r["port"]), timeout))
+        results = sandbox.probe(probes)
         for i, res in zip(idxs, results, strict=True):
             out[i] = {"outcome": res.outcome, "rtt_ms": res.rtt_ms, "detail": res.detail}
 

@@ -2,13 +2,13 @@
 
 The real API server has no kubelet in the lab, so nothing would ever give a Pod a network
 or an address. This does the part of the kubelet (and a routed CNI) that NetworkPolicy
-enforcement depends on, with the lab's own code (``labelwall.lab.netns``):
+enforcement depends on, with the lab's own code (``labelwall.lab.sandbox``):
 
-- registers a ``Node`` object for the lab node, with the node link's addresses
-  (``netns.HOST_V4``/``HOST_V6``: what the agent maps to the ``host`` identity);
+- registers a ``Node`` object for its ``LabNode``, with the node link's addresses
+  (``LabNode.addresses``: what the agent maps to the ``host`` identity);
 - watches Pods with ``spec.nodeName=NODE`` (the operator's ``Reflector``); for each new pod
-  creates its network namespace wired to the node netns, starts echo listeners on every
-  declared container port (TCP, UDP, SCTP) plus a prober in it, then writes
+  starts a sandbox: its network namespace wired to the node netns, with echo listeners on
+  every declared container port (TCP, UDP, SCTP) plus a prober in it, then writes
   ``status.podIP``/``podIPs``/``hostIP`` and phase ``Running`` through the status
   subresource;
 - on deletion (``deletionTimestamp`` set, or the object gone) removes the namespace and,
@@ -51,8 +51,11 @@ from kubernetes.client.exceptions import ApiException
 
 from labelwall.kube.client import api_client
 from labelwall.kube.reflector import Reflector
-from labelwall.lab import netns
-from labelwall.lab.fanout import Prober, fan_out
+from labelwall.lab import topology
+from labelwall.lab.fanout import fan_out
+from labelwall.lab.node import LabError, LabNode
+from labelwall.lab.objects import PodPorts
+from labelwall.lab.sandbox import PodSandbox
 
 log = logging.getLogger("labelwall.lab.kubelet")
 
@@ -116,13 +119,6 @@ class Ipam:
 # ---------------------------------------------------------------- pods
 
 
-@dataclass(frozen=True)
-class PodPorts:
-    tcp: tuple[int, ...]
-    udp: tuple[int, ...]
-    sctp: tuple[int, ...]
-
-
 def declared_ports(obj: Mapping[str, Any]) -> PodPorts:
     """Every containerPort of the pod's containers, by protocol (TCP when unset)."""
     found: dict[str, set[int]] = {"TCP": set(), "UDP": set(), "SCTP": set()}
@@ -147,33 +143,27 @@ def _deleting(obj: Mapping[str, Any]) -> bool:
     return bool((obj.get("metadata") or {}).get("deletionTimestamp"))
 
 
+@dataclass(frozen=True)
 class RunningPod:
-    """One started pod: its netns, its address and the helper process inside it."""
+    """One started pod: the Pod object it runs (key, UID), its address and its sandbox."""
 
-    def __init__(
-        self, key: str, uid: str, ip: str, ports: PodPorts, net: netns.PodNet, helper: netns.Agent
-    ) -> None:
-        self.key = key
-        self.uid = uid
-        self.ip = ip
-        self.ports = ports
-        self.net = net
-        self.helper = helper
-        self.lock = threading.Lock()  # one caller of the helper at a time
+    key: str
+    uid: str
+    ip: str
+    sandbox: PodSandbox
 
 
 class Kubelet:
-    """Runs the Pods of node ``node`` in network namespaces wired to ``node_netns``.
+    """Runs the Pods bound to ``node.name`` in network namespaces wired to ``node.netns``.
 
     Names of namespaces and host-side veths are ``prefix`` + a hash of the pod's UID, so
-    ``netns.cleanup(prefix, [node_netns])`` removes exactly what it made.
+    ``topology.cleanup(prefix, [node.netns])`` removes exactly what it made.
     """
 
     def __init__(
         self,
-        node: str,
+        node: LabNode,
         *,
-        node_netns: str | None,
         prefix: str,
         subnet: str = DEFAULT_SUBNET,
         client: ApiClient | None = None,
@@ -183,7 +173,6 @@ class Kubelet:
         if not prefix:
             raise ValueError("the kubelet needs a non-empty name prefix")
         self.node = node
-        self.node_netns = node_netns
         self.prefix = prefix
         self.ipam = Ipam(subnet)
         self.client = client if client is not None else api_client(kubeconfig)
@@ -200,7 +189,7 @@ class Kubelet:
             self.core.list_pod_for_all_namespaces,
             lambda obj: (_key(obj), obj),
             self._changed.set,
-            field_selector=f"spec.nodeName={node}",
+            field_selector=f"spec.nodeName={node.name}",
             resync_s=60.0,
             # Reflector.stop() joins the watch thread, which returns only when the server
             # ends the watch: a short watch keeps stop() (and test teardown) short.
@@ -209,13 +198,14 @@ class Kubelet:
 
     # ---- lifecycle ----
 
-    def register_node(self, addresses: Sequence[str] = (netns.HOST_V4, netns.HOST_V6)) -> None:
+    def register_node(self) -> None:
         """Create (or update) the Node object with the node link's addresses, Ready."""
+        name, addresses = self.node.name, self.node.addresses
         subnet = str(self.ipam.subnet)
         body = V1Node(
             api_version="v1",
             kind="Node",
-            metadata=V1ObjectMeta(name=self.node, labels={"kubernetes.io/hostname": self.node}),
+            metadata=V1ObjectMeta(name=name, labels={"kubernetes.io/hostname": name}),
             spec=V1NodeSpec(pod_cidr=subnet, pod_cidrs=[subnet]),
         )
         try:
@@ -227,7 +217,7 @@ class Kubelet:
         status = {
             "status": {
                 "addresses": [{"type": "InternalIP", "address": a} for a in addresses]
-                + [{"type": "Hostname", "address": self.node}],
+                + [{"type": "Hostname", "address": name}],
                 "conditions": [
                     {
                         "type": "Ready",
@@ -240,7 +230,7 @@ class Kubelet:
                 ],
             }
         }
-        self.core.patch_node_status(self.node, status, _content_type=_MERGE_PATCH)
+        self.core.patch_node_status(name, status, _content_type=_MERGE_PATCH)
 
     def start(self) -> None:
         self.pods.start()
@@ -293,16 +283,14 @@ class Kubelet:
                 try:
                     self._start_pod(obj)
                     self._failed.pop(key, None)
-                except (KubeletError, netns.LabError, ValueError) as e:
+                except (KubeletError, LabError, ValueError) as e:
                     if self._failed.get(key) != str(e):
                         log.error("pod not started: %s: %s", key, e)
                     self._failed[key] = str(e)
                 continue
             ports = declared_ports(obj)
-            if ports != running.ports:
-                with running.lock:
-                    running.helper.serve(tcp=ports.tcp, udp=ports.udp, sctp=ports.sctp)
-                running.ports = ports
+            if ports != running.sandbox.ports:
+                running.sandbox.serve(ports)
 
     def _address(self, obj: Mapping[str, Any]) -> tuple[str, bool]:
         """(IPv4 address, from the annotation?)"""
@@ -311,7 +299,7 @@ class Kubelet:
         if not fixed:
             return self.ipam.allocate(), False
         ip = ipaddress.IPv4Address(fixed)
-        if ip not in netns.POD_CIDR_V4 or str(ip) == netns.HOST_V4:
+        if ip not in self.node.pod_cidr_v4 or str(ip) == self.node.host_v4:
             raise KubeletError(f"{POD_IP_ANNOTATION}={fixed}: not a pod address of the lab")
         with self._lock:
             taken = {p.ip for p in self._running.values()}
@@ -323,7 +311,7 @@ class Kubelet:
     def netns_name(self, uid: str) -> str:
         return (
             self.prefix
-            + hashlib.sha256(uid.encode()).hexdigest()[: netns.IFNAMSIZ - len(self.prefix)]
+            + hashlib.sha256(uid.encode()).hexdigest()[: topology.IFNAMSIZ - len(self.prefix)]
         )
 
     def _start_pod(self, obj: Mapping[str, Any]) -> None:
@@ -333,29 +321,20 @@ class Kubelet:
             raise KubeletError("hostNetwork pods are not supported by the lab kubelet")
         ip, _ = self._address(obj)
         name = self.netns_name(uid)
-        ports = declared_ports(obj)
         try:
-            # A leftover with our name is ours (a crashed earlier run): remove it first.
-            netns.delete_pod(name, node=self.node_netns)
-            net = netns.create_pod(name, ip, None, node=self.node_netns)
-            try:
-                helper = netns.Agent.start(name)
-                helper.serve(tcp=ports.tcp, udp=ports.udp, sctp=ports.sctp)
-            except BaseException:
-                netns.delete_pod(name, node=self.node_netns)
-                raise
+            sandbox = PodSandbox.start(self.node, name, ip, None, declared_ports(obj))
         except BaseException:
             self.ipam.release(ip)
             raise
-        running = RunningPod(key, uid, ip, ports, net, helper)
+        running = RunningPod(key, uid, ip, sandbox)
         with self._lock:
             self._running[key] = running
         meta = obj.get("metadata") or {}
         status = {
             "status": {
                 "phase": "Running",
-                "hostIP": netns.HOST_V4,
-                "hostIPs": [{"ip": netns.HOST_V4}],
+                "hostIP": self.node.host_v4,
+                "hostIPs": [{"ip": self.node.host_v4}],
                 "podIP": ip,
                 "podIPs": [{"ip": ip}],
                 "startTime": _now(),
@@ -379,11 +358,9 @@ class Kubelet:
             running = self._running.pop(key, None)
         if running is None:
             return
-        with running.lock:
-            running.helper.close()
-        netns.delete_pod(running.net.name, node=self.node_netns)
+        running.sandbox.stop()
         self.ipam.release(running.ip)
-        log.info("pod stopped: %s netns=%s", key, running.net.name)
+        log.info("pod stopped: %s netns=%s", key, running.sandbox.name)
 
     def _finish_delete(self, obj: Mapping[str, Any]) -> None:
         """What the kubelet does once the pod's containers are gone: delete it for good."""
@@ -437,8 +414,9 @@ class Kubelet:
         the destination address); the probes of one source run as one batch inside it."""
         with self._lock:
             running = dict(self._running)
-        probers = {k: Prober(pod.lock, pod.helper) for k, pod in running.items()}
-        return fan_out(requests, timeout, probers, {k: pod.ip for k, pod in running.items()})
+        sandboxes = {k: pod.sandbox for k, pod in running.items()}
+        addresses: dict[str, str | None] = {k: pod.ip for k, pod in running.items()}
+        return fan_out(requests, timeout, sandboxes, addresses, self.node)
 
 
 def _now() -> str:
@@ -451,7 +429,7 @@ def _now() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m labelwall.lab.kubelet --node NAME --node-netns NETNS``: run until SIGTERM.
 
-    Creates the node netns (``netns.setup_node``) if it is missing and removes what it made
+    Creates the node netns (``topology.setup_node``) if it is missing and removes what it made
     on exit. The kubeconfig is $KUBECONFIG (or --kubeconfig).
     """
     parser = argparse.ArgumentParser(prog="python -m labelwall.lab.kubelet")
@@ -462,21 +440,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    node_net = netns.setup_node(args.node_netns, link=f"{args.prefix}host0")
+    node = LabNode(args.node, args.node_netns, f"{args.prefix}host0")
+    node_net = topology.setup_node(node)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    kubelet = Kubelet(
-        args.node, node_netns=args.node_netns, prefix=args.prefix, subnet=args.subnet,
-        kubeconfig=args.kubeconfig,
-    )  # fmt: skip
+    kubelet = Kubelet(node, prefix=args.prefix, subnet=args.subnet, kubeconfig=args.kubeconfig)
     try:
         kubelet.register_node()
         with kubelet:
             stop.wait()
     finally:
-        netns.cleanup(args.prefix, [args.node_netns])
-        netns.teardown_node(node_net)
+        topology.cleanup(args.prefix, [node.netns])
+        topology.teardown_node(node_net)
     return 0
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labelwall.lab.node import LabNode
+
 DEFAULT_ROOT = "/run/labelwall-lab"
 DEFAULT_PREFIX = "lwl-"
 
@@ -61,6 +63,11 @@ class LabPaths:
     @property
     def host_link(self) -> str:
         return f"{self.prefix}host0"
+
+    @property
+    def node(self) -> LabNode:
+        """The lab's one node: netns ``node_netns``, link ``host_link``, default addresses."""
+        return LabNode("lab", self.node_netns, self.host_link)
 
     def pod_netns(self, key: str) -> str:
         """netns and host-side veth name of pod ``namespace/name`` (15 characters at most)."""

@@ -2,13 +2,12 @@
 
 Applying or deleting merges into the current set and validates the whole result with
 the same loader ``labelwall matrix`` uses, plus the lab's own rules (every pod needs an
-IPv4 address in the lab's pod CIDR; no hostNetwork pods). A change that fails leaves the
+IPv4 address in the lab node's pod CIDR; no hostNetwork pods). A change that fails leaves the
 store as it was.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,16 +15,21 @@ from typing import Any
 from labelwall.cluster import Protocol
 from labelwall.decode.kinds import KINDS as DECODED_KINDS
 from labelwall.errors import FieldError, InvalidInputError
+from labelwall.lab.node import LabNode
 from labelwall.manifests import SourceDoc, expand_lists, load_cluster
 from labelwall.policy.clusterstate import ClusterState
 
-POD_CIDR_V4 = ipaddress.IPv4Network("10.244.0.0/16")
-POD_CIDR_V6 = ipaddress.IPv6Network("fd00:10:244::/48")
-#: Addresses the lab's node holds (labelwall.lab.netns HOST_V4/HOST_V6).
-RESERVED = frozenset({ipaddress.ip_address("10.244.0.1"), ipaddress.ip_address("fd00:10:244::1")})
-
 KINDS = {name: kind.namespaced for name, kind in DECODED_KINDS.items()}  # -> namespaced
 ObjKey = tuple[str, str, str]  # (kind, namespace or "", name)
+
+
+@dataclass(frozen=True)
+class PodPorts:
+    """The ports a pod listens on, by protocol."""
+
+    tcp: tuple[int, ...] = ()
+    udp: tuple[int, ...] = ()
+    sctp: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -35,9 +39,7 @@ class LabPod:
     key: str
     ipv4: str
     ipv6: str | None
-    tcp: tuple[int, ...]
-    udp: tuple[int, ...]
-    sctp: tuple[int, ...]
+    ports: PodPorts
 
 
 def object_key(obj: Mapping[str, Any]) -> ObjKey | None:
@@ -63,7 +65,9 @@ def flatten(docs: Iterable[SourceDoc]) -> tuple[list[SourceDoc], list[FieldError
     return out, errors
 
 
-def lab_errors(state: ClusterState) -> list[FieldError]:
+def lab_errors(state: ClusterState, node: LabNode) -> list[FieldError]:
+    """What the lab cannot build: hostNetwork pods, pods without an IPv4 address in the
+    node's pod CIDR, pods holding one of the node's own addresses."""
     errors = []
     for key in sorted(state.pods):
         pod = state.pods[key]
@@ -78,10 +82,10 @@ def lab_errors(state: ClusterState) -> list[FieldError]:
         if not v4:
             err("status.podIP", "Required value: the lab needs an IPv4 address for every pod")
         for ip in pod.ips:
-            cidr = POD_CIDR_V4 if ip.version == 4 else POD_CIDR_V6
+            cidr = node.pod_cidr(ip.version)
             if ip not in cidr:
                 err("status.podIPs", f"Invalid value: {str(ip)!r}: the lab's pod CIDR is {cidr}")
-            elif ip in RESERVED:
+            elif ip in node.reserved:
                 err("status.podIPs", f"Invalid value: {str(ip)!r}: the lab's node holds it")
     return errors
 
@@ -96,15 +100,18 @@ def lab_pods(state: ClusterState) -> dict[str, LabPod]:
             return tuple(sorted({cp.port for cp in pod.ports if cp.protocol == proto}))
 
         out[key] = LabPod(
-            key, v4, v6, ports(Protocol.TCP), ports(Protocol.UDP), ports(Protocol.SCTP)
+            key, v4, v6, PodPorts(ports(Protocol.TCP), ports(Protocol.UDP), ports(Protocol.SCTP))
         )
     return out
 
 
 class ObjectStore:
-    """Current manifests (plain dicts) by (kind, namespace, name)."""
+    """Current manifests (plain dicts) by (kind, namespace, name), valid for ``node``."""
 
-    def __init__(self, objects: Mapping[ObjKey, Mapping[str, Any]] | None = None) -> None:
+    def __init__(
+        self, node: LabNode, objects: Mapping[ObjKey, Mapping[str, Any]] | None = None
+    ) -> None:
+        self.node = node
         self.objects: dict[ObjKey, Mapping[str, Any]] = dict(objects or {})
 
     def state_of(self, objects: Mapping[ObjKey, Mapping[str, Any]]) -> ClusterState:
@@ -113,7 +120,7 @@ class ObjectStore:
             for k, o in sorted(objects.items())
         ]
         state = load_cluster(docs).state
-        errors = lab_errors(state)
+        errors = lab_errors(state, self.node)
         if errors:
             raise InvalidInputError(errors)
         return state

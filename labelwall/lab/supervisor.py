@@ -1,7 +1,7 @@
 """The lab supervisor: one background process that owns the lab's pods and answers the CLI.
 
-It holds, per pod, the network namespace (``labelwall.lab.netns``) and one long-lived
-helper process inside it (echo servers on every declared port, and the prober), writes
+It holds, per pod, a sandbox (``labelwall.lab.sandbox``: the network namespace and one
+long-lived helper process inside it, echo servers on every declared port and the prober), writes
 the manifests the agent watches, and waits until the agent reports them enforced before
 answering, so ``lab apply`` returning means the change is in force. Requests are JSON
 lines on a Unix socket (``lab.sock``); state changes are serialised, probes run in
@@ -29,10 +29,11 @@ import yaml
 from labelwall.agent import logs
 from labelwall.agent.dirsource import STATUS_FILE, state_digest
 from labelwall.errors import FieldError, InvalidInputError
-from labelwall.lab import netns
-from labelwall.lab.fanout import Prober, fan_out
+from labelwall.lab import topology
+from labelwall.lab.fanout import fan_out
 from labelwall.lab.layout import LabPaths, update_record
 from labelwall.lab.objects import LabPod, ObjectStore, ObjKey, lab_pods
+from labelwall.lab.sandbox import PodSandbox
 from labelwall.manifests import SourceDoc
 
 log = logging.getLogger("labelwall.lab")
@@ -42,26 +43,27 @@ SYNC_TIMEOUT_S = 10.0
 
 
 class PodHandle:
-    def __init__(self, spec: LabPod, net: netns.PodNet, helper: netns.Agent) -> None:
+    """A lab pod: what was asked for (``spec``) and the sandbox running it."""
+
+    def __init__(self, spec: LabPod, sandbox: PodSandbox) -> None:
         self.spec = spec
-        self.net = net
-        self.helper = helper
-        self.lock = threading.Lock()
+        self.sandbox = sandbox
 
 
 class Supervisor:
     def __init__(self, paths: LabPaths) -> None:
         self.paths = paths
-        self.store = ObjectStore()
+        self.lab_node = paths.node
+        self.store = ObjectStore(self.lab_node)
         self.pods: dict[str, PodHandle] = {}
         self.lock = threading.Lock()  # serialises apply/delete
-        self.node: netns.NodeNet | None = None
+        self.node: topology.NodeNet | None = None
 
     # ---- lifecycle ----
 
     def setup(self) -> None:
         self.paths.state.mkdir(parents=True, exist_ok=True)
-        self.node = netns.setup_node(self.paths.node_netns, link=self.paths.host_link)
+        self.node = topology.setup_node(self.lab_node)
         update_record(
             self.paths,
             node_netns=self.paths.node_netns,
@@ -74,32 +76,22 @@ class Supervisor:
         for key in list(self.pods):
             self._remove_pod(key)
         if self.node is not None:
-            netns.teardown_node(self.node)
+            topology.teardown_node(self.node)
 
     # ---- pods ----
 
     def _create_pod(self, spec: LabPod) -> None:
         name = self.paths.pod_netns(spec.key)
-        # A leftover of a crashed run has our name: it is ours, remove it first.
-        netns.delete_pod(name, node=self.paths.node_netns)
-        net = netns.create_pod(name, spec.ipv4, spec.ipv6, node=self.paths.node_netns)
-        try:
-            helper = netns.Agent.start(name)
-            helper.serve(tcp=spec.tcp, udp=spec.udp, sctp=spec.sctp)
-        except BaseException:
-            netns.delete_pod(name, node=self.paths.node_netns)
-            raise
-        self.pods[spec.key] = PodHandle(spec, net, helper)
+        sandbox = PodSandbox.start(self.lab_node, name, spec.ipv4, spec.ipv6, spec.ports)
+        self.pods[spec.key] = PodHandle(spec, sandbox)
         log.info("pod created", extra={"pod": spec.key, "netns": name, "ip": spec.ipv4})
 
     def _remove_pod(self, key: str) -> None:
         handle = self.pods.pop(key, None)
         if handle is None:
             return
-        with handle.lock:
-            handle.helper.close()
-        netns.delete_pod(handle.net.name, node=self.paths.node_netns)
-        log.info("pod removed", extra={"pod": key, "netns": handle.net.name})
+        handle.sandbox.stop()
+        log.info("pod removed", extra={"pod": key, "netns": handle.sandbox.name})
 
     def _realise(self, want: Mapping[str, LabPod]) -> None:
         """Create new pods, re-create pods whose addresses changed, add new listeners."""
@@ -111,8 +103,7 @@ class Supervisor:
                 self._remove_pod(key)
                 self._create_pod(spec)
             elif have.spec != spec:
-                with have.lock:
-                    have.helper.serve(tcp=spec.tcp, udp=spec.udp, sctp=spec.sctp)
+                have.sandbox.serve(spec.ports)
                 have.spec = spec
 
     # ---- manifests ----
@@ -177,19 +168,20 @@ class Supervisor:
     def probe(self, requests: list[dict[str, Any]], timeout: float) -> list[dict[str, Any]]:
         """One outcome per request {src, dst, port, protocol}; probes of one source batch."""
         pods = dict(self.pods)
-        probers = {k: Prober(h.lock, h.helper) for k, h in pods.items()}
-        return fan_out(requests, timeout, probers, {k: h.spec.ipv4 for k, h in pods.items()})
+        sandboxes = {k: h.sandbox for k, h in pods.items()}
+        addresses: dict[str, str | None] = {k: h.spec.ipv4 for k, h in pods.items()}
+        return fan_out(requests, timeout, sandboxes, addresses, self.lab_node)
 
     def status(self) -> dict[str, Any]:
         return {
             "objects": [dict(o) for _, o in sorted(self.store.objects.items())],
             "pods": {
                 k: {
-                    "netns": h.net.name,
-                    "ifname": h.net.host_ifname,
-                    "ifindex": h.net.host_ifindex,
+                    "netns": h.sandbox.net.name,
+                    "ifname": h.sandbox.net.host_ifname,
+                    "ifindex": h.sandbox.net.host_ifindex,
                     "ipv4": h.spec.ipv4,
-                    "helper_pid": h.helper.pid,
+                    "helper_pid": h.sandbox.helper.pid,
                 }
                 for k, h in sorted(self.pods.items())
             },

@@ -1,4 +1,6 @@
-"""Measured truth tables: real probes for every pod pair, next to what `labelwall matrix` predicts.
+"""Measured truth tables: real probes for every pod pair, beside what `labelwall matrix` predicts.
+
+``measure`` returns the cells (data only); ``labelwall.cli.lab`` renders them.
 
 A cell is measured allowed when the connection reached the destination: an echo came
 back, or the destination's stack refused it (a TCP RST or ICMP port unreachable means
@@ -12,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labelwall.cli.render import grid
 from labelwall.cluster import Protocol
 from labelwall.lab.control import Lab
 from labelwall.policy.clusterstate import ClusterState
@@ -67,43 +68,3 @@ def measure(
         MeasuredCell(c, (outcome[i] in REACHED) if i in outcome else None, outcome.get(i, "-"))
         for i, c in enumerate(cells)
     ]
-
-
-def label(pp: PortProto) -> str:
-    return f"{pp[1].name}/{pp[0]}"
-
-
-def render(cells: Sequence[MeasuredCell], ports: Sequence[PortProto], expected: bool = True) -> str:
-    """Per port: the measured grid, the predicted grid beside it, then every mismatch."""
-    pods = sorted({m.cell.src for m in cells} | {m.cell.dst for m in cells})
-    out: list[str] = []
-    for pp in ports:
-        sel = [m for m in cells if (m.cell.port, m.cell.protocol) == pp]
-        measured = grid(
-            f"{label(pp)} measured", pods, {(m.cell.src, m.cell.dst): m.measured for m in sel}
-        )
-        if expected:
-            predicted = grid(
-                f"{label(pp)} expected",
-                pods,
-                {(m.cell.src, m.cell.dst): m.cell.allowed for m in sel},
-            )
-            left, right = measured.splitlines(), predicted.splitlines()
-            width = max(len(line) for line in left)
-            out += [a.ljust(width) + "   " + b for a, b in zip(left, right, strict=True)]
-        else:
-            out += measured.splitlines()
-        out.append("")
-    bad = [m for m in cells if m.mismatch]
-    if bad:
-        out.append(f"{len(bad)} mismatch(es) between the packets and the prediction:")
-        for m in bad:
-            c = m.cell
-            out.append(
-                f"  {c.src} -> {c.dst} {c.protocol.name}/{c.port}: measured "
-                f"{'allowed' if m.measured else 'blocked'} ({m.outcome}), expected "
-                f"{'allowed' if c.allowed else 'blocked'}"
-            )
-    else:
-        out.append("measured == expected for every probed cell")
-    return "\n".join(out)

@@ -15,7 +15,7 @@ import pytest
 from labelwall.cluster import Direction
 from labelwall.datapath import abi, reader
 from labelwall.datapath.facade import FROM_POD, TO_POD, Datapath
-from labelwall.lab.netns import in_netns
+from labelwall.lab.topology import in_netns
 from labelwall.policy.lookup import Reason
 from labelwall.policy.mapstate import MapState, PolicyKey, diff
 

@@ -22,7 +22,9 @@ import pytest
 
 from labelwall.datapath import abi
 from labelwall.datapath.facade import Datapath
-from labelwall.lab import netns as L  # noqa: N812 - L.create_pod reads like the lab's API
+from labelwall.lab import topology as L  # noqa: N812 - L.create_pod reads like the lab's API
+from labelwall.lab.node import LabNode
+from labelwall.lab.prober import Probe, ProbeHelper
 from labelwall.manifests import SourceDoc, load_cluster
 from labelwall.policy.compile import Compiled, compile_cluster
 from labelwall.policy.mapstate import diff
@@ -33,6 +35,7 @@ pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.netns]
 
 PREFIX = "lw-tt-"
 NODE = PREFIX + "node"
+LAB_NODE = LabNode("lab", NODE)
 PODS = {  # name -> (labels, IPv4, IPv6)
     "a": ({"app": "a"}, "10.244.9.2", "fd00:10:244:9::2"),
     "b": ({"app": "b"}, "10.244.9.3", "fd00:10:244:9::3"),
@@ -84,8 +87,8 @@ def compile_for(ips: dict[str, tuple[str, str]]) -> Compiled:
             "metadata": {"name": "lab"},
             "status": {
                 "addresses": [
-                    {"type": "InternalIP", "address": L.HOST_V4},
-                    {"type": "InternalIP", "address": L.HOST_V6},
+                    {"type": "InternalIP", "address": LAB_NODE.host_v4},
+                    {"type": "InternalIP", "address": LAB_NODE.host_v6},
                 ]
             },
         },
@@ -110,32 +113,32 @@ def compile_for(ips: dict[str, tuple[str, str]]) -> Compiled:
 class Lab:
     dp: Datapath
     pods: dict[str, L.PodNet] = field(default_factory=dict)
-    agents: dict[str, L.Agent] = field(default_factory=dict)
+    agents: dict[str, ProbeHelper] = field(default_factory=dict)
     ips: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def add_pod(self, name: str, v4: str, v6: str, identity: int) -> None:
-        pod = L.create_pod(PREFIX + name, v4, v6, node=NODE)
+        pod = L.create_pod(PREFIX + name, v4, v6, node=LAB_NODE)
         self.pods[name] = pod
         self.ips[name] = (v4, v6)
         self.dp.set_endpoint(pod.host_ifindex, identity)
         with L.in_netns(NODE):  # the host-side veth lives in the lab's node netns
             self.dp.attach(pod.host_ifname)
-        agent = self.agents[name] = L.Agent.start(pod.name)
+        agent = self.agents[name] = ProbeHelper.start(pod.name)
         agent.serve(tcp=PORTS, udp=PORTS)
 
     def remove_pod(self, name: str) -> None:
         self.agents.pop(name).close()
         pod = self.pods.pop(name)
         self.dp.delete_endpoint(pod.host_ifindex)
-        L.delete_pod(pod.name, node=NODE)
+        L.delete_pod(pod.name, node=LAB_NODE)
 
     def probe(self, cases: list[tuple[str, str, str, int, int]]) -> dict[tuple[Any, ...], str]:
         """Outcome per (client, server, proto, port, family); client/server "node" = lw-host0."""
-        by_client: dict[str, list[tuple[tuple[Any, ...], L.Probe]]] = {}
+        by_client: dict[str, list[tuple[tuple[Any, ...], Probe]]] = {}
         for client, server, proto, port, family in cases:
-            dst = (L.HOST_V4, L.HOST_V6) if server == "node" else self.ips[server]
-            src = (L.HOST_V4, L.HOST_V6)[family == 6] if client == "node" else None
-            probe = L.Probe(proto, dst[family == 6], port, TIMEOUT_S, src)  # type: ignore[arg-type]
+            dst = (LAB_NODE.host_v4, LAB_NODE.host_v6) if server == "node" else self.ips[server]
+            src = (LAB_NODE.host_v4, LAB_NODE.host_v6)[family == 6] if client == "node" else None
+            probe = Probe(proto, dst[family == 6], port, TIMEOUT_S, src)  # type: ignore[arg-type]
             by_client.setdefault(client, []).append(((client, server, proto, port, family), probe))
         out: dict[tuple[Any, ...], str] = {}
         for client, items in by_client.items():
@@ -157,7 +160,7 @@ def lab() -> Iterator[Lab]:
     if os.geteuid() != 0:
         pytest.fail("traffic tests need root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN)")
     assert L.list_netns(PREFIX) == [], f"stale lab namespaces: {L.list_netns(PREFIX)}"
-    node = L.setup_node(NODE)
+    node = L.setup_node(LAB_NODE)
     try:
         with fresh_datapath() as dp:
             compiled = compile_for({n: (v4, v6) for n, (_, v4, v6) in PODS.items()})
@@ -166,7 +169,7 @@ def lab() -> Iterator[Lab]:
             try:
                 for name, (_, v4, v6) in PODS.items():
                     lab.add_pod(name, v4, v6, compiled.pod_identity[f"x/{name}"])
-                node_agent = lab.agents["node"] = L.Agent.start(NODE)
+                node_agent = lab.agents["node"] = ProbeHelper.start(NODE)
                 node_agent.serve(tcp=PORTS, udp=PORTS)
                 yield lab
             finally:
@@ -176,7 +179,7 @@ def lab() -> Iterator[Lab]:
                 for pod in lab.pods.values():
                     with L.in_netns(NODE):
                         dp.detach(pod.host_ifname)
-                    L.delete_pod(pod.name, node=NODE)
+                    L.delete_pod(pod.name, node=LAB_NODE)
                 assert all(a.proc.poll() is not None for a in agents)
     finally:
         L.cleanup(PREFIX, nodes=[None, NODE])

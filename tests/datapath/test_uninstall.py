@@ -24,10 +24,11 @@ SCRIPT = textwrap.dedent(
     import json, os, subprocess, sys
     from labelwall.datapath import tc
     from labelwall.datapath.facade import Datapath
-    from labelwall.lab import netns
+    from labelwall.lab import topology as netns
+    from labelwall.lab.node import LabNode
 
-    node = netns.setup_node(node="lwu-node")
-    pods = [netns.create_pod(f"lwu-p{i}", f"10.244.77.{10 + i}", node="lwu-node")
+    node = netns.setup_node(LabNode("lab", "lwu-node"))
+    pods = [netns.create_pod(f"lwu-p{i}", f"10.244.77.{10 + i}", node=node.node)
             for i in range(2)]
     dp = Datapath.open()
     with netns.in_netns("lwu-node"):
@@ -74,6 +75,6 @@ def test_cleanup_detaches_every_classifier_and_removes_every_pin(tmp_path: Path)
         assert all(names == [] for names in result["after"])
         assert result["pins_after"] == []
     finally:
-        from labelwall.lab import netns
+        from labelwall.lab import topology
 
-        netns.cleanup(PREFIX)
+        topology.cleanup(PREFIX)

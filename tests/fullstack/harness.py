@@ -1,7 +1,7 @@
 """The full stack on one machine: API server, helm-installed chart, operator, agent, lab kubelet.
 
 Everything runs inside one lab node network namespace (``PREFIX + "node"``, made with
-``labelwall.lab.netns.setup_node``), so nothing touches the host's network: the calling
+``labelwall.lab.topology.setup_node``), so nothing touches the host's network: the calling
 thread enters that netns for the life of the stack and every process it starts (etcd,
 kube-apiserver, helm, kubectl, the operator, the agent, the kubelet's pod helpers)
 inherits it, which is what a node with ``hostNetwork`` pods looks like.
@@ -45,8 +45,9 @@ from typing import Any
 import yaml
 
 from labelwall.kube.client import api_client
-from labelwall.lab import netns
+from labelwall.lab import topology
 from labelwall.lab.kubelet import POD_IP_ANNOTATION, Kubelet
+from labelwall.lab.node import LabNode
 from labelwall.testenv import TestEnv, find_binaries, service_account_kubeconfig
 from labelwall.testenv.processes import log_tail
 
@@ -154,6 +155,7 @@ class Stack:
         self.prefix = prefix
         self.subnet = subnet
         self.node_netns = f"{prefix}node"
+        self.node = LabNode(NODE_NAME, self.node_netns, f"{prefix}host0")
         self._exit = contextlib.ExitStack()
         self.env: TestEnv | None = None
         self.kubelet: Kubelet | None = None
@@ -184,13 +186,13 @@ class Stack:
 
     def _up(self) -> None:
         t0 = time.monotonic()
-        if netns.list_netns(self.prefix):
-            netns.cleanup(self.prefix, [self.node_netns])  # a crashed earlier run of ours
-        node = netns.setup_node(self.node_netns, link=f"{self.prefix}host0")
-        self._exit.callback(netns.teardown_node, node)
+        if topology.list_netns(self.prefix):
+            topology.cleanup(self.prefix, [self.node_netns])  # a crashed earlier run of ours
+        node = topology.setup_node(self.node)
+        self._exit.callback(topology.teardown_node, node)
         # Runs before teardown_node (LIFO): pod netns and veths the kubelet left behind.
-        self._exit.callback(netns.cleanup, self.prefix, [self.node_netns])
-        self._exit.enter_context(netns.in_netns(self.node_netns))
+        self._exit.callback(topology.cleanup, self.prefix, [self.node_netns])
+        self._exit.enter_context(topology.in_netns(self.node_netns))
         self.env = TestEnv.start(self.workdir / "apiserver", find_binaries())
         self._exit.callback(self.env.stop)
         self.timings["apiserver_s"] = time.monotonic() - t0
@@ -206,7 +208,7 @@ class Stack:
         config_path.write_text(config_text)
 
         self.kubelet = Kubelet(
-            NODE_NAME, node_netns=self.node_netns, prefix=self.prefix, subnet=self.subnet,
+            self.node, prefix=self.prefix, subnet=self.subnet,
             client=api_client(str(self.env.kubeconfig)),
         )  # fmt: skip
         self.kubelet.register_node()

@@ -25,7 +25,7 @@ from conformance.expectations import compare, diff_report, evaluate
 from conformance.model import POD_IPS, build_model
 
 from labelwall.cluster import Protocol
-from labelwall.lab import netns
+from labelwall.lab import topology
 from labelwall.lab.truth import measure
 from labelwall.manifests import SourceDoc, load_cluster
 
@@ -56,8 +56,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield the_stack
     finally:
         the_stack.down()
-        assert not netns.list_netns(PREFIX), "the stack left network namespaces behind"
-        assert not netns.list_links(PREFIX), "the stack left links behind"
+        assert not topology.list_netns(PREFIX), "the stack left network namespaces behind"
+        assert not topology.list_links(PREFIX), "the stack left links behind"
 
 
 @pytest.fixture(scope="module")

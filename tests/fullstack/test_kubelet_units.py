@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from labelwall.lab.kubelet import Ipam, KubeletError, PodPorts, declared_ports
+from labelwall.lab.kubelet import Ipam, KubeletError, declared_ports
+from labelwall.lab.objects import PodPorts
 
 
 def test_ipam_hands_out_the_next_address_after_the_last_one_and_skips_gateway_and_reserved() -> (

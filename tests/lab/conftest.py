@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from labelwall.lab import netns
+from labelwall.lab import topology
 from labelwall.lab.control import Lab, down
 from labelwall.lab.layout import LabPaths
 
@@ -27,7 +27,7 @@ def _require() -> None:
 def lab() -> Iterator[Lab]:
     _require()
     paths = LabPaths.from_env(f"/tmp/labelwall-test-lab-{os.getpid()}", PREFIX)
-    if netns.list_netns(PREFIX):
+    if topology.list_netns(PREFIX):
         down(paths)  # a crashed earlier session of ours
     the_lab = Lab(paths)
     try:
@@ -35,4 +35,4 @@ def lab() -> Iterator[Lab]:
         yield the_lab
     finally:
         down(paths)
-        assert not netns.list_netns(PREFIX), "lab down left namespaces behind"
+        assert not topology.list_netns(PREFIX), "lab down left namespaces behind"

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from labelwall.lab import netns
+from labelwall.lab import topology
 from labelwall.lab.control import Lab
 from labelwall.lab.objects import object_key
 from labelwall.manifests import SourceDoc
@@ -41,7 +41,7 @@ def sync_to(lab: Lab, objs: Sequence[Doc]) -> dict[str, Any]:
 
 def metric(lab: Lab, name: str, labels: Mapping[str, str] | None = None) -> float:
     """One sample from the lab agent's /metrics (served inside the lab's node netns)."""
-    with netns.in_netns(lab.paths.node_netns):
+    with topology.in_netns(lab.paths.node_netns):
         text = urllib.request.urlopen("http://127.0.0.1:9962/metrics", timeout=5).read().decode()
     want = ",".join(f'{k}="{v}"' for k, v in sorted((labels or {}).items()))
     total = 0.0

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.netns]
 SCRIPT = textwrap.dedent(
     """
     import json, os, signal, subprocess, sys, time
-    from labelwall.lab import netns
+    from labelwall.lab import topology
     from labelwall.lab.control import Lab, alive
     from labelwall.lab.layout import LabPaths, read_record
     from labelwall.manifests import SourceDoc
@@ -33,7 +33,7 @@ SCRIPT = textwrap.dedent(
     assert answer.get("enforced"), answer
     record = read_record(paths)
     helpers = [p["helper_pid"] for p in lab.status()["pods"].values()]
-    made = netns.list_netns(prefix)
+    made = topology.list_netns(prefix)
     assert len(made) == 6, made  # five pods and the node
     for name in ("supervisor", "agent"):
         os.kill(record[name]["pid"], signal.SIGKILL)
@@ -44,11 +44,11 @@ SCRIPT = textwrap.dedent(
     assert out.returncode == 0, out.stderr
     print(json.dumps({
         "down": out.stdout,
-        "left_netns": netns.list_netns(prefix),
-        "left_links": netns.list_links(prefix),
+        "left_netns": topology.list_netns(prefix),
+        "left_links": topology.list_links(prefix),
         "alive": [n for n in ("supervisor", "agent") if alive(record[n])],
         "helpers_alive": [p for p in helpers if os.path.exists(f"/proc/{p}")
-                          and "labelwall.lab.netns" in open(f"/proc/{p}/cmdline").read()],
+                          and "labelwall.lab.prober" in open(f"/proc/{p}/cmdline").read()],
         "dir_left": os.path.exists(root),
         "pins_left": [p for p in os.listdir("/sys/fs/bpf") if p.startswith("lw_")],
     }))
@@ -86,6 +86,6 @@ def test_lab_down_from_a_fresh_process_after_a_crash_removes_everything(tmp_path
         assert result["pins_left"] == []
     finally:
         # The private mount namespace is gone; remove any name files it left on /run/netns.
-        from labelwall.lab import netns
+        from labelwall.lab import topology
 
-        netns.cleanup("lwc-")
+        topology.cleanup("lwc-")

@@ -1,4 +1,8 @@
-"""`labelwall lab`: a cluster on one machine (up, apply, delete, probe, status, down, demo)."""
+"""`labelwall lab`: a cluster on one machine (up, apply, delete, probe, status, down, demo).
+
+The argument parsing and the rendering of the lab's answers; the lab itself (processes,
+namespaces, probes) is ``labelwall.lab``, which imports nothing from the CLI.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,17 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from labelwall.cli.offline import probe_ports
+from labelwall.cli.render import grid
 from labelwall.errors import FieldError, InvalidInputError
 from labelwall.lab.control import Lab, LabDown, down
 from labelwall.lab.layout import LabPaths
 from labelwall.lab.objects import ObjectStore, object_key
-from labelwall.lab.truth import measure, render
+from labelwall.lab.truth import MeasuredCell, PortProto, measure
 from labelwall.manifest_files import read_sources
 from labelwall.manifests import SourceDoc, load_cluster
 from labelwall.policy.clusterstate import ClusterState
@@ -136,7 +142,49 @@ def cmd_delete(args: argparse.Namespace) -> int:
 def lab_state(lab: Lab) -> ClusterState:
     objects = lab.status()["objects"]
     keyed = {object_key(o): o for o in objects}
-    return ObjectStore({k: v for k, v in keyed.items() if k is not None}).state()
+    return ObjectStore(lab.paths.node, {k: v for k, v in keyed.items() if k is not None}).state()
+
+
+def label(pp: PortProto) -> str:
+    return f"{pp[1].name}/{pp[0]}"
+
+
+def render_truth(
+    cells: Sequence[MeasuredCell], ports: Sequence[PortProto], expected: bool = True
+) -> str:
+    """Per port: the measured grid, the predicted grid beside it, then every mismatch."""
+    pods = sorted({m.cell.src for m in cells} | {m.cell.dst for m in cells})
+    out: list[str] = []
+    for pp in ports:
+        sel = [m for m in cells if (m.cell.port, m.cell.protocol) == pp]
+        measured = grid(
+            f"{label(pp)} measured", pods, {(m.cell.src, m.cell.dst): m.measured for m in sel}
+        )
+        if expected:
+            predicted = grid(
+                f"{label(pp)} expected",
+                pods,
+                {(m.cell.src, m.cell.dst): m.cell.allowed for m in sel},
+            )
+            left, right = measured.splitlines(), predicted.splitlines()
+            width = max(len(line) for line in left)
+            out += [a.ljust(width) + "   " + b for a, b in zip(left, right, strict=True)]
+        else:
+            out += measured.splitlines()
+        out.append("")
+    bad = [m for m in cells if m.mismatch]
+    if bad:
+        out.append(f"{len(bad)} mismatch(es) between the packets and the prediction:")
+        for m in bad:
+            c = m.cell
+            out.append(
+                f"  {c.src} -> {c.dst} {c.protocol.name}/{c.port}: measured "
+                f"{'allowed' if m.measured else 'blocked'} ({m.outcome}), expected "
+                f"{'allowed' if c.allowed else 'blocked'}"
+            )
+    else:
+        out.append("measured == expected for every probed cell")
+    return "\n".join(out)
 
 
 def probe_table(lab: Lab, ports_flag: list[str], protocols: list[str], timeout: float,
@@ -147,7 +195,7 @@ def probe_table(lab: Lab, ports_flag: list[str], protocols: list[str], timeout: 
     if output == "json":
         print(json.dumps({"cells": [m.as_json() for m in cells]}, indent=2))
     else:
-        print(render(cells, ports))
+        print(render_truth(cells, ports))
     return EXIT_FINDINGS if any(m.mismatch for m in cells) else EXIT_OK
 
 
