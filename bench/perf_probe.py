@@ -1,10 +1,10 @@
 """Per-packet cost probe (a script, not a test): BPF_PROG_TEST_RUN timings of the classifier.
 
-    sudo .venv/bin/python -m tests.datapath.perf_probe [--sizes 10,10000,1000000] [--runs 5]
+    sudo .venv/bin/python bench/perf_probe.py [--sizes 10,10000,1000000] [--runs 5]
 
 Prints the median (and min) ns per packet over ``--runs`` runs of ``repeat`` = 1e6 for:
 a tc program that only returns TC_ACT_OK (floor), one that parses and does one 40-byte
-hash lookup (parse+lookup, tests/datapath/perf/), and the real classifier on its
+hash lookup (parse+lookup, bench/perf_probe_bpf/), and the real classifier on its
 established path, its reply path, and its worst new-flow paths, with 10 / 10k / 1M
 entries in lw_ipcache_v1 and 1 / 100 / 10k other isolated subjects (6 policy entries
 each). Worst paths (isolated subject, conntrack miss, dropped, event budget checked):
@@ -37,14 +37,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo: bpf_src, tests
+
 from bpf_src import build
 from labelwall.cluster import Direction, Protocol
 from labelwall.datapath import abi, libbpf, testrun
 from labelwall.datapath.facade import FROM_POD, TO_POD, Datapath
 from labelwall.policy.mapstate import IpcacheEntry, MapChanges, NamedPortKey, PolicyKey
 from labelwall.policy.mapstate import SubjectFlags as SF  # noqa: N817 - short in tables
-
-from . import packets as P  # noqa: N812 - P.tcp(...) reads like a builder
+from tests.datapath import packets as P  # noqa: N812 - P.tcp(...) reads like a builder
 
 HERE = Path(__file__).resolve().parent
 PRIVATE_ENV = "LW_PERF_PROBE_PRIVATE_BPFFS"
@@ -68,7 +69,7 @@ def _private_bpffs() -> None:
     if os.geteuid() != 0:
         sys.exit("perf_probe needs root (BPF_PROG_TEST_RUN, map creation)")
     cmd = 'mount --make-rprivate / && mount -t bpf bpf /sys/fs/bpf && exec "$@"'
-    argv = [sys.executable, "-m", "tests.datapath.perf_probe", *sys.argv[1:]]
+    argv = [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]]
     env = dict(os.environ, **{PRIVATE_ENV: "1"})
     os.execvpe("unshare", ["unshare", "-m", "sh", "-c", cmd, "sh", *argv], env)
 
@@ -76,7 +77,7 @@ def _private_bpffs() -> None:
 def _compile(name: str, out_dir: Path) -> Path:
     out = out_dir / f"{name}.o"
     cmd = build.command(out)
-    cmd[cmd.index(str(build.SOURCE))] = str(HERE / "perf" / f"{name}.bpf.c")
+    cmd[cmd.index(str(build.SOURCE))] = str(HERE / "perf_probe_bpf" / f"{name}.bpf.c")
     subprocess.run(cmd, check=True)
     return out
 
