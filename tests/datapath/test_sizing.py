@@ -43,7 +43,7 @@ SCRIPT = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from labelwall.datapath import abi, libbpf, sizing
+    from labelwall.datapath import libbpf, mapspecs, sizing
     from labelwall.datapath.errors import LayoutMismatchError
     from labelwall.datapath.facade import Datapath
 

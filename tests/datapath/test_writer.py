@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import time
 
 import pytest
@@ -15,7 +14,6 @@ from labelwall.cluster import Direction, Protocol
 from labelwall.datapath import abi, codecs, mapspecs, reader
 from labelwall.datapath.facade import TO_POD, Datapath
 from labelwall.datapath.writer import plan, relaxed
-from labelwall.policy.lookup import decide
 from labelwall.policy.mapstate import (
     IpcacheEntry,
     MapChanges,
@@ -29,24 +27,16 @@ from labelwall.policy.mapstate import (
 from . import packets
 from .conftest import fresh_datapath
 from .helpers import LO, expected_groups, expected_overflow, read_groups, read_overflow
-from .mapstate_strategies import ADDRS, PORTS, PROTOS, SUBJECTS, Flow, map_states
+from .mapstate_strategies import (
+    ADDRS,
+    Flow,
+    all_flows,
+    allowed,
+    map_states,
+)
 
 IN, OUT = Direction.INGRESS, Direction.EGRESS
 ISO_IN = SubjectFlags.INGRESS_ISOLATED
-
-
-def _allowed(state: MapState, f: Flow) -> bool:
-    dst = f.peer_addr if f.direction is OUT else f.subject_addr
-    return decide(state, f.subject, f.direction, f.peer_addr, dst, f.protocol, f.dport).allowed
-
-
-def _all_flows() -> list[Flow]:
-    return [
-        Flow(s, d, a, p, proto, 1234, port)
-        for s, d, a, p, proto, port in itertools.product(
-            SUBJECTS, list(Direction), ADDRS[:2], ADDRS[2:5], PROTOS[:2], PORTS[:3]
-        )
-    ]
 
 
 def test_relaxed_flags_are_isolated_only_where_both_are_and_audited_where_either_is() -> None:
@@ -92,7 +82,7 @@ def test_a_new_policy_never_drops_the_flow_it_allows_while_being_written() -> No
     writer = MemoryDatapath(before, record=True)
     writer.apply(diff(before, after))
     assert writer.read_state() == after
-    assert all(_allowed(s, flow) for s in writer.history)
+    assert all(allowed(s, flow) for s in writer.history)
 
 
 @settings(max_examples=150, deadline=None)
@@ -105,9 +95,9 @@ def test_policy_and_subject_changes_keep_every_flow_allowed_before_and_after(
     writer = MemoryDatapath(before, record=True)
     writer.apply(diff(before, after))
     assert writer.read_state() == after
-    for f in _all_flows():
-        if _allowed(before, f) and _allowed(after, f):
-            assert all(_allowed(s, f) for s in writer.history), f
+    for f in all_flows():
+        if allowed(before, f) and allowed(after, f):
+            assert all(allowed(s, f) for s in writer.history), f
 
 
 # ---- the BPF writer on real maps ----

@@ -7,8 +7,6 @@ the way the classifier reads it (``classify``: slots, else the overflow trie).
 
 from __future__ import annotations
 
-import itertools
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +16,7 @@ from labelwall.datapath import abi, codecs, groups, mapspecs, reader
 from labelwall.datapath.mapio import DictMapIO
 from labelwall.datapath.writer import MapWriter
 from labelwall.identity.numbers import ANY, Reserved
-from labelwall.policy.lookup import PORT_PROTOCOLS, decide, lpm_cidr, lpm_policy
+from labelwall.policy.lookup import PORT_PROTOCOLS, lpm_cidr, lpm_policy
 from labelwall.policy.mapstate import (
     IpcacheEntry,
     MapChanges,
@@ -31,24 +29,17 @@ from labelwall.policy.mapstate import (
 )
 
 from .helpers import expected_groups, expected_overflow, read_groups, read_overflow
-from .mapstate_strategies import ADDRS, NETS, PORTS, PROTOS, SUBJECTS, Flow, map_states
+from .mapstate_strategies import (
+    ADDRS,
+    NETS,
+    Flow,
+    all_flows,
+    allowed,
+    map_states,
+)
 
 IN, OUT = Direction.INGRESS, Direction.EGRESS
 ISO_IN = SubjectFlags.INGRESS_ISOLATED
-
-
-def _allowed(state: MapState, f: Flow) -> bool:
-    dst = f.peer_addr if f.direction is OUT else f.subject_addr
-    return decide(state, f.subject, f.direction, f.peer_addr, dst, f.protocol, f.dport).allowed
-
-
-def _all_flows() -> list[Flow]:
-    return [
-        Flow(s, d, a, p, proto, 1234, port)
-        for s, d, a, p, proto, port in itertools.product(
-            SUBJECTS, list(Direction), ADDRS[:2], ADDRS[2:5], PROTOS[:2], PORTS[:3]
-        )
-    ]
 
 
 def classify(dp: MemoryDatapath, f: Flow) -> bool:
@@ -117,7 +108,7 @@ def test_the_group_index_never_drops_a_flow_allowed_before_and_after_while_writt
 ) -> None:
     after = MapState(after.subjects, after.policy, before.ipcache, before.cidrs, before.named_ports)
     dp = MemoryDatapath(before)
-    flows = [f for f in _all_flows() if _allowed(before, f) and _allowed(after, f)]
+    flows = [f for f in all_flows() if allowed(before, f) and allowed(after, f)]
     seen: list[Flow] = []
 
     def check() -> None:
@@ -126,7 +117,7 @@ def test_the_group_index_never_drops_a_flow_allowed_before_and_after_while_writt
     dp.io.on_write = check
     dp.apply(diff(before, after))
     assert seen == []
-    assert all(classify(dp, f) == _allowed(after, f) for f in _all_flows())
+    assert all(classify(dp, f) == allowed(after, f) for f in all_flows())
 
 
 def test_tries_fall_back_to_one_write_per_entry_and_hash_maps_stay_batched() -> None:
