@@ -168,7 +168,7 @@ def setup_subjects(dp: Datapath) -> None:
     iso = SF.INGRESS_ISOLATED | SF.EGRESS_ISOLATED
     w.apply_changes(mapstate.SUBJECTS, MapChanges({SUBJECT: iso, SUBJECT_OVF: iso}))
     w.apply_changes(
-        "ipcache",
+        mapstate.IPCACHE,
         MapChanges(
             {
                 SUBJECT_ADDR: IpcacheEntry(SUBJECT, CIDR_ID),
@@ -179,7 +179,7 @@ def setup_subjects(dp: Datapath) -> None:
         ),
     )
     w.apply_changes(
-        "cidrs",
+        mapstate.CIDRS,
         MapChanges(
             {
                 ipaddress.ip_network("10.0.0.0/8"): CIDR_ID,
@@ -189,7 +189,7 @@ def setup_subjects(dp: Datapath) -> None:
         ),
     )
     w.apply_changes(
-        "named_ports",
+        mapstate.NAMED_PORTS,
         MapChanges(
             {
                 NamedPortKey(PEER_ADDR, Protocol.TCP, 80): NAME_ID,
