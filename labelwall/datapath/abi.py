@@ -2,7 +2,7 @@
 
 Only what C defines, with the C names; tests/datapath/test_abi_layout.py checks every
 layout against host offsetof/sizeof and against the BTF of the compiled object. The maps
-built from these structs are in ``maps``, the byte codecs in ``codecs``, the policy group
+built from these structs are in ``mapspecs``, the byte codecs in ``codecs``, the policy group
 index in ``groups``.
 """
 
