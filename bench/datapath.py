@@ -22,7 +22,7 @@ Three parts, measured in one run on this machine, side by side with their baseli
    ESTABLISHED shortcut; nftables with a 10k-element concatenated set (saddr . dport).
    Each size is measured in rounds that interleave every configuration, so drift on this
    shared machine hits all of them alike; ratios are medians of per-round ratios.
-3. Map write rate through the writer (BpfMapWriter, batched) for 10k and 100k ipcache
+3. Map write rate through the writer (MapWriter, batched) for 10k and 100k ipcache
    entries, and per-entry LPM-trie policy writes for comparison.
 
 Isolation: the benchmark re-executes itself in a private mount namespace with its own
@@ -58,11 +58,12 @@ import _machine
 from pyroute2 import IPRoute
 
 from labelwall.cluster import Direction, IPAddress, IPNetwork, Protocol
-from labelwall.datapath import abi, libbpf, testrun
+from labelwall.datapath import libbpf, mapspecs, testrun
 from labelwall.datapath.facade import FROM_POD, TO_POD, Datapath
 from labelwall.identity.numbers import LOCAL_FLAG
 from labelwall.lab import topology as L  # noqa: N812
 from labelwall.lab.node import LabNode
+from labelwall.policy import mapstate
 from labelwall.policy.mapstate import (
     IpcacheEntry,
     MapChanges,
@@ -132,7 +133,7 @@ class Filler:
                 ipaddress.IPv4Address(base + i): IpcacheEntry(FILLER_IDS[i % len(FILLER_IDS)])
                 for i in range(self.ipcache, n)
             }
-            w.apply_changes("ipcache", MapChanges(upserts=ips))
+            w.apply_changes(mapstate.IPCACHE, MapChanges(upserts=ips))
             self.ipcache = n
         if n > self.policy:
             r = self.rng
@@ -148,7 +149,7 @@ class Filler:
                     port_bits=16,
                 )
                 keys[k] = 1 + len(keys)
-            w.apply_changes("policy", MapChanges(upserts=keys))
+            w.apply_changes(mapstate.POLICY, MapChanges(upserts=keys))
             self.policy = n
         n_cidrs = min(n, 10_000)
         if n_cidrs > self.cidrs:
@@ -157,7 +158,7 @@ class Filler:
                 LOCAL_FLAG | (2 + i)
                 for i in range(self.cidrs, n_cidrs)
             }  # fmt: skip
-            w.apply_changes("cidrs", MapChanges(upserts=cidrs))
+            w.apply_changes(mapstate.CIDRS, MapChanges(upserts=cidrs))
             self.cidrs = n_cidrs
         n_ports = min(n, 100_000)
         if n_ports > self.ports:
@@ -166,7 +167,7 @@ class Filler:
                 NamedPortKey(ipaddress.IPv4Address(base + i), Protocol.TCP, 80): 1 + i % 100
                 for i in range(self.ports, n_ports)
             }
-            w.apply_changes("named_ports", MapChanges(upserts=ports))
+            w.apply_changes(mapstate.NAMED_PORTS, MapChanges(upserts=ports))
             self.ports = n_ports
 
 
@@ -175,7 +176,7 @@ def write_real_entries(dp: Datapath, client: IPAddress, server: IPAddress) -> No
     client (PEER) on TCP PERF_PORT/ESTABLISHED_PORT and the named port; a CIDR policy
     prefix 10.200.0.0/16 (so a peer there gets a cidr identity)."""
     w = dp.writer
-    w.apply_changes("subjects", MapChanges(upserts={SUBJECT: SubjectFlags.INGRESS_ISOLATED}))
+    w.apply_changes(mapstate.SUBJECTS, MapChanges(upserts={SUBJECT: SubjectFlags.INGRESS_ISOLATED}))
     ips: dict[IPAddress, IpcacheEntry] = {
         client: IpcacheEntry(PEER),
         server: IpcacheEntry(SUBJECT),
@@ -183,18 +184,20 @@ def write_real_entries(dp: Datapath, client: IPAddress, server: IPAddress) -> No
         ipaddress.IPv4Address(SERVER_V4): IpcacheEntry(SUBJECT),
         ipaddress.IPv4Address(LAB_NODE.host_v4): IpcacheEntry(1),  # host identity
     }
-    w.apply_changes("ipcache", MapChanges(upserts=ips))
-    w.apply_changes("cidrs", MapChanges(upserts={ipaddress.IPv4Network("10.200.0.0/16"): CIDR_ID}))
+    w.apply_changes(mapstate.IPCACHE, MapChanges(upserts=ips))
+    w.apply_changes(
+        mapstate.CIDRS, MapChanges(upserts={ipaddress.IPv4Network("10.200.0.0/16"): CIDR_ID})
+    )
     ports = {
         NamedPortKey(addr, Protocol.TCP, NAMED_PORT): NAME_ID
         for addr in (server, ipaddress.IPv4Address(SERVER_V4))
     }
-    w.apply_changes("named_ports", MapChanges(upserts=ports))
+    w.apply_changes(mapstate.NAMED_PORTS, MapChanges(upserts=ports))
     allow = {
         PolicyKey(SUBJECT, PEER, Direction.INGRESS, Protocol.TCP, port, 16): 42
         for port in (PERF_PORT, ESTABLISHED_PORT)
     }
-    w.apply_changes("policy", MapChanges(upserts=allow))
+    w.apply_changes(mapstate.POLICY, MapChanges(upserts=allow))
 
 
 # ---------------------------------------------------------------- BPF_PROG_TEST_RUN
@@ -253,13 +256,13 @@ def build_baselines(tmp: Path) -> Baselines:
                "-idirafter/usr/include/x86_64-linux-gnu", "-c", str(HERE / "bpf" / f"{name}.bpf.c"),
                "-o", str(obj)]  # fmt: skip
         subprocess.run(cmd, check=True)
-        pin = f"{abi.PIN_ROOT}/lwbench_{name}"
+        pin = f"{mapspecs.PIN_ROOT}/lwbench_{name}"
         load = ["bpftool", "prog", "load", str(obj), pin, "type", "classifier"]
         if name == "parse_hash":
-            load += ["pinmaps", f"{abi.PIN_ROOT}/lwbench_maps"]
+            load += ["pinmaps", f"{mapspecs.PIN_ROOT}/lwbench_maps"]
         subprocess.run(load, check=True)
         fds.append(libbpf.obj_get(pin))
-    flows = libbpf.obj_get(f"{abi.PIN_ROOT}/lwbench_maps/bench_flows")
+    flows = libbpf.obj_get(f"{mapspecs.PIN_ROOT}/lwbench_maps/bench_flows")
     return Baselines(fds[0], fds[1], flows)
 
 
@@ -299,19 +302,19 @@ def write_rates(dp: Datapath, sizes: list[int]) -> dict[str, float]:
         base = int(ipaddress.IPv4Address("10.160.0.0"))
         ips = {ipaddress.IPv4Address(base + i): IpcacheEntry(1000 + i % 50000) for i in range(n)}
         t = time.perf_counter()
-        w.apply_changes("ipcache", MapChanges(upserts=ips))
+        w.apply_changes(mapstate.IPCACHE, MapChanges(upserts=ips))
         out[f"ipcache_upserts_per_s_{n}"] = n / (time.perf_counter() - t)
         t = time.perf_counter()
-        w.apply_changes("ipcache", MapChanges(deletes=frozenset(ips)))
+        w.apply_changes(mapstate.IPCACHE, MapChanges(deletes=frozenset(ips)))
         out[f"ipcache_deletes_per_s_{n}"] = n / (time.perf_counter() - t)
     n = min(sizes)
     keys = {
         PolicyKey(SUBJECT, 1000 + i, Direction.INGRESS, Protocol.TCP, 80, 16): 1 for i in range(n)
     }
     t = time.perf_counter()
-    w.apply_changes("policy", MapChanges(upserts=keys))
+    w.apply_changes(mapstate.POLICY, MapChanges(upserts=keys))
     out[f"policy_upserts_per_s_{n}"] = n / (time.perf_counter() - t)
-    w.apply_changes("policy", MapChanges(deletes=frozenset(keys)))
+    w.apply_changes(mapstate.POLICY, MapChanges(deletes=frozenset(keys)))
     return out
 
 
@@ -559,7 +562,7 @@ def run_all(quick: bool) -> dict[str, Any]:
             dp.close()
         Datapath.unpin_all()
         for pin in ("lwbench_floor", "lwbench_parse_hash", "lwbench_maps"):
-            path = Path(abi.PIN_ROOT) / pin
+            path = Path(mapspecs.PIN_ROOT) / pin
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
@@ -659,7 +662,7 @@ def main() -> int:
             INNER_FLAG,
         ]
         return subprocess.call(argv)
-    subprocess.run(["mount", "-t", "bpf", "bpf", abi.PIN_ROOT], check=True)
+    subprocess.run(["mount", "-t", "bpf", "bpf", mapspecs.PIN_ROOT], check=True)
     os.makedirs(L.NETNS_DIR, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "lwbench", L.NETNS_DIR], check=True)
     report = run_all(args.quick)

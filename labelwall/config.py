@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from labelwall.datapath import abi
+from labelwall.datapath import mapspecs
 from labelwall.decode.fields import type_name
 from labelwall.errors import FieldError, InvalidInputError
 from labelwall.identity.labels import DEFAULT_EXCLUDE_LABELS
@@ -53,13 +53,13 @@ class MapSizes:
     checks, so a default config never needs a rebuild.
     """
 
-    endpoints: int = abi.ENDPOINTS_MAX  # local pods (host-veth ifindex -> subject identity)
-    subjects: int = abi.SUBJECTS_MAX  # subject identities with isolation flags
-    policy: int = abi.POLICY_MAX  # (subject, peer, direction, protocol, port) -> allow
-    ipcache: int = abi.IPCACHE_MAX  # pod addresses -> peer identity (exact-match hash)
-    cidrs: int = abi.CIDRS_MAX  # ipBlock prefixes the policies name (LPM trie)
-    ports: int = abi.PORTS_MAX  # named-port / port-range entries
-    conntrack: int = abi.CT_MAX  # LRU 5-tuple flows
+    endpoints: int = mapspecs.ENDPOINTS_MAX  # local pods (host-veth ifindex -> subject identity)
+    subjects: int = mapspecs.SUBJECTS_MAX  # subject identities with isolation flags
+    policy: int = mapspecs.POLICY_MAX  # (subject, peer, direction, protocol, port) -> allow
+    ipcache: int = mapspecs.IPCACHE_MAX  # pod addresses -> peer identity (exact-match hash)
+    cidrs: int = mapspecs.CIDRS_MAX  # ipBlock prefixes the policies name (LPM trie)
+    ports: int = mapspecs.PORTS_MAX  # named-port / port-range entries
+    conntrack: int = mapspecs.CT_MAX  # LRU 5-tuple flows
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from labelwall.config import (
     MapSizes,
     load_config,
 )
-from labelwall.datapath import abi
+from labelwall.datapath import mapspecs
 from labelwall.errors import InvalidInputError
 from labelwall.identity.labels import DEFAULT_EXCLUDE_LABELS
 
@@ -37,7 +37,7 @@ def test_no_path_gives_the_documented_defaults() -> None:
 
 
 def test_default_map_sizes_are_the_sizes_the_loader_checks() -> None:
-    by_name = {spec.name: spec.max_entries for spec in abi.MAPS}
+    by_name = {spec.name: spec.max_entries for spec in mapspecs.MAPS}
     sizes = MapSizes()
     assert sizes.endpoints == by_name["lw_endpoints_v1"]
     assert sizes.subjects == by_name["lw_subjects_v1"]

@@ -70,30 +70,30 @@ def serve_health(port: int, agent: Agent, max_age_s: float) -> ThreadingHTTPServ
 
 def map_sizes(config: Config) -> dict[str, int]:
     """The config's mapSizes as {pinned map name: max_entries}."""
-    from labelwall.datapath import abi
+    from labelwall.datapath import mapspecs
 
     ms = config.map_sizes
     return {
-        abi.ENDPOINTS_MAP.name: ms.endpoints,
-        abi.SUBJECTS_MAP.name: ms.subjects,
-        abi.POLICY_MAP.name: ms.policy,
-        abi.POLOVF_MAP.name: ms.policy,  # the overflow trie holds a subset of the policy
-        abi.IPCACHE_MAP.name: ms.ipcache,
-        abi.CIDRS_MAP.name: ms.cidrs,
-        abi.PORTS_MAP.name: ms.ports,
-        abi.CT_MAP.name: ms.conntrack,
+        mapspecs.ENDPOINTS_MAP.name: ms.endpoints,
+        mapspecs.SUBJECTS_MAP.name: ms.subjects,
+        mapspecs.POLICY_MAP.name: ms.policy,
+        mapspecs.POLOVF_MAP.name: ms.policy,  # the overflow trie holds a subset of the policy
+        mapspecs.IPCACHE_MAP.name: ms.ipcache,
+        mapspecs.CIDRS_MAP.name: ms.cidrs,
+        mapspecs.PORTS_MAP.name: ms.ports,
+        mapspecs.CT_MAP.name: ms.conntrack,
     }
 
 
 def build_agent(
     config: Config, source_spec: str, node: str | None, drift_s: float
 ) -> tuple[Agent, Any]:
-    from labelwall.datapath import abi, sizing
+    from labelwall.datapath import mapspecs, sizing
     from labelwall.datapath.facade import Datapath
 
     source, published_mode = make_source(source_spec, node)
     defines = sizing.defines_for(map_sizes(config))
-    dp = Datapath.open(sizing.object_for(defines), maps=abi.resized(defines))
+    dp = Datapath.open(sizing.object_for(defines), maps=mapspecs.resized(defines))
     metrics = AgentMetrics()
     metrics.add_datapath(dp.counters)
     options = CompileOptions(

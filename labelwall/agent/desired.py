@@ -32,15 +32,15 @@ from labelwall.identity.numbers import Reserved
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import CompileOptions
 from labelwall.policy.incremental import IncrementalCompiler
+from labelwall.policy.mapstate import TABLES as MAP_TABLES
 from labelwall.policy.mapstate import (
     IpcacheEntry,
-    MapChanges,
     MapDelta,
     MapState,
     SubjectFlags,
 )
 
-TABLES = ("subjects", "policy", "ipcache", "cidrs", "named_ports")
+TABLES = tuple(t.name for t in MAP_TABLES)
 #: ``init`` pods wait for their Identity object isolated both ways: only their node passes.
 INIT_FLAGS = SubjectFlags.INGRESS_ISOLATED | SubjectFlags.EGRESS_ISOLATED
 _GONE = object()
@@ -82,8 +82,8 @@ def compose(deltas: Iterable[MapDelta]) -> dict[str, dict[Any, Any]]:
     """Later deltas win; a key deleted last maps to the ``_GONE`` marker."""
     out: dict[str, dict[Any, Any]] = {t: {} for t in TABLES}
     for d in deltas:
-        for t in TABLES:
-            ch: MapChanges[Any, Any] = getattr(d, t)
+        for table in MAP_TABLES:
+            t, ch = table.name, table.changes(d)
             for k in ch.deletes:
                 out[t][k] = _GONE
             out[t].update(ch.upserts)

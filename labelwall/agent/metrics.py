@@ -9,16 +9,16 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from labelwall.cluster import Direction
-from labelwall.datapath import abi
+from labelwall.datapath import codecs, mapspecs
 from labelwall.policy.lookup import DROP_REASONS, Reason
 
 #: MapState field -> pinned map, for the ``map`` label and the fill ratio's denominator.
-MAP_SPECS: dict[str, abi.MapSpec] = {
-    **{t: spec.spec for t, spec in abi.TABLES.items()},
-    "endpoints": abi.ENDPOINTS_MAP,
+MAP_SPECS: dict[str, mapspecs.MapSpec] = {
+    **{c.table.name: c.spec for c in codecs.TABLE_CODECS},
+    "endpoints": mapspecs.ENDPOINTS_MAP,
 }
 
-CounterReader = Callable[[], Mapping[tuple[Direction, Reason], abi.Counter]]
+CounterReader = Callable[[], Mapping[tuple[Direction, Reason], codecs.Counter]]
 
 
 class DatapathCounters(Collector):

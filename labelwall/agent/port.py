@@ -1,7 +1,9 @@
 """What the agent needs from the node: the datapath (maps, tc) and the host's pod routes.
 
 ``labelwall.datapath.facade.Datapath`` and ``routes.HostRoutes`` are the real ones;
-``MemoryDatapath`` and ``StaticRoutes`` are in-memory twins for unit tests.
+``MemoryDatapath`` and ``StaticRoutes`` are in-memory twins for unit tests; the datapath
+twin is the real writer (``datapath.writer.MapWriter``) over dict maps
+(``datapath.mapio.DictMapIO``), so tests run its policy index and endpoint mirror too.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from labelwall.cluster import IPAddress
-from labelwall.datapath.writer import MemoryMapWriter
-from labelwall.policy.mapstate import MapDelta, MapState
+from labelwall.datapath import codecs, mapspecs, reader
+from labelwall.datapath.mapio import DictMapIO
+from labelwall.datapath.writer import MapWriter
+from labelwall.policy.mapstate import TABLES, MapDelta, MapState, diff
 
 
 class DatapathPort(Protocol):
@@ -39,27 +43,33 @@ class RoutesPort(Protocol):
 
 
 class MemoryDatapath:
-    """A datapath in dicts; ``writes`` counts every entry written (upsert, delete, endpoint)."""
+    """A datapath in dicts; ``writes`` counts every entry written (upsert, delete, endpoint).
+
+    ``record``: ``history`` gets the MapState after every single entry write.
+    """
 
     def __init__(self, initial: MapState | None = None, record: bool = False) -> None:
-        self.writer = MemoryMapWriter(initial, record=record)
+        self.io = DictMapIO()
+        self.writer = MapWriter(self.io)
+        if initial is not None:
+            self.writer.apply(diff(MapState(), initial))
         self.attached: set[int] = set()
         self.writes = 0
         self.ops: list[tuple[str, object]] = []  # ("endpoint"|"attach"|"detach"|"apply", arg)
+        self.history: list[MapState] = []
+        if record:
+            self.io.on_write = lambda: self.history.append(self.read_state())
 
     def apply(self, delta: MapDelta) -> None:
-        self.writes += sum(
-            len(getattr(delta, t))
-            for t in ("subjects", "policy", "ipcache", "cidrs", "named_ports")
-        )
+        self.writes += sum(len(t.changes(delta)) for t in TABLES)
         self.ops.append(("apply", delta))
         self.writer.apply(delta)
 
     def read_state(self) -> MapState:
-        return self.writer.state
+        return reader.read_state(self.io)
 
     def endpoints(self) -> dict[int, int]:
-        return dict(self.writer.endpoints)
+        return {i: e.identity for i, e in reader.read_endpoints(self.io).items()}
 
     def set_endpoint(self, ifindex: int, identity: int) -> None:
         self.writes += 1
@@ -70,6 +80,20 @@ class MemoryDatapath:
         self.writes += 1
         self.ops.append(("delete_endpoint", ifindex))
         self.writer.delete_endpoint(ifindex)
+
+    def drift(self, delta: MapDelta) -> None:
+        """Change the maps behind the writer's back (as another program would): tests of
+        drift repair."""
+        for codec in codecs.TABLE_CODECS:
+            changes = codec.table.changes(delta)
+            for k, v in changes.upserts.items():
+                self.io.update(codec.spec, codec.encode_key(k), codec.encode_value(v))
+            for k in changes.deletes:
+                self.io.delete(codec.spec, codec.encode_key(k))
+
+    def drop_endpoint(self, ifindex: int) -> None:
+        """Delete an endpoint behind the writer's back (drift)."""
+        self.io.delete(mapspecs.ENDPOINTS_MAP, codecs.encode_u32(ifindex))
 
     def attach(self, link: str | int) -> None:
         assert isinstance(link, int)

@@ -21,10 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from labelwall.agent.desired import TABLES, DesiredState
+from labelwall.agent.desired import DesiredState
 from labelwall.agent.port import DatapathPort, RoutesPort
 from labelwall.cluster import Pod
-from labelwall.policy.mapstate import MapChanges, MapDelta, MapState
+from labelwall.policy.mapstate import TABLES, MapChanges, MapDelta, MapState, delta_of
 
 log = logging.getLogger("labelwall.agent")
 
@@ -50,13 +50,13 @@ class WriteStats:
 
 
 def _split(delta: Mapping[str, MapChanges[Any, Any]]) -> tuple[MapDelta, MapDelta]:
-    ups = MapDelta(**{t: MapChanges(upserts=dict(delta[t].upserts)) for t in TABLES})
-    dels = MapDelta(**{t: MapChanges(deletes=delta[t].deletes) for t in TABLES})
+    ups = delta_of({t: MapChanges(upserts=dict(ch.upserts)) for t, ch in delta.items()})
+    dels = delta_of({t: MapChanges(deletes=ch.deletes) for t, ch in delta.items()})
     return ups, dels
 
 
 def state_dicts(state: MapState) -> dict[str, dict[Any, Any]]:
-    return {t: dict(getattr(state, t)) for t in TABLES}
+    return {t.name: dict(t.entries(state)) for t in TABLES}
 
 
 class Reconciler:
@@ -71,7 +71,7 @@ class Reconciler:
         self.dp = datapath
         self.routes = routes
         self.node = node or None
-        self.applied: dict[str, dict[Any, Any]] = {t: {} for t in TABLES}
+        self.applied: dict[str, dict[Any, Any]] = {t.name: {} for t in TABLES}
         self.endpoints: dict[int, int] = {}  # ifindex -> identity, as in the endpoints map
         self.attached: set[int] = set()
         self.pending: set[str] = set()  # local pods with an address but no host route yet
@@ -92,10 +92,11 @@ class Reconciler:
         """Differences between desired and applied, over ``keys`` (None: every key)."""
         out: dict[str, MapChanges[Any, Any]] = {}
         full = desired.map_state() if keys is None else None
-        for t in TABLES:
+        for table in TABLES:
+            t = table.name
             have = self.applied[t]
             if full is not None:
-                want: Mapping[Any, Any] = getattr(full, t)
+                want: Mapping[Any, Any] = table.entries(full)
                 cand = set(want) | set(have)
             else:
                 assert keys is not None
@@ -116,13 +117,13 @@ class Reconciler:
         if delta.is_empty():
             return
         self.dp.apply(delta)
-        for t in TABLES:
-            ch: MapChanges[Any, Any] = getattr(delta, t)
-            mirror = self.applied[t]
+        for table in TABLES:
+            ch: MapChanges[Any, Any] = table.changes(delta)
+            mirror = self.applied[table.name]
             for k in ch.deletes:
                 mirror.pop(k, None)
             mirror.update(ch.upserts)
-            stats.add(t, len(ch.upserts), len(ch.deletes))
+            stats.add(table.name, len(ch.upserts), len(ch.deletes))
 
     # ---- endpoints ----
 

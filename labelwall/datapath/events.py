@@ -1,21 +1,21 @@
-"""Consume verdict events from the lw_events_v1 ring buffer as abi.Event values."""
+"""Consume verdict events from the lw_events_v1 ring buffer as codecs.Event values."""
 
 from __future__ import annotations
 
-from labelwall.datapath import abi, libbpf
+from labelwall.datapath import codecs, libbpf
 
 
 class EventStream:
     """Decoded events; ``poll`` drains what is queued (waiting up to ``timeout_ms``)."""
 
     def __init__(self, events_map_fd: int) -> None:
-        self._pending: list[abi.Event] = []
+        self._pending: list[codecs.Event] = []
         self._rb = libbpf.RingBuffer(events_map_fd, self._on_record)
 
     def _on_record(self, raw: bytes) -> None:
-        self._pending.append(abi.decode_event(raw))
+        self._pending.append(codecs.decode_event(raw))
 
-    def poll(self, timeout_ms: int = 0) -> list[abi.Event]:
+    def poll(self, timeout_ms: int = 0) -> list[codecs.Event]:
         self._rb.poll(timeout_ms)
         out, self._pending = self._pending, []
         return out

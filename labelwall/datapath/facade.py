@@ -16,34 +16,36 @@ from pathlib import Path
 from types import TracebackType
 
 from labelwall.cluster import Direction
-from labelwall.datapath import abi, libbpf, loader, reader, tc, testrun
+from labelwall.datapath import codecs, libbpf, loader, mapspecs, reader, tc, testrun
 from labelwall.datapath.events import EventStream
-from labelwall.datapath.writer import BpfMapWriter
+from labelwall.datapath.mapio import LibbpfMapIO
+from labelwall.datapath.writer import MapWriter
 from labelwall.policy.lookup import Reason
 from labelwall.policy.mapstate import MapDelta, MapState
 
-FROM_POD = abi.PROG_FROM_POD  # tc ingress of the host-side veth: the pod's egress policy
-TO_POD = abi.PROG_TO_POD  # tc egress of the host-side veth: the pod's ingress policy
+FROM_POD = mapspecs.PROG_FROM_POD  # tc ingress of the host-side veth: the pod's egress policy
+TO_POD = mapspecs.PROG_TO_POD  # tc egress of the host-side veth: the pod's ingress policy
 
 
 class Datapath:
-    def __init__(self, loaded: loader.Loaded) -> None:
+    def __init__(self, loaded: loader.LoadedObject) -> None:
         self._loaded = loaded
-        self.writer = BpfMapWriter(loaded.map_fds)
+        self.io = LibbpfMapIO(loaded.map_fds)
+        self.writer = MapWriter(self.io)
 
     @classmethod
     def open(
         cls,
         object_file: Path | None = None,
-        config: abi.Config | None = None,
-        maps: tuple[abi.MapSpec, ...] = abi.MAPS,
+        config: codecs.DatapathConfig | None = None,
+        maps: tuple[mapspecs.MapSpec, ...] = mapspecs.MAPS,
     ) -> Datapath:
         """Load the object onto the pinned maps (creating them the first time).
 
         ``maps``: the layouts ``object_file`` was built with (see ``sizing.object_for``).
         """
         dp = cls(loader.load(object_file, maps=maps))
-        dp.writer.set_config(config or abi.Config())
+        dp.writer.set_config(config or codecs.DatapathConfig())
         dp.writer.sync_policy_index()  # the group index derives from the pinned trie
         dp.writer.sync_endpoints()  # and the endpoints' subject-flags mirror from the subjects
         return dp
@@ -97,33 +99,33 @@ class Datapath:
     def apply(self, delta: MapDelta) -> None:
         self.writer.apply(delta)
 
-    def set_config(self, config: abi.Config) -> None:
+    def set_config(self, config: codecs.DatapathConfig) -> None:
         self.writer.set_config(config)
 
     # ---- reads ----
 
     def read_state(self) -> MapState:
-        return reader.read_state(self._loaded.map_fds)
+        return reader.read_state(self.io)
 
     def endpoints(self) -> dict[int, int]:
-        return {i: e.identity for i, e in reader.read_endpoints(self._loaded.map_fds).items()}
+        return {i: e.identity for i, e in reader.read_endpoints(self.io).items()}
 
-    def counters(self) -> dict[tuple[Direction, Reason], abi.Counter]:
+    def counters(self) -> dict[tuple[Direction, Reason], codecs.Counter]:
         return reader.read_counters(self._loaded.map_fds)
 
-    def conntrack(self) -> dict[abi.CtKey, abi.CtValue]:
-        return reader.read_conntrack(self._loaded.map_fds)
+    def conntrack(self) -> dict[codecs.CtKey, codecs.CtValue]:
+        return reader.read_conntrack(self.io)
 
-    def event_rate(self) -> abi.EventRate:
+    def event_rate(self) -> codecs.EventRate:
         return reader.read_event_rate(self._loaded.map_fds)
 
     def clear_conntrack(self) -> None:
-        spec = abi.CT_MAP
-        keys = [k for k, _ in reader.read_raw(self._loaded.map_fds[spec.name], spec)]
+        spec = mapspecs.CT_MAP
+        keys = [k for k, _ in self.io.items(spec)]
         self.writer.delete_raw(spec, keys)
 
     def events(self) -> EventStream:
-        return EventStream(self._loaded.map_fds[abi.EVENTS_MAP.name])
+        return EventStream(self._loaded.map_fds[mapspecs.EVENTS_MAP.name])
 
     # ---- testing ----
 

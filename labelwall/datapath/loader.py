@@ -2,7 +2,7 @@
 
 Maps are declared LIBBPF_PIN_BY_NAME, so loading reuses every pinned map (entries kept:
 enforcement survives a control-plane restart) and pins new ones under /sys/fs/bpf. Before
-loading, every existing pin is checked against abi.MAPS (type, key size, value size,
+loading, every existing pin is checked against mapspecs.MAPS (type, key size, value size,
 max entries): a mismatch raises LayoutMismatchError instead of letting libbpf fail with a
 bare EINVAL, and nothing is written. pylibbpf 0.0.6 exposes no program fd, so the loaded
 programs are found by id (libbpf.py fallback): the newest program with the expected name
@@ -21,7 +21,7 @@ from typing import Any
 
 import pylibbpf
 
-from labelwall.datapath import abi, libbpf
+from labelwall.datapath import libbpf, mapspecs
 from labelwall.datapath.errors import (
     LayoutMismatchError,
     ObjectMissingError,
@@ -47,11 +47,11 @@ def _layout(info: libbpf.MapInfo) -> tuple[int, int, int, int]:
     return (info.type, info.key_size, info.value_size, info.max_entries)
 
 
-def _expected(spec: abi.MapSpec) -> tuple[int, int, int, int]:
+def _expected(spec: mapspecs.MapSpec) -> tuple[int, int, int, int]:
     return (spec.type, spec.key_size, spec.value_size, spec.max_entries)
 
 
-def check_map(spec: abi.MapSpec, info: libbpf.MapInfo, where: str) -> None:
+def check_map(spec: mapspecs.MapSpec, info: libbpf.MapInfo, where: str) -> None:
     if _layout(info) != _expected(spec):
         raise LayoutMismatchError(
             f"{where}: map {spec.name} has (type, key, value, max_entries) = "
@@ -60,7 +60,7 @@ def check_map(spec: abi.MapSpec, info: libbpf.MapInfo, where: str) -> None:
         )
 
 
-def check_pinned_maps(maps: tuple[abi.MapSpec, ...] = abi.MAPS) -> list[str]:
+def check_pinned_maps(maps: tuple[mapspecs.MapSpec, ...] = mapspecs.MAPS) -> list[str]:
     """Verify every existing pin of ours; returns the names already pinned."""
     pinned = []
     for spec in maps:
@@ -102,7 +102,7 @@ def pin(fd: int, path: str) -> None:
 
 
 @dataclass
-class Loaded:
+class LoadedObject:
     """A loaded object: map fds (owned by the pylibbpf object) and program fds (ours)."""
 
     obj: Any  # pylibbpf.BpfObject; keeps map fds open
@@ -120,11 +120,11 @@ class Loaded:
 def load(
     path: Path | None = None,
     pin_programs: bool = True,
-    maps: tuple[abi.MapSpec, ...] = abi.MAPS,
-) -> Loaded:
+    maps: tuple[mapspecs.MapSpec, ...] = mapspecs.MAPS,
+) -> LoadedObject:
     """Load (or re-load onto the existing pinned maps) and pin the programs.
 
-    ``maps`` are the layouts the object at ``path`` was built with (``abi.resized`` for an
+    ``maps`` are the layouts the object at ``path`` was built with (``mapspecs.resized`` for an
     object built with other sizes); pins and the loaded object must match them exactly.
     """
     obj_path = path or object_path()
@@ -136,10 +136,10 @@ def load(
         fd = int(obj[spec.name].get_fd())
         check_map(spec, libbpf.map_info(fd), str(obj_path))
         map_fds[spec.name] = fd
-    endpoints_id = libbpf.map_info(map_fds[abi.ENDPOINTS_MAP.name]).id
-    loaded = Loaded(obj, map_fds)
+    endpoints_id = libbpf.map_info(map_fds[mapspecs.ENDPOINTS_MAP.name]).id
+    loaded = LoadedObject(obj, map_fds)
     try:
-        for prog, pin_path in abi.PROG_PINS.items():
+        for prog, pin_path in mapspecs.PROG_PINS.items():
             fd = _find_program(prog, endpoints_id)
             loaded.prog_fds[prog] = fd
             if pin_programs:
@@ -157,7 +157,7 @@ def unpin_all() -> list[str]:
     until detached; only the names disappear.
     """
     removed = []
-    for p in [s.pin_path for s in abi.MAPS] + list(abi.PROG_PINS.values()):
+    for p in [s.pin_path for s in mapspecs.MAPS] + list(mapspecs.PROG_PINS.values()):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(p)
             removed.append(p)

@@ -1,60 +1,45 @@
 """Read the pinned maps back into MapState, endpoints, counters and conntrack entries.
 
 For agent restart (diff the desired state against what the kernel holds) and drift repair.
-Hash maps are read with BPF_MAP_LOOKUP_BATCH; LPM tries (no batch ops) with a
-get_next_key walk.
+Maps are read through a ``MapIO`` (mapio.py: batch lookups on the kernel's hash maps, a
+key walk on tries); per-CPU maps (counters, event rate) only exist in the kernel and are
+read by fd.
 """
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
 from labelwall.cluster import Direction
-from labelwall.datapath import abi, libbpf
+from labelwall.datapath import codecs, libbpf, mapspecs
+from labelwall.datapath.mapio import MapIO
 from labelwall.policy.lookup import Reason
-from labelwall.policy.mapstate import MapState
-
-_TRIES = {abi.POLICY_MAP.name, abi.POLOVF_MAP.name, abi.CIDRS_MAP.name}
+from labelwall.policy.mapstate import MapState, state_of
 
 
-def read_raw(fd: int, spec: abi.MapSpec) -> list[tuple[bytes, bytes]]:
-    if spec.name not in _TRIES:
-        try:
-            return libbpf.lookup_batch(fd, spec.key_size, spec.value_size)
-        except OSError as e:
-            if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP, 524):
-                raise
-    out = []
-    for key in libbpf.iter_keys(fd, spec.key_size):
-        value = libbpf.lookup_elem(fd, key, spec.value_size)
-        if value is not None:  # deleted meanwhile
-            out.append((key, value))
-    return out
+def read_raw(io: MapIO, spec: mapspecs.MapSpec) -> list[tuple[bytes, bytes]]:
+    return io.items(spec)
 
 
-def read_table(fd: int, table: abi.Table) -> dict[Any, Any]:
-    return {table.decode_key(k): table.decode_value(v) for k, v in read_raw(fd, table.spec)}
+def read_table(io: MapIO, table: codecs.TableCodec) -> dict[Any, Any]:
+    return {table.decode_key(k): table.decode_value(v) for k, v in io.items(table.spec)}
 
 
-def read_state(map_fds: Mapping[str, int]) -> MapState:
-    """The MapState the kernel enforces now."""
-    fields = {
-        name: read_table(map_fds[table.spec.name], table) for name, table in abi.TABLES.items()
-    }
-    return MapState(**fields)
+def read_state(io: MapIO) -> MapState:
+    """The MapState the maps hold now."""
+    return state_of({c.table.name: read_table(io, c) for c in codecs.TABLE_CODECS})
 
 
-def read_endpoints(map_fds: Mapping[str, int]) -> dict[int, abi.Endpoint]:
-    raw = read_raw(map_fds[abi.ENDPOINTS_MAP.name], abi.ENDPOINTS_MAP)
-    return {abi.decode_u32(k): abi.decode_endpoint(v) for k, v in raw}
+def read_endpoints(io: MapIO) -> dict[int, codecs.Endpoint]:
+    raw = io.items(mapspecs.ENDPOINTS_MAP)
+    return {codecs.decode_u32(k): codecs.decode_endpoint(v) for k, v in raw}
 
 
-def read_conntrack(map_fds: Mapping[str, int]) -> dict[abi.CtKey, abi.CtValue]:
-    raw = read_raw(map_fds[abi.CT_MAP.name], abi.CT_MAP)
-    return {abi.decode_ct_key(k): abi.decode_ct_value(v) for k, v in raw}
+def read_conntrack(io: MapIO) -> dict[codecs.CtKey, codecs.CtValue]:
+    raw = io.items(mapspecs.CT_MAP)
+    return {codecs.decode_ct_key(k): codecs.decode_ct_value(v) for k, v in raw}
 
 
 @cache
@@ -69,34 +54,37 @@ def possible_cpus() -> int:
     return total
 
 
-def _percpu(fd: int, spec: abi.MapSpec, index: int) -> list[bytes]:
+def _percpu(fd: int, spec: mapspecs.MapSpec, index: int) -> list[bytes]:
     slot = (spec.value_size + 7) // 8 * 8  # each CPU's value is rounded up to 8 bytes
-    raw = libbpf.lookup_elem(fd, abi.encode_u32(index), slot * possible_cpus())
+    raw = libbpf.lookup_elem(fd, codecs.encode_u32(index), slot * possible_cpus())
     if raw is None:
         return []
     return [raw[i * slot : i * slot + spec.value_size] for i in range(possible_cpus())]
 
 
-def read_counters(map_fds: Mapping[str, int]) -> dict[tuple[Direction, Reason], abi.Counter]:
+def read_counters(map_fds: Mapping[str, int]) -> dict[tuple[Direction, Reason], codecs.Counter]:
     """Counters summed over CPUs, only the non-zero ones."""
-    fd = map_fds[abi.COUNTERS_MAP.name]
+    fd = map_fds[mapspecs.COUNTERS_MAP.name]
     out = {}
     for direction in Direction:
         for reason in Reason:
             cells = [
-                abi.decode_counter(c)
-                for c in _percpu(fd, abi.COUNTERS_MAP, abi.counter_index(direction, reason))
+                codecs.decode_counter(c)
+                for c in _percpu(fd, mapspecs.COUNTERS_MAP, codecs.counter_index(direction, reason))
             ]
             packets = sum(c.packets for c in cells)
             if packets:
-                out[(direction, reason)] = abi.Counter(packets, sum(c.bytes for c in cells))
+                out[(direction, reason)] = codecs.Counter(packets, sum(c.bytes for c in cells))
     return out
 
 
-def read_event_rate(map_fds: Mapping[str, int]) -> abi.EventRate:
+def read_event_rate(map_fds: Mapping[str, int]) -> codecs.EventRate:
     """Event suppression/loss summed over CPUs (tokens/last_ns: the max over CPUs)."""
-    cells = [abi.decode_evrate(c) for c in _percpu(map_fds[abi.EVRATE_MAP.name], abi.EVRATE_MAP, 0)]
-    return abi.EventRate(
+    cells = [
+        codecs.decode_evrate(c)
+        for c in _percpu(map_fds[mapspecs.EVRATE_MAP.name], mapspecs.EVRATE_MAP, 0)
+    ]
+    return codecs.EventRate(
         max((c.last_ns for c in cells), default=0),
         max((c.tokens for c in cells), default=0),
         sum(c.suppressed for c in cells),

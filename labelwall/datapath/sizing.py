@@ -3,7 +3,7 @@
 The shipped object has maps.h's default sizes. Other sizes are compile-time constants of
 the object (pylibbpf 0.0.6 cannot change max_entries before load), so, as Cilium does, the
 agent compiles the classifier with the node's sizes into a cache keyed by the source and
-the sizes, and the loader then expects exactly those sizes (``abi.resized``). A pinned map
+the sizes, and the loader then expects exactly those sizes (``mapspecs.resized``). A pinned map
 of another size is refused, as any other layout mismatch: changing sizes on a running node
 needs ``labelwall agent --cleanup`` first.
 """
@@ -17,18 +17,20 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from labelwall.datapath import abi, loader
+from labelwall.datapath import loader, mapspecs
 from labelwall.datapath.errors import DatapathError
 
 
 def defines_for(sizes: Mapping[str, int]) -> dict[str, int]:
     """Size macros that differ from the shipped object's, from {map name: max_entries}."""
-    defaults = {m.name: m.max_entries for m in abi.MAPS}
+    defaults = {m.name: m.max_entries for m in mapspecs.MAPS}
     out: dict[str, int] = {}
     for name, size in sizes.items():
-        macro = abi.SIZE_MACROS.get(name)
+        macro = mapspecs.SIZE_MACROS.get(name)
         if macro is None:
-            raise DatapathError(f"map {name} has no size macro; sizable: {sorted(abi.SIZE_MACROS)}")
+            raise DatapathError(
+                f"map {name} has no size macro; sizable: {sorted(mapspecs.SIZE_MACROS)}"
+            )
         if size != defaults[name]:
             if out.get(macro, size) != size:
                 raise DatapathError(f"{macro} asked with two sizes: {out[macro]} and {size}")

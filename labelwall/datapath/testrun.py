@@ -20,7 +20,7 @@ LOOPBACK_IFINDEX = 1
 
 
 class TestRunResult(NamedTuple):
-    verdict: abi.Verdict
+    verdict: abi.TcVerdict
     retval: int
     duration_ns: int  # average per repetition
 
@@ -38,5 +38,5 @@ def run(
     prog_fd: int, packet: bytes, ifindex: int = LOOPBACK_IFINDEX, repeat: int = 1
 ) -> TestRunResult:
     r = libbpf.prog_test_run(prog_fd, packet, skb_context(ifindex), repeat)
-    verdict = abi.Verdict.ALLOW if r.retval == TC_ACT_OK else abi.Verdict.DROP
+    verdict = abi.TcVerdict.ALLOW if r.retval == TC_ACT_OK else abi.TcVerdict.DROP
     return TestRunResult(verdict, r.retval, r.duration_ns)

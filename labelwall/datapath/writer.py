@@ -23,8 +23,12 @@ duration of step 3 (documented limitation: such a flow is a different pod anyway
 Batching: hash maps take BPF_MAP_UPDATE_BATCH / DELETE_BATCH (one syscall per chunk); LPM
 tries do not implement batch ops, so they fall back to one syscall per entry.
 
+The writer does all of this through a ``MapIO`` (mapio.py): the kernel's maps in the
+agent, dicts in unit tests, so every path here (groups, overflow, mirror, batch fallback)
+runs without root too.
+
 The policy group index (lw_polgrp_v1, abi.h) is derived from lw_policy_v1 here, from a
-shadow of the policy table that BpfMapWriter loads from the trie once (sync_policy_index,
+shadow of the policy table that MapWriter loads from the trie once (sync_policy_index,
 at open) and keeps up to date; it must therefore be the only writer of the policy maps.
 Each policy step keeps the index in the same order as the trie: upserts go into the trie
 first, then into the groups; deletes leave the groups first, then the trie. A group whose
@@ -43,27 +47,27 @@ shadow, this assumes one writer.
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from labelwall.datapath import abi, libbpf, reader
-from labelwall.policy.mapstate import MapChanges, MapDelta, MapState, PolicyKey, SubjectFlags
+from labelwall.datapath import abi, codecs, groups, mapspecs
+from labelwall.datapath.mapio import NO_BATCH_ERRNOS, MapIO
+from labelwall.policy import mapstate
+from labelwall.policy.mapstate import MapChanges, MapDelta, MapTable, PolicyKey, SubjectFlags
 
 # One group's policy entries in the writer's shadow: encoded trie key -> (key, cookie).
 _Entries = dict[bytes, tuple[PolicyKey, int]]
 
 ISOLATION = SubjectFlags.INGRESS_ISOLATED | SubjectFlags.EGRESS_ISOLATED
 BATCH_CHUNK = 65536  # entries per batch syscall (bounds the kernel's temporary buffers)
-_NO_BATCH_ERRNOS = frozenset({errno.EINVAL, errno.EOPNOTSUPP, 524})  # 524 = ENOTSUPP
 
 
 @dataclass(frozen=True)
 class Step:
-    """Part of a delta for one MapState field, written as one unit (upserts then deletes)."""
+    """Part of a delta for one MapState table, written as one unit (upserts then deletes)."""
 
-    table: str  # MapState field name, a key of abi.TABLES
+    table: MapTable[Any, Any]
     upserts: Mapping[Any, Any] = field(default_factory=dict)
     deletes: frozenset[Any] = frozenset()
 
@@ -82,85 +86,34 @@ def plan(delta: MapDelta, current_subjects: Mapping[int, SubjectFlags]) -> list[
         if old is not None and relaxed(old, new) != old:
             relax[ident] = relaxed(old, new)
     steps = [
-        Step("policy", upserts=delta.policy.upserts),
-        Step("subjects", upserts=relax, deletes=subj.deletes),
-        Step("cidrs", upserts=delta.cidrs.upserts),
-        Step("ipcache", upserts=delta.ipcache.upserts),
-        Step("named_ports", upserts=delta.named_ports.upserts),
-        Step("ipcache", deletes=delta.ipcache.deletes),
-        Step("named_ports", deletes=delta.named_ports.deletes),
-        Step("cidrs", deletes=delta.cidrs.deletes),
-        Step("subjects", upserts=subj.upserts),
-        Step("policy", deletes=delta.policy.deletes),
+        Step(mapstate.POLICY, upserts=delta.policy.upserts),
+        Step(mapstate.SUBJECTS, upserts=relax, deletes=subj.deletes),
+        Step(mapstate.CIDRS, upserts=delta.cidrs.upserts),
+        Step(mapstate.IPCACHE, upserts=delta.ipcache.upserts),
+        Step(mapstate.NAMED_PORTS, upserts=delta.named_ports.upserts),
+        Step(mapstate.IPCACHE, deletes=delta.ipcache.deletes),
+        Step(mapstate.NAMED_PORTS, deletes=delta.named_ports.deletes),
+        Step(mapstate.CIDRS, deletes=delta.cidrs.deletes),
+        Step(mapstate.SUBJECTS, upserts=subj.upserts),
+        Step(mapstate.POLICY, deletes=delta.policy.deletes),
     ]
     return [s for s in steps if s.upserts or s.deletes]
 
 
-class MapWriter(Protocol):
-    """What the agent needs to change the datapath; BpfMapWriter and MemoryMapWriter."""
+class MapWriter:
+    """Writes the maps through a MapIO (batched where the map type allows)."""
 
-    def apply(self, delta: MapDelta) -> None: ...
-
-    def set_endpoint(self, ifindex: int, identity: int) -> None: ...
-
-    def delete_endpoint(self, ifindex: int) -> None: ...
-
-
-def _state_dicts(state: MapState) -> dict[str, dict[Any, Any]]:
-    return {name: dict(getattr(state, name)) for name in abi.TABLES}
-
-
-class MemoryMapWriter:
-    """In-memory twin of BpfMapWriter for unit tests; can record every intermediate state."""
-
-    def __init__(self, initial: MapState | None = None, record: bool = False) -> None:
-        self._maps = _state_dicts(initial or MapState())
-        self.endpoints: dict[int, int] = {}
-        self.record = record
-        self.history: list[MapState] = []  # state after each single-entry write
-
-    @property
-    def state(self) -> MapState:
-        return MapState(**{k: dict(v) for k, v in self._maps.items()})
-
-    def _after_write(self) -> None:
-        if self.record:
-            self.history.append(self.state)
-
-    def apply(self, delta: MapDelta) -> None:
-        for step in plan(delta, self._maps["subjects"]):
-            table = self._maps[step.table]
-            for k, v in step.upserts.items():
-                table[k] = v
-                self._after_write()
-            for k in step.deletes:
-                table.pop(k, None)
-                self._after_write()
-
-    def set_endpoint(self, ifindex: int, identity: int) -> None:
-        self.endpoints[ifindex] = identity
-
-    def delete_endpoint(self, ifindex: int) -> None:
-        self.endpoints.pop(ifindex, None)
-
-
-class BpfMapWriter:
-    """Writes the pinned maps through their fds (batched where the map type allows)."""
-
-    def __init__(self, map_fds: Mapping[str, int]) -> None:
-        self._fds = dict(map_fds)
+    def __init__(self, io: MapIO) -> None:
+        self.io = io
         self._no_batch: set[str] = set()  # maps whose type has no batch ops
         # shadow of lw_policy_v1 by group, loaded on first use (sync_policy_index)
-        self._groups: dict[abi.GroupKey, _Entries] | None = None
-
-    def _fd(self, spec: abi.MapSpec) -> int:
-        return self._fds[spec.name]
+        self._groups: dict[groups.GroupKey, _Entries] | None = None
 
     def _current_subjects(self, idents: list[int]) -> dict[int, SubjectFlags]:
-        fd, table = self._fd(abi.SUBJECTS_MAP), abi.TABLES["subjects"]
+        table = codecs.SUBJECTS
         out = {}
         for ident in idents:
-            raw = libbpf.lookup_elem(fd, table.encode_key(ident), abi.SUBJECTS_MAP.value_size)
+            raw = self.io.lookup(table.spec, table.encode_key(ident))
             if raw is not None:
                 out[ident] = table.decode_value(raw)
         return out
@@ -168,51 +121,43 @@ class BpfMapWriter:
     def apply(self, delta: MapDelta) -> None:
         current = self._current_subjects(list(delta.subjects.upserts))
         for step in plan(delta, current):
-            if step.table == "policy":
-                self._write_policy(step.upserts, step.deletes)
-                continue
-            table = abi.TABLES[step.table]
-            if step.upserts:
-                self.upsert_raw(
-                    table.spec,
-                    [table.encode_key(k) for k in step.upserts],
-                    [table.encode_value(v) for v in step.upserts.values()],
-                )
-            if step.deletes:
-                self.delete_raw(table.spec, [table.encode_key(k) for k in step.deletes])
-            if step.table == "subjects":
-                self._mirror_subjects(
-                    {**step.upserts, **{k: SubjectFlags.NONE for k in step.deletes}}
-                )
+            self._write_table(step.table, step.upserts, step.deletes)
 
-    def apply_changes(self, table_name: str, changes: MapChanges[Any, Any]) -> None:
+    def apply_changes(self, table: MapTable[Any, Any], changes: MapChanges[Any, Any]) -> None:
         """One table, no ordering (initial fills, benchmarks)."""
-        if table_name == "policy":
-            self._write_policy(changes.upserts, changes.deletes)
+        self._write_table(table, changes.upserts, changes.deletes)
+
+    def _write_table(
+        self, table: MapTable[Any, Any], upserts: Mapping[Any, Any], deletes: frozenset[Any]
+    ) -> None:
+        """Upserts then deletes of one table; the policy index and the endpoints' mirror
+        follow their table at once."""
+        if table is mapstate.POLICY:
+            self._write_policy(upserts, deletes)
             return
-        table = abi.TABLES[table_name]
-        self.upsert_raw(
-            table.spec,
-            [table.encode_key(k) for k in changes.upserts],
-            [table.encode_value(v) for v in changes.upserts.values()],
-        )
-        self.delete_raw(table.spec, [table.encode_key(k) for k in changes.deletes])
-        if table_name == "subjects":
-            self._mirror_subjects(
-                {**changes.upserts, **{k: SubjectFlags.NONE for k in changes.deletes}}
+        codec = codecs.CODEC_OF[table]
+        if upserts:
+            self.upsert_raw(
+                codec.spec,
+                [codec.encode_key(k) for k in upserts],
+                [codec.encode_value(v) for v in upserts.values()],
             )
+        if deletes:
+            self.delete_raw(codec.spec, [codec.encode_key(k) for k in deletes])
+        if table is mapstate.SUBJECTS:
+            self._mirror_subjects({**upserts, **{k: SubjectFlags.NONE for k in deletes}})
 
     # ---- endpoints: the subject-flags mirror ----
 
-    def _endpoints(self) -> dict[int, abi.Endpoint]:
-        raw = reader.read_raw(self._fd(abi.ENDPOINTS_MAP), abi.ENDPOINTS_MAP)
-        return {abi.decode_u32(k): abi.decode_endpoint(v) for k, v in raw}
+    def _endpoints(self) -> dict[int, codecs.Endpoint]:
+        raw = self.io.items(mapspecs.ENDPOINTS_MAP)
+        return {codecs.decode_u32(k): codecs.decode_endpoint(v) for k, v in raw}
 
-    def _write_endpoints(self, endpoints: Mapping[int, abi.Endpoint]) -> None:
+    def _write_endpoints(self, endpoints: Mapping[int, codecs.Endpoint]) -> None:
         self.upsert_raw(
-            abi.ENDPOINTS_MAP,
-            [abi.encode_u32(i) for i in endpoints],
-            [abi.encode_endpoint(e) for e in endpoints.values()],
+            mapspecs.ENDPOINTS_MAP,
+            [codecs.encode_u32(i) for i in endpoints],
+            [codecs.encode_endpoint(e) for e in endpoints.values()],
         )
 
     def _mirror_subjects(self, flags: Mapping[int, SubjectFlags]) -> None:
@@ -221,10 +166,10 @@ class BpfMapWriter:
             return
         self._write_endpoints(
             {
-                ifindex: abi.Endpoint.mirroring(ep.identity, flags[ep.identity])
+                ifindex: codecs.Endpoint.mirroring(ep.identity, flags[ep.identity])
                 for ifindex, ep in self._endpoints().items()
                 if ep.identity in flags
-                and ep != abi.Endpoint.mirroring(ep.identity, flags[ep.identity])
+                and ep != codecs.Endpoint.mirroring(ep.identity, flags[ep.identity])
             }
         )
 
@@ -233,14 +178,14 @@ class BpfMapWriter:
         current = self._endpoints()
         subjects = self._current_subjects(sorted({e.identity for e in current.values()}))
         want = {
-            i: abi.Endpoint.mirroring(e.identity, subjects.get(e.identity, SubjectFlags.NONE))
+            i: codecs.Endpoint.mirroring(e.identity, subjects.get(e.identity, SubjectFlags.NONE))
             for i, e in current.items()
         }
         self._write_endpoints({i: e for i, e in want.items() if current[i] != e})
 
     # ---- policy: the trie and its group index ----
 
-    def _shadow(self) -> dict[abi.GroupKey, _Entries]:
+    def _shadow(self) -> dict[groups.GroupKey, _Entries]:
         if self._groups is None:
             self.sync_policy_index()
         assert self._groups is not None
@@ -252,28 +197,31 @@ class BpfMapWriter:
         Run at open: repairs an index left stale by a crash between a trie write and its
         group write, and builds it for a trie pinned by a version without the index.
         """
-        table = abi.TABLES["policy"]
-        groups: dict[abi.GroupKey, _Entries] = {}
-        for raw, value in reader.read_raw(self._fd(table.spec), table.spec):
+        table = codecs.POLICY
+        shadow: dict[groups.GroupKey, _Entries] = {}
+        for raw, value in self.io.items(table.spec):
             key = table.decode_key(raw)
-            groups.setdefault(abi.group_of(key), {})[raw] = (key, table.decode_value(value))
+            shadow.setdefault(groups.group_of(key), {})[raw] = (key, table.decode_value(value))
         self._sync_raw(
-            abi.POLOVF_MAP,
+            mapspecs.POLOVF_MAP,
             {
                 raw: table.encode_value(cookie)
-                for e in groups.values()
-                if abi.overflows(e)
+                for e in shadow.values()
+                if groups.overflows(e)
                 for raw, (_, cookie) in e.items()
             },
         )
         self._sync_raw(
-            abi.POLGRP_MAP,
-            {abi.encode_group_key(g): abi.encode_group(e.values()) for g, e in groups.items()},
+            mapspecs.POLGRP_MAP,
+            {
+                groups.encode_group_key(g): groups.encode_group(e.values())
+                for g, e in shadow.items()
+            },
         )
-        self._groups = groups
+        self._groups = shadow
 
-    def _sync_raw(self, spec: abi.MapSpec, want: Mapping[bytes, bytes]) -> None:
-        have = dict(reader.read_raw(self._fd(spec), spec))
+    def _sync_raw(self, spec: mapspecs.MapSpec, want: Mapping[bytes, bytes]) -> None:
+        have = dict(self.io.items(spec))
         changed = [k for k, v in want.items() if have.get(k) != v]
         self.upsert_raw(spec, changed, [want[k] for k in changed])
         self.delete_raw(spec, [k for k in have if k not in want])
@@ -287,23 +235,23 @@ class BpfMapWriter:
 
         Entries are keyed by their encoded trie key: bytes hash once and cache it, where
         PolicyKey (a dataclass) hashes in Python on every dict operation."""
-        groups = self._shadow()
-        table = abi.TABLES["policy"]
+        shadow = self._shadow()
+        table = codecs.POLICY
         encode_key, encode_value = table.encode_key, table.encode_value
         up_raw = [(encode_key(k), k, v) for k, v in upserts.items()]
         del_raw = [(encode_key(k), k) for k in deletes]
-        touched: dict[abi.GroupKey, _Entries] = {}
+        touched: dict[groups.GroupKey, _Entries] = {}
         for raw, key, cookie in up_raw:
-            g = abi.GroupKey(key.subject, key.peer, key.direction)
+            g = groups.GroupKey(key.subject, key.peer, key.direction)
             entries = touched.get(g)
             if entries is None:
-                entries = touched[g] = dict(groups[g]) if g in groups else {}
+                entries = touched[g] = dict(shadow[g]) if g in shadow else {}
             entries[raw] = (key, cookie)
         for raw, key in del_raw:
-            g = abi.GroupKey(key.subject, key.peer, key.direction)
+            g = groups.GroupKey(key.subject, key.peer, key.direction)
             entries = touched.get(g)
             if entries is None:
-                entries = touched[g] = dict(groups[g]) if g in groups else {}
+                entries = touched[g] = dict(shadow[g]) if g in shadow else {}
             entries.pop(raw, None)
         if up_raw:
             self.upsert_raw(
@@ -312,10 +260,10 @@ class BpfMapWriter:
         ovf_upserts: dict[bytes, int] = {}
         ovf_deletes: list[bytes] = []
         for g, new in touched.items():
-            old = groups.get(g, {})
+            old = shadow.get(g, {})
             if len(new) <= abi.GROUP_SLOTS and len(old) <= abi.GROUP_SLOTS:
                 continue  # neither side in the overflow trie (the common case)
-            old_ovf, new_ovf = abi.overflows(old), abi.overflows(new)
+            old_ovf, new_ovf = groups.overflows(old), groups.overflows(new)
             if new_ovf:
                 ovf_upserts.update(
                     {r: kv[1] for r, kv in new.items() if not old_ovf or old.get(r) != kv}
@@ -323,73 +271,73 @@ class BpfMapWriter:
             if old_ovf:
                 ovf_deletes.extend(r for r in old if not new_ovf or r not in new)
         self.upsert_raw(
-            abi.POLOVF_MAP, list(ovf_upserts), [encode_value(v) for v in ovf_upserts.values()]
+            mapspecs.POLOVF_MAP, list(ovf_upserts), [encode_value(v) for v in ovf_upserts.values()]
         )
         live = [g for g, e in touched.items() if e]
         self.upsert_raw(
-            abi.POLGRP_MAP,
-            [abi.encode_group_key(g) for g in live],
-            [abi.encode_group(touched[g].values()) for g in live],
+            mapspecs.POLGRP_MAP,
+            [groups.encode_group_key(g) for g in live],
+            [groups.encode_group(touched[g].values()) for g in live],
         )
         self.delete_raw(
-            abi.POLGRP_MAP, [abi.encode_group_key(g) for g, e in touched.items() if not e]
+            mapspecs.POLGRP_MAP, [groups.encode_group_key(g) for g, e in touched.items() if not e]
         )
-        self.delete_raw(abi.POLOVF_MAP, ovf_deletes)
+        self.delete_raw(mapspecs.POLOVF_MAP, ovf_deletes)
         for g, entries in touched.items():
             if entries:
-                groups[g] = entries
+                shadow[g] = entries
             else:
-                groups.pop(g, None)
+                shadow.pop(g, None)
         if del_raw:
             self.delete_raw(table.spec, [r for r, _ in del_raw])
 
-    def upsert_raw(self, spec: abi.MapSpec, keys: list[bytes], values: list[bytes]) -> None:
-        fd = self._fd(spec)
+    def upsert_raw(self, spec: mapspecs.MapSpec, keys: list[bytes], values: list[bytes]) -> None:
         start = 0
         if spec.name not in self._no_batch:
             while start < len(keys):
                 end = min(start + BATCH_CHUNK, len(keys))
                 try:
-                    libbpf.update_batch(
-                        fd, b"".join(keys[start:end]), b"".join(values[start:end]), end - start
+                    self.io.update_batch(
+                        spec, b"".join(keys[start:end]), b"".join(values[start:end]), end - start
                     )
                 except OSError as e:
-                    if e.errno not in _NO_BATCH_ERRNOS or start > 0:
+                    if e.errno not in NO_BATCH_ERRNOS or start > 0:
                         raise
                     self._no_batch.add(spec.name)
                     break
                 start = end
         for k, v in zip(keys[start:], values[start:], strict=True):
-            libbpf.update_elem(fd, k, v)
+            self.io.update(spec, k, v)
 
-    def delete_raw(self, spec: abi.MapSpec, keys: list[bytes]) -> None:
+    def delete_raw(self, spec: mapspecs.MapSpec, keys: list[bytes]) -> None:
         """Delete ``keys``; absent keys are skipped (deleting is idempotent)."""
-        fd = self._fd(spec)
         start = 0
         if spec.name not in self._no_batch:
             while start < len(keys):
                 end = min(start + BATCH_CHUNK, len(keys))
                 try:
-                    done, missing = libbpf.delete_batch(fd, b"".join(keys[start:end]), end - start)
+                    done, missing = self.io.delete_batch(
+                        spec, b"".join(keys[start:end]), end - start
+                    )
                 except OSError as e:
-                    if e.errno not in _NO_BATCH_ERRNOS or start > 0:
+                    if e.errno not in NO_BATCH_ERRNOS or start > 0:
                         raise
                     self._no_batch.add(spec.name)
                     break
                 start += done + (1 if missing else 0)
         for k in keys[start:]:
-            libbpf.delete_elem(fd, k)
+            self.io.delete(spec, k)
 
     def set_endpoint(self, ifindex: int, identity: int) -> None:
         flags = self._current_subjects([identity]).get(identity, SubjectFlags.NONE)
-        libbpf.update_elem(
-            self._fd(abi.ENDPOINTS_MAP),
-            abi.encode_u32(ifindex),
-            abi.encode_endpoint(abi.Endpoint.mirroring(identity, flags)),
+        self.io.update(
+            mapspecs.ENDPOINTS_MAP,
+            codecs.encode_u32(ifindex),
+            codecs.encode_endpoint(codecs.Endpoint.mirroring(identity, flags)),
         )
 
     def delete_endpoint(self, ifindex: int) -> None:
-        libbpf.delete_elem(self._fd(abi.ENDPOINTS_MAP), abi.encode_u32(ifindex))
+        self.io.delete(mapspecs.ENDPOINTS_MAP, codecs.encode_u32(ifindex))
 
-    def set_config(self, config: abi.Config) -> None:
-        libbpf.update_elem(self._fd(abi.CONFIG_MAP), abi.encode_u32(0), abi.encode_config(config))
+    def set_config(self, config: codecs.DatapathConfig) -> None:
+        self.io.update(mapspecs.CONFIG_MAP, codecs.encode_u32(0), codecs.encode_config(config))

@@ -196,9 +196,9 @@ class Lab:
                 f"namespaces of an earlier lab are left ({', '.join(leftovers)}): "
                 "`labelwall lab down` first"
             )
-        from labelwall.datapath import abi
+        from labelwall.datapath import mapspecs
 
-        pins_existed = any(os.path.exists(spec.pin_path) for spec in abi.MAPS)
+        pins_existed = any(os.path.exists(spec.pin_path) for spec in mapspecs.MAPS)
         shutil.rmtree(paths.state, ignore_errors=True)
         paths.root.mkdir(parents=True, exist_ok=True)
         update_record(paths, pins_existed=pins_existed, prefix=paths.prefix)

@@ -15,14 +15,18 @@ corresponds to one pinned map (names in ``bpf_src/include/labelwall/abi.h``):
                      ports; a policy entry with ``named=True`` has ``port`` = name id.
 
 The endpoints map (host-veth ifindex -> identity) is node-local and owned by the agent.
+
+``TABLES`` is that list of fields as typed descriptors (``MapTable``), in field order:
+everything that goes over "every map" (diff, apply, the writer's plan, the agent, the CLI,
+the benches) iterates it instead of spelling the names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from enum import IntFlag
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from labelwall.cluster import Direction, IPAddress, IPNetwork, Protocol
 
@@ -69,6 +73,10 @@ class NamedPortKey:
     port: int
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
 @dataclass(frozen=True)
 class MapState:
     subjects: Mapping[int, SubjectFlags] = field(default_factory=dict)
@@ -76,10 +84,6 @@ class MapState:
     ipcache: Mapping[IPAddress, IpcacheEntry] = field(default_factory=dict)
     cidrs: Mapping[IPNetwork, int] = field(default_factory=dict)
     named_ports: Mapping[NamedPortKey, int] = field(default_factory=dict)
-
-
-K = TypeVar("K")
-V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,47 @@ class MapDelta:
     named_ports: MapChanges[NamedPortKey, int] = field(default_factory=MapChanges)
 
     def is_empty(self) -> bool:
-        return not any((self.subjects, self.policy, self.ipcache, self.cidrs, self.named_ports))
+        return not any(t.changes(self) for t in TABLES)
+
+
+@dataclass(frozen=True)
+class MapTable(Generic[K, V]):
+    """One MapState field: its name and typed access to it in a MapState and a MapDelta."""
+
+    name: str  # the MapState / MapDelta field
+    entries: Callable[[MapState], Mapping[K, V]]
+    changes: Callable[[MapDelta], MapChanges[K, V]]
+
+
+SUBJECTS: MapTable[int, SubjectFlags] = MapTable(
+    "subjects", lambda s: s.subjects, lambda d: d.subjects
+)
+POLICY: MapTable[PolicyKey, int] = MapTable("policy", lambda s: s.policy, lambda d: d.policy)
+IPCACHE: MapTable[IPAddress, IpcacheEntry] = MapTable(
+    "ipcache", lambda s: s.ipcache, lambda d: d.ipcache
+)
+CIDRS: MapTable[IPNetwork, int] = MapTable("cidrs", lambda s: s.cidrs, lambda d: d.cidrs)
+NAMED_PORTS: MapTable[NamedPortKey, int] = MapTable(
+    "named_ports", lambda s: s.named_ports, lambda d: d.named_ports
+)
+
+#: Every map table, in MapState field order.
+TABLES: tuple[MapTable[Any, Any], ...] = (SUBJECTS, POLICY, IPCACHE, CIDRS, NAMED_PORTS)
+
+if [t.name for t in TABLES] != [f.name for f in fields(MapState)] or [
+    f.name for f in fields(MapState)
+] != [f.name for f in fields(MapDelta)]:  # a new field is one more MapTable here
+    raise TypeError("mapstate.TABLES must list MapState's and MapDelta's fields in order")
+
+
+def state_of(tables: Mapping[str, Mapping[Any, Any]]) -> MapState:
+    """A MapState from per-table contents keyed by MapTable.name (missing: empty)."""
+    return MapState(**{t.name: tables.get(t.name, {}) for t in TABLES})
+
+
+def delta_of(tables: Mapping[str, MapChanges[Any, Any]]) -> MapDelta:
+    """A MapDelta from per-table changes keyed by MapTable.name (missing: none)."""
+    return MapDelta(**{t.name: tables.get(t.name, MapChanges()) for t in TABLES})
 
 
 def diff_map(before: Mapping[K, V], after: Mapping[K, V]) -> MapChanges[K, V]:
@@ -116,13 +160,7 @@ def diff_map(before: Mapping[K, V], after: Mapping[K, V]) -> MapChanges[K, V]:
 
 def diff(before: MapState, after: MapState) -> MapDelta:
     """The delta that turns ``before`` into ``after`` (pure)."""
-    return MapDelta(
-        subjects=diff_map(before.subjects, after.subjects),
-        policy=diff_map(before.policy, after.policy),
-        ipcache=diff_map(before.ipcache, after.ipcache),
-        cidrs=diff_map(before.cidrs, after.cidrs),
-        named_ports=diff_map(before.named_ports, after.named_ports),
-    )
+    return delta_of({t.name: diff_map(t.entries(before), t.entries(after)) for t in TABLES})
 
 
 def apply_changes(state: Mapping[K, V], changes: MapChanges[K, V]) -> dict[K, V]:
@@ -133,10 +171,4 @@ def apply_changes(state: Mapping[K, V], changes: MapChanges[K, V]) -> dict[K, V]
 
 def apply(state: MapState, delta: MapDelta) -> MapState:
     """``apply(a, diff(a, b)) == b`` (pure)."""
-    return MapState(
-        subjects=apply_changes(state.subjects, delta.subjects),
-        policy=apply_changes(state.policy, delta.policy),
-        ipcache=apply_changes(state.ipcache, delta.ipcache),
-        cidrs=apply_changes(state.cidrs, delta.cidrs),
-        named_ports=apply_changes(state.named_ports, delta.named_ports),
-    )
+    return state_of({t.name: apply_changes(t.entries(state), t.changes(delta)) for t in TABLES})

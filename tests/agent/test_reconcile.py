@@ -16,14 +16,14 @@ from labelwall.identity.numbers import Reserved
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import compile_cluster
 from labelwall.policy.lookup import Reason, decide
-from labelwall.policy.mapstate import IpcacheEntry, MapDelta, SubjectFlags, diff
+from labelwall.policy.mapstate import TABLES, IpcacheEntry, MapChanges, MapDelta, SubjectFlags, diff
 from labelwall.source import SourceSnapshot as Snapshot
 
 
 def _entries(d: MapDelta) -> list[object]:
     out: list[object] = []
-    for t in ("subjects", "policy", "ipcache", "cidrs", "named_ports"):
-        ch = getattr(d, t)
+    for t in TABLES:
+        ch = t.changes(d)
         out += list(ch.upserts) + list(ch.deletes)
     return out
 
@@ -185,8 +185,12 @@ def test_drift_repair_restores_a_deleted_entry_and_counts_it() -> None:
     agent.handle(Snapshot(shop()))
     want = dp.read_state()
     victim = next(iter(want.policy))
-    del dp.writer._maps["policy"][victim]
-    dp.writer._maps["ipcache"][IP("10.244.1.99")] = IpcacheEntry(999)
+    dp.drift(
+        MapDelta(
+            policy=MapChanges(deletes=frozenset({victim})),
+            ipcache=MapChanges({IP("10.244.1.99"): IpcacheEntry(999)}),
+        )
+    )
     stats = agent.repair()
     assert stats.total == 2
     assert dp.read_state() == want
@@ -197,7 +201,7 @@ def test_drift_repair_restores_a_deleted_endpoint_and_reattaches() -> None:
     agent, dp, _ = make()
     agent.handle(Snapshot(shop()))
     ident = dp.endpoints()[11]
-    dp.writer.endpoints.pop(11)
+    dp.drop_endpoint(11)
     dp.attached.discard(11)
     agent.repair()
     assert dp.endpoints()[11] == ident  # the entry at once

@@ -9,19 +9,19 @@ from contextlib import contextmanager
 
 import pytest
 
-from labelwall.datapath import abi
+from labelwall.datapath import mapspecs
 from labelwall.datapath.facade import Datapath
 
 
 def lw_pins() -> list[str]:
-    return sorted(p for p in os.listdir(abi.PIN_ROOT) if p.startswith("lw_"))
+    return sorted(p for p in os.listdir(mapspecs.PIN_ROOT) if p.startswith("lw_"))
 
 
 def require_root_bpf() -> None:
     if os.geteuid() != 0:
         pytest.fail("datapath tests need root (CAP_BPF, CAP_NET_ADMIN) and a BPF-capable kernel")
-    if not os.path.isdir(abi.PIN_ROOT):
-        pytest.fail(f"bpffs is not mounted at {abi.PIN_ROOT}")
+    if not os.path.isdir(mapspecs.PIN_ROOT):
+        pytest.fail(f"bpffs is not mounted at {mapspecs.PIN_ROOT}")
 
 
 def require_tool(name: str) -> str:
@@ -36,7 +36,7 @@ def fresh_datapath() -> Iterator[Datapath]:
     """A freshly loaded datapath on empty maps; unpinned afterwards, even on failure."""
     require_root_bpf()
     if lw_pins():
-        pytest.fail(f"stale labelwall pins in {abi.PIN_ROOT}: {lw_pins()} (another run?)")
+        pytest.fail(f"stale labelwall pins in {mapspecs.PIN_ROOT}: {lw_pins()} (another run?)")
     datapath = None
     try:
         datapath = Datapath.open()

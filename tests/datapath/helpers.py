@@ -8,13 +8,14 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import pytest
 
 from labelwall.cluster import Direction
-from labelwall.datapath import abi, reader
+from labelwall.datapath import abi, codecs, groups, mapspecs, reader
 from labelwall.datapath.facade import FROM_POD, TO_POD, Datapath
+from labelwall.datapath.mapio import MapIO
 from labelwall.lab.topology import in_netns
 from labelwall.policy.lookup import Reason
 from labelwall.policy.mapstate import MapState, PolicyKey, diff
@@ -24,7 +25,7 @@ LO = 1  # BPF_PROG_TEST_RUN puts the skb on the device named by __sk_buff.ifinde
 
 
 class Outcome(NamedTuple):
-    verdict: abi.Verdict
+    verdict: abi.TcVerdict
     reason: Reason
 
 
@@ -78,36 +79,41 @@ def second_device() -> Iterator[int]:
         subprocess.run([ip, "netns", "del", ns], check=True)
 
 
-def read_groups(dp: Datapath) -> dict[abi.GroupKey, bytes]:
-    """lw_polgrp_v1 as the kernel holds it."""
-    raw = reader.read_raw(dp.map_fds[abi.POLGRP_MAP.name], abi.POLGRP_MAP)
-    return {abi.decode_group_key(k): v for k, v in raw}
+class HasMapIO(Protocol):
+    """A Datapath (kernel maps) or a MemoryDatapath (dict maps)."""
+
+    @property
+    def io(self) -> MapIO: ...
 
 
-def _grouped(state: MapState) -> dict[abi.GroupKey, dict[PolicyKey, int]]:
-    groups: dict[abi.GroupKey, dict[PolicyKey, int]] = {}
+def read_groups(dp: HasMapIO) -> dict[groups.GroupKey, bytes]:
+    """lw_polgrp_v1 as the maps hold it."""
+    raw = reader.read_raw(dp.io, mapspecs.POLGRP_MAP)
+    return {groups.decode_group_key(k): v for k, v in raw}
+
+
+def _grouped(state: MapState) -> dict[groups.GroupKey, dict[PolicyKey, int]]:
+    out: dict[groups.GroupKey, dict[PolicyKey, int]] = {}
     for key, cookie in state.policy.items():
-        groups.setdefault(abi.group_of(key), {})[key] = cookie
-    return groups
+        out.setdefault(groups.group_of(key), {})[key] = cookie
+    return out
 
 
-def expected_groups(state: MapState) -> dict[abi.GroupKey, bytes]:
-    """The group index ``state.policy`` implies (abi.encode_group of each group)."""
-    return {g: abi.encode_group(e.items()) for g, e in _grouped(state).items()}
+def expected_groups(state: MapState) -> dict[groups.GroupKey, bytes]:
+    """The group index ``state.policy`` implies (groups.encode_group of each group)."""
+    return {g: groups.encode_group(e.items()) for g, e in _grouped(state).items()}
 
 
-def read_overflow(dp: Datapath) -> dict[PolicyKey, int]:
-    """lw_polovf_v1 as the kernel holds it."""
-    table = abi.TABLES["policy"]
-    return reader.read_table(
-        dp.map_fds[abi.POLOVF_MAP.name], dataclasses.replace(table, spec=abi.POLOVF_MAP)
-    )
+def read_overflow(dp: HasMapIO) -> dict[PolicyKey, int]:
+    """lw_polovf_v1 as the maps hold it."""
+    table = codecs.POLICY
+    return reader.read_table(dp.io, dataclasses.replace(table, spec=mapspecs.POLOVF_MAP))
 
 
 def expected_overflow(state: MapState) -> dict[PolicyKey, int]:
     """The entries of the groups that do not fit their slots."""
-    return {k: v for e in _grouped(state).values() if abi.overflows(e) for k, v in e.items()}
+    return {k: v for e in _grouped(state).values() if groups.overflows(e) for k, v in e.items()}
 
 
-ALLOW = abi.Verdict.ALLOW
-DROP = abi.Verdict.DROP
+ALLOW = abi.TcVerdict.ALLOW
+DROP = abi.TcVerdict.DROP

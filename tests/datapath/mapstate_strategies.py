@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
 from labelwall.cluster import Direction, IPAddress, IPNetwork, Protocol
 from labelwall.identity.numbers import ANY, LOCAL_FLAG, Reserved
+from labelwall.policy.lookup import decide
 from labelwall.policy.mapstate import (
     IpcacheEntry,
     MapState,
@@ -142,3 +144,19 @@ def flows(draw: st.DrawFn) -> Flow:
         draw(st.integers(1, 65535)),
         draw(st.sampled_from(PORTS)),
     )
+
+
+def allowed(state: MapState, f: Flow) -> bool:
+    """The lookup model's verdict on ``f`` in ``state``."""
+    dst = f.peer_addr if f.direction is Direction.EGRESS else f.subject_addr
+    return decide(state, f.subject, f.direction, f.peer_addr, dst, f.protocol, f.dport).allowed
+
+
+def all_flows() -> list[Flow]:
+    """Every flow over a slice of the universe (the writer's order properties check all)."""
+    return [
+        Flow(s, d, a, p, proto, 1234, port)
+        for s, d, a, p, proto, port in itertools.product(
+            SUBJECTS, list(Direction), ADDRS[:2], ADDRS[2:5], PROTOS[:2], PORTS[:3]
+        )
+    ]

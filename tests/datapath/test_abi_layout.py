@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from labelwall.cluster import Direction, Protocol
-from labelwall.datapath import abi
+from labelwall.datapath import abi, codecs, groups, mapspecs
 from labelwall.datapath.loader import object_path
 from labelwall.identity.numbers import ANY, Reserved
 from labelwall.policy.lookup import Reason
@@ -33,8 +33,8 @@ CONSTANTS: dict[str, int] = {
     "LW_DIR_NAMED": abi.DIR_NAMED,
     "LW_FAMILY_IPV4": abi.Family.IPV4,
     "LW_FAMILY_IPV6": abi.Family.IPV6,
-    "LW_VERDICT_DROP": abi.Verdict.DROP,
-    "LW_VERDICT_ALLOW": abi.Verdict.ALLOW,
+    "LW_VERDICT_DROP": abi.TcVerdict.DROP,
+    "LW_VERDICT_ALLOW": abi.TcVerdict.ALLOW,
     "LW_REASON_MAX": abi.REASON_MAX,
     "LW_REASON_FIRST_DROP": abi.REASON_FIRST_DROP,
     "LW_CT_F_REPLY_SEEN": abi.CtFlags.REPLY_SEEN,
@@ -50,15 +50,15 @@ CONSTANTS: dict[str, int] = {
     "LW_EVENTS_BURST_DEFAULT": abi.EVENTS_BURST_DEFAULT,
     "LW_CFG_NO_ALLOW_EVENTS": abi.ConfigFlags.NO_ALLOW_EVENTS,
     "LW_CFG_NO_EVENTS": abi.ConfigFlags.NO_EVENTS,
-    "LW_ENDPOINTS_MAX": abi.ENDPOINTS_MAX,
-    "LW_SUBJECTS_MAX": abi.SUBJECTS_MAX,
-    "LW_POLICY_MAX": abi.POLICY_MAX,
-    "LW_IPCACHE_MAX": abi.IPCACHE_MAX,
-    "LW_CIDRS_MAX": abi.CIDRS_MAX,
-    "LW_PORTS_MAX": abi.PORTS_MAX,
-    "LW_CT_MAX": abi.CT_MAX,
-    "LW_EVENTS_BYTES": abi.EVENTS_BYTES,
-    "LW_COUNTERS_MAX": abi.COUNTERS_MAX,
+    "LW_ENDPOINTS_MAX": mapspecs.ENDPOINTS_MAX,
+    "LW_SUBJECTS_MAX": mapspecs.SUBJECTS_MAX,
+    "LW_POLICY_MAX": mapspecs.POLICY_MAX,
+    "LW_IPCACHE_MAX": mapspecs.IPCACHE_MAX,
+    "LW_CIDRS_MAX": mapspecs.CIDRS_MAX,
+    "LW_PORTS_MAX": mapspecs.PORTS_MAX,
+    "LW_CT_MAX": mapspecs.CT_MAX,
+    "LW_EVENTS_BYTES": mapspecs.EVENTS_BYTES,
+    "LW_COUNTERS_MAX": mapspecs.COUNTERS_MAX,
     "LW_POLICY_PREFIX_ANY_PROTO": abi.POLICY_PREFIX_ANY_PROTO,
     "LW_POLICY_PREFIX_PROTO": abi.POLICY_PREFIX_PROTO,
     "LW_POLICY_PREFIX_FULL": abi.POLICY_PREFIX_FULL,
@@ -69,7 +69,7 @@ CONSTANTS: dict[str, int] = {
     "LW_GROUP_F_OVERFLOW": abi.GroupFlags.OVERFLOW,
     "LW_GROUP_F_NAMED": abi.GroupFlags.NAMED,
     "LW_SLOT_NAMED": abi.SLOT_NAMED,
-    "LW_POLGRP_MAX": abi.POLGRP_MAX,
+    "LW_POLGRP_MAX": mapspecs.POLGRP_MAX,
     **{f"LW_REASON_{r.name}": r.value for r in Reason},
     **{f"LW_SUBJECT_{f.name}": f.value for f in SubjectFlags if f.name and f.value},
     **{f"LW_PROTO_{p.name}": p.value for p in Protocol},
@@ -133,10 +133,10 @@ def test_every_constant_has_the_same_value_in_c_and_python(host_layout: dict[str
 
 
 def test_map_specs_agree_with_the_struct_sizes() -> None:
-    assert abi.POLICY_MAP.key_size == abi.POLICY_KEY.size
-    assert abi.IPCACHE_MAP.value_size == abi.IPCACHE_VALUE.size
-    assert abi.CT_MAP.key_size == abi.CT_KEY.size
-    assert all(len(m.name) <= 15 for m in abi.MAPS)  # BPF_OBJ_NAME_LEN - 1: no truncation
+    assert mapspecs.POLICY_MAP.key_size == abi.POLICY_KEY.size
+    assert mapspecs.IPCACHE_MAP.value_size == abi.IPCACHE_VALUE.size
+    assert mapspecs.CT_MAP.key_size == abi.CT_KEY.size
+    assert all(len(m.name) <= 15 for m in mapspecs.MAPS)  # BPF_OBJ_NAME_LEN - 1: no truncation
 
 
 def _btf_structs() -> dict[str, dict[str, Any]]:
@@ -186,64 +186,64 @@ def test_btf_of_the_compiled_object_matches_python_for_every_struct() -> None:
 
 def test_policy_key_for_a_tcp_port_encodes_byte_exact() -> None:
     key = PolicyKey(0x12345, 0x100, Direction.INGRESS, Protocol.TCP, 8080, 16)
-    assert abi.encode_policy_key(key).hex() == "60000000452301000001000001061f90"
+    assert codecs.encode_policy_key(key).hex() == "60000000452301000001000001061f90"
 
 
 def test_policy_key_for_any_protocol_uses_prefix_72() -> None:
     key = PolicyKey(256, 0, Direction.EGRESS)
-    assert abi.encode_policy_key(key).hex() == "48000000000100000000000002000000"
+    assert codecs.encode_policy_key(key).hex() == "48000000000100000000000002000000"
 
 
 def test_named_policy_key_sets_the_named_bit_and_a_full_port_prefix() -> None:
     key = PolicyKey(256, 2, Direction.EGRESS, Protocol.UDP, 7, 16, named=True)
-    assert abi.encode_policy_key(key).hex() == "60000000000100000200000082110007"
+    assert codecs.encode_policy_key(key).hex() == "60000000000100000200000082110007"
 
 
 def test_port_range_prefix_keeps_only_its_leading_bits() -> None:
     key = PolicyKey(256, 0, Direction.INGRESS, Protocol.SCTP, 0x8000, 1)
-    assert abi.encode_policy_key(key).hex() == "51000000000100000000000001848000"
+    assert codecs.encode_policy_key(key).hex() == "51000000000100000000000001848000"
 
 
 def test_ipcache_key_and_value_encode_byte_exact() -> None:
-    assert abi.encode_ip_key(ipaddress.ip_address("10.244.1.2")).hex() == (
+    assert codecs.encode_ip_key(ipaddress.ip_address("10.244.1.2")).hex() == (
         "040000000af40102" + "00" * 12
     )
-    assert abi.encode_ip_key(ipaddress.ip_address("fd00::1")).hex() == (
+    assert codecs.encode_ip_key(ipaddress.ip_address("fd00::1")).hex() == (
         "06000000fd00" + "00" * 13 + "01"
     )
-    assert abi.encode_ipcache_value(IpcacheEntry(300, 0x1000001)).hex() == "2c01000001000001"
+    assert codecs.encode_ipcache_value(IpcacheEntry(300, 0x1000001)).hex() == "2c01000001000001"
 
 
 def test_cidr_key_carries_32_plus_prefix_length() -> None:
-    assert abi.encode_cidr_key(ipaddress.ip_network("10.0.0.0/8")).hex() == (
+    assert codecs.encode_cidr_key(ipaddress.ip_network("10.0.0.0/8")).hex() == (
         "28000000040000000a000000" + "00" * 12
     )
 
 
 def test_named_port_key_encodes_port_in_network_order() -> None:
     key = NamedPortKey(ipaddress.ip_address("10.244.0.9"), Protocol.TCP, 443)
-    assert abi.encode_port_key(key).hex() == "040601bb0af40009" + "00" * 12
+    assert codecs.encode_port_key(key).hex() == "040601bb0af40009" + "00" * 12
 
 
 def test_an_endpoint_mirroring_its_subject_flags_encodes_byte_exact() -> None:
-    mirror = abi.Endpoint.mirroring(257, SubjectFlags.EGRESS_ISOLATED | SubjectFlags.AUDIT)
-    assert abi.encode_endpoint(mirror).hex() == "0101000006000080"
+    mirror = codecs.Endpoint.mirroring(257, SubjectFlags.EGRESS_ISOLATED | SubjectFlags.AUDIT)
+    assert codecs.encode_endpoint(mirror).hex() == "0101000006000080"
 
 
 def test_subject_and_endpoint_values_encode_byte_exact() -> None:
-    assert abi.encode_subject(SubjectFlags.INGRESS_ISOLATED | SubjectFlags.AUDIT).hex() == (
+    assert codecs.encode_subject(SubjectFlags.INGRESS_ISOLATED | SubjectFlags.AUDIT).hex() == (
         "05000000"
     )
-    assert abi.encode_endpoint(abi.Endpoint(257)).hex() == "0101000000000000"
+    assert codecs.encode_endpoint(codecs.Endpoint(257)).hex() == "0101000000000000"
 
 
 def test_ct_key_encodes_ports_and_addresses_in_network_order() -> None:
-    key = abi.CtKey(4, 6, 2, 40000, 80, ipaddress.ip_address("1.2.3.4"),
+    key = codecs.CtKey(4, 6, 2, 40000, 80, ipaddress.ip_address("1.2.3.4"),
                     ipaddress.ip_address("5.6.7.8"), 0x0102)  # fmt: skip
-    assert abi.encode_ct_key(key).hex() == (
+    assert codecs.encode_ct_key(key).hex() == (
         "040602009c40005001020304" + "00" * 12 + "05060708" + "00" * 12 + "02010000"
     )  # the veth ifindex last, host order (little-endian here)
-    assert abi.decode_ct_key(abi.encode_ct_key(key)) == key
+    assert codecs.decode_ct_key(codecs.encode_ct_key(key)) == key
 
 
 @pytest.mark.parametrize(
@@ -256,7 +256,7 @@ def test_ct_key_encodes_ports_and_addresses_in_network_order() -> None:
     ],
 )
 def test_policy_keys_round_trip(key: PolicyKey) -> None:
-    assert abi.decode_policy_key(abi.encode_policy_key(key)) == key
+    assert codecs.decode_policy_key(codecs.encode_policy_key(key)) == key
 
 
 def test_event_decodes_from_a_golden_record() -> None:
@@ -265,9 +265,9 @@ def test_event_decodes_from_a_golden_record() -> None:
         "04" "06" "01" "00" "10" "00" "9c40" "0050" "0000"
         "0af40001" + "00" * 12 + "08080808" + "00" * 12
     )  # fmt: skip
-    ev = abi.decode_event(raw)
-    assert ev == abi.Event(
-        1, 300, 2, 0x1000005, 7, 1, 4, 6, 1, abi.Verdict.DROP, Reason.POLICY_DENIED, 40000, 80,
+    ev = codecs.decode_event(raw)
+    assert ev == codecs.Event(
+        1, 300, 2, 0x1000005, 7, 1, 4, 6, 1, abi.TcVerdict.DROP, Reason.POLICY_DENIED, 40000, 80,
         ipaddress.ip_address("10.244.0.1"), ipaddress.ip_address("8.8.8.8"),
     )  # fmt: skip
 
@@ -279,10 +279,10 @@ def test_group_key_and_slots_encode_byte_exact_longest_prefix_first_named_last()
         PolicyKey(256, 2, Direction.EGRESS, Protocol.TCP, 0x8000, 1): 8,
         PolicyKey(256, 2, Direction.EGRESS, Protocol.TCP, 80, 16): 6,
     }
-    assert abi.encode_group_key(abi.GroupKey(256, 2, Direction.EGRESS)).hex() == (
+    assert groups.encode_group_key(groups.GroupKey(256, 2, Direction.EGRESS)).hex() == (
         "000100000200000002000000"
     )
-    assert abi.encode_group(entries.items()).hex() == (
+    assert groups.encode_group(entries.items()).hex() == (
         "02000000" "04000000"  # NAMED, 4 slots
         "0610" "5000" "06000000"  # TCP /16 port 80 (host order), cookie 6
         "0601" "0080" "08000000"  # TCP /1 port 0x8000
@@ -294,5 +294,5 @@ def test_group_key_and_slots_encode_byte_exact_longest_prefix_first_named_last()
 
 def test_a_group_with_more_entries_than_slots_encodes_as_overflow_without_slots() -> None:
     entries = {PolicyKey(1, 2, Direction.INGRESS, Protocol.UDP, p, 16): p for p in range(9)}
-    flags, slots = abi.decode_group(abi.encode_group(entries.items()))
+    flags, slots = groups.decode_group(groups.encode_group(entries.items()))
     assert (flags, slots) == (abi.GroupFlags.OVERFLOW, [])

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from labelwall.cluster import Direction, Protocol
-from labelwall.datapath import abi
+from labelwall.datapath import codecs
 from labelwall.datapath.events import EventStream
 from labelwall.datapath.facade import Datapath
 from labelwall.policy.lookup import decide
@@ -43,7 +43,7 @@ pytestmark = [pytest.mark.root, pytest.mark.bpf]
 def shared_dp() -> Iterator[Datapath]:
     with fresh_datapath() as datapath:
         # every new flow reports an event; the bucket must never be what decides that
-        datapath.set_config(abi.Config(events_per_s=1_000_000, events_burst=100_000))
+        datapath.set_config(codecs.DatapathConfig(events_per_s=1_000_000, events_burst=100_000))
         yield datapath
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from labelwall.cluster import Direction
-from labelwall.datapath import abi, libbpf, loader, tc
+from labelwall.datapath import libbpf, loader, mapspecs, tc
 from labelwall.datapath.errors import LayoutMismatchError, ObjectMissingError
 from labelwall.datapath.facade import FROM_POD, TO_POD, Datapath
 from labelwall.policy.mapstate import IpcacheEntry, MapState, PolicyKey, SubjectFlags, diff
@@ -52,7 +52,7 @@ def test_reloading_keeps_every_map_entry_and_endpoint() -> None:
 
 
 def test_programs_are_pinned_under_versioned_names(dp: Datapath) -> None:
-    for name, path in abi.PROG_PINS.items():
+    for name, path in mapspecs.PROG_PINS.items():
         fd = libbpf.obj_get(path)
         try:
             info = libbpf.prog_info(fd)
@@ -64,7 +64,7 @@ def test_programs_are_pinned_under_versioned_names(dp: Datapath) -> None:
 def test_a_pinned_map_of_another_layout_is_refused_and_left_untouched() -> None:
     require_root_bpf()
     bpftool = require_tool("bpftool")
-    path = abi.POLICY_MAP.pin_path
+    path = mapspecs.POLICY_MAP.pin_path
     assert lw_pins() == []
     try:
         subprocess.run(

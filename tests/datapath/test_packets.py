@@ -10,7 +10,7 @@ import time
 import pytest
 
 from labelwall.cluster import Direction, IPAddress, Protocol
-from labelwall.datapath import abi
+from labelwall.datapath import abi, codecs, groups, mapspecs
 from labelwall.datapath.facade import Datapath
 from labelwall.identity.numbers import ANY, LOCAL_FLAG, Reserved
 from labelwall.policy.lookup import Reason
@@ -301,7 +301,7 @@ def test_audit_mode_turns_a_would_drop_into_a_pass_with_an_audit_event(pod: Data
         assert run(pod, IN, flow(IN, B4, P.TCP, 22)) == Outcome(ALLOW, Reason.AUDIT)
         got = events.poll(100)
     assert [(e.verdict, e.reason, e.subject, e.peer, e.dport) for e in got] == [
-        (abi.Verdict.ALLOW, Reason.AUDIT, A, B, 22)
+        (abi.TcVerdict.ALLOW, Reason.AUDIT, A, B, 22)
     ]
 
 
@@ -389,10 +389,10 @@ def test_a_conntrack_entry_made_at_one_veth_is_not_found_at_another(pod: Datapat
         assert run(pod, IN, inbound) == Outcome(ALLOW, Reason.CT_REPLY)
 
 
-def _ct_entry(dp: Datapath, sport: int) -> abi.CtValue:
+def _ct_entry(dp: Datapath, sport: int) -> codecs.CtValue:
     """The flow's entry, its FLIPPED bit (orientation bookkeeping) cleared."""
     (entry,) = [v for k, v in dp.conntrack().items() if sport in (k.sport, k.dport)]
-    return abi.CtValue(entry.expires_ns, entry.flags & ~abi.CtFlags.FLIPPED)
+    return codecs.CtValue(entry.expires_ns, entry.flags & ~abi.CtFlags.FLIPPED)
 
 
 def test_tcp_lifetime_grows_after_the_reply_and_shrinks_after_both_fins_or_a_rst(
@@ -531,7 +531,7 @@ def test_counters_add_packets_and_bytes_per_direction_and_reason(pod: Datapath) 
     for _ in range(3):
         pod.test_run("handle_to_pod", packet, LO)
     counters = pod.counters()
-    assert counters[(IN, Reason.POLICY_DENIED)] == abi.Counter(3, 3 * len(packet))
+    assert counters[(IN, Reason.POLICY_DENIED)] == codecs.Counter(3, 3 * len(packet))
     assert (OUT, Reason.POLICY_DENIED) not in counters
 
 
@@ -546,18 +546,18 @@ def test_events_carry_identities_tuple_direction_verdict_reason_and_cookie(pod: 
         got = events.poll(100)
     allow, drop = got  # the established second packet reports nothing
     assert (allow.subject, allow.peer, allow.cookie, allow.verdict, allow.reason) == (
-        A, B, 0xC0FFEE, abi.Verdict.ALLOW, Reason.POLICY
+        A, B, 0xC0FFEE, abi.TcVerdict.ALLOW, Reason.POLICY
     )  # fmt: skip
     assert (allow.family, allow.proto, allow.saddr, allow.daddr, allow.sport, allow.dport) == (
         6, P.TCP, A6, B6, 50000, 443
     )  # fmt: skip
     assert (drop.dir, drop.peer, drop.verdict, drop.reason, drop.daddr, drop.ifindex) == (
-        OUT, Reserved.WORLD, abi.Verdict.DROP, Reason.POLICY_DENIED, WORLD4, LO
+        OUT, Reserved.WORLD, abi.TcVerdict.DROP, Reason.POLICY_DENIED, WORLD4, LO
     )  # fmt: skip
 
 
 def test_events_are_rate_limited_per_cpu_and_the_excess_is_counted(pod: Datapath) -> None:
-    pod.set_config(abi.Config(events_per_s=1, events_burst=3))
+    pod.set_config(codecs.DatapathConfig(events_per_s=1, events_burst=3))
     write(pod, state({A: SubjectFlags.INGRESS_ISOLATED}))
     packet = flow(IN, B4, P.TCP, 80)
     with pod.events() as events:
@@ -572,7 +572,7 @@ def test_events_are_rate_limited_per_cpu_and_the_excess_is_counted(pod: Datapath
 # ---- the policy group index (lw_polgrp_v1) ----
 
 
-def _cookie_of(pod: Datapath, packet: bytes) -> tuple[abi.Verdict, int]:
+def _cookie_of(pod: Datapath, packet: bytes) -> tuple[abi.TcVerdict, int]:
     with pod.events() as events:
         events.poll(0)
         result = pod.test_run("handle_from_pod", packet, LO)
@@ -594,7 +594,9 @@ def test_the_longest_prefix_entry_of_a_group_decides_and_reports_its_cookie(
     }
     write(pod, state({A: SubjectFlags.EGRESS_ISOLATED}, policy))
     ((flags, _slots),) = [
-        abi.decode_group(v) for g, v in read_groups(pod).items() if g == abi.GroupKey(A, B, OUT)
+        groups.decode_group(v)
+        for g, v in read_groups(pod).items()
+        if g == groups.GroupKey(A, B, OUT)
     ]
     assert bool(flags & abi.GroupFlags.OVERFLOW) is (len(policy) > abi.GROUP_SLOTS)
     assert read_overflow(pod) == (policy if extra else {})
@@ -612,7 +614,7 @@ def test_a_group_that_shrinks_back_into_its_slots_leaves_the_trie_fallback(pod: 
     few = {k: v for k, v in many.items() if k.port < 2003}
     write(pod, state({A: SubjectFlags.INGRESS_ISOLATED}, few))
     assert read_groups(pod) == expected_groups(pod.read_state())
-    ((flags, slots),) = [abi.decode_group(v) for v in read_groups(pod).values()]
+    ((flags, slots),) = [groups.decode_group(v) for v in read_groups(pod).values()]
     assert (flags, sorted(s.port for s in slots)) == (abi.GroupFlags.NONE, [2000, 2001, 2002])
     assert run(pod, IN, flow(IN, B4, P.TCP, 2002)) == Outcome(ALLOW, Reason.POLICY)
     assert run(pod, IN, flow(IN, B4, P.TCP, 2003)) == Outcome(DROP, Reason.POLICY_DENIED)
@@ -623,8 +625,8 @@ def test_a_group_that_shrinks_back_into_its_slots_leaves_the_trie_fallback(pod: 
 def test_reopening_rebuilds_a_missing_group_index_from_the_trie(pod: Datapath) -> None:
     policy = {PolicyKey(A, B, IN, Protocol.TCP, 80, 16): 5}
     write(pod, state({A: SubjectFlags.INGRESS_ISOLATED}, policy))
-    group_keys = [abi.encode_group_key(g) for g in read_groups(pod)]
-    pod.writer.delete_raw(abi.POLGRP_MAP, group_keys)  # as if pinned by an older version
+    group_keys = [groups.encode_group_key(g) for g in read_groups(pod)]
+    pod.writer.delete_raw(mapspecs.POLGRP_MAP, group_keys)  # as if pinned by an older version
     assert run(pod, IN, flow(IN, B4, P.TCP, 80)).verdict is DROP
     again = Datapath.open()
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from labelwall.config import Config
-from labelwall.datapath import abi, loader, sizing
+from labelwall.datapath import loader, mapspecs, sizing
 from labelwall.datapath.errors import DatapathError
 
 
@@ -25,34 +25,34 @@ def test_default_sizes_need_no_rebuild() -> None:
 
 
 def test_a_changed_size_becomes_its_macro_and_both_policy_tries_follow_it() -> None:
-    defines = sizing.defines_for({abi.CT_MAP.name: 1024, abi.POLICY_MAP.name: 4096,
-                                  abi.POLOVF_MAP.name: 4096})  # fmt: skip
+    defines = sizing.defines_for({mapspecs.CT_MAP.name: 1024, mapspecs.POLICY_MAP.name: 4096,
+                                  mapspecs.POLOVF_MAP.name: 4096})  # fmt: skip
     assert defines == {"LW_CT_MAX": 1024, "LW_POLICY_MAX": 4096}
-    maps = {m.name: m.max_entries for m in abi.resized(defines)}
-    assert maps[abi.CT_MAP.name] == 1024
-    assert maps[abi.POLICY_MAP.name] == maps[abi.POLOVF_MAP.name] == 4096
-    assert maps[abi.IPCACHE_MAP.name] == abi.IPCACHE_MAX
+    maps = {m.name: m.max_entries for m in mapspecs.resized(defines)}
+    assert maps[mapspecs.CT_MAP.name] == 1024
+    assert maps[mapspecs.POLICY_MAP.name] == maps[mapspecs.POLOVF_MAP.name] == 4096
+    assert maps[mapspecs.IPCACHE_MAP.name] == mapspecs.IPCACHE_MAX
 
 
 def test_a_map_without_a_size_macro_is_refused() -> None:
     with pytest.raises(DatapathError, match="lw_counters_v1"):
-        sizing.defines_for({abi.COUNTERS_MAP.name: 8})
+        sizing.defines_for({mapspecs.COUNTERS_MAP.name: 8})
 
 
 SCRIPT = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    from labelwall.datapath import abi, libbpf, sizing
+    from labelwall.datapath import libbpf, mapspecs, sizing
     from labelwall.datapath.errors import LayoutMismatchError
     from labelwall.datapath.facade import Datapath
 
     defines = {"LW_CT_MAX": 1024, "LW_IPCACHE_MAX": 2048}
     obj = sizing.object_for(defines, cache=Path(sys.argv[1]))
     again = sizing.object_for(defines, cache=Path(sys.argv[1]))
-    dp = Datapath.open(obj, maps=abi.resized(defines))
-    ct = libbpf.map_info(dp.map_fds[abi.CT_MAP.name]).max_entries
-    ipc = libbpf.map_info(dp.map_fds[abi.IPCACHE_MAP.name]).max_entries
+    dp = Datapath.open(obj, maps=mapspecs.resized(defines))
+    ct = libbpf.map_info(dp.map_fds[mapspecs.CT_MAP.name]).max_entries
+    ipc = libbpf.map_info(dp.map_fds[mapspecs.IPCACHE_MAP.name]).max_entries
     dp.close()
     try:
         Datapath.open()  # the shipped object expects the default sizes: refused

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from labelwall.datapath import abi
+from labelwall.datapath import codecs, mapspecs
 from labelwall.datapath.facade import Datapath
 from labelwall.lab import topology as L  # noqa: N812 - L.create_pod reads like the lab's API
 from labelwall.lab.node import LabNode
@@ -185,7 +185,7 @@ def lab() -> Iterator[Lab]:
         L.cleanup(PREFIX, nodes=[None, NODE])
         L.teardown_node(node)
         assert _leftovers() == {"netns": [], "links": [], "pins": []}
-        assert not any(n.startswith(PREFIX) for n in os.listdir(abi.PIN_ROOT))
+        assert not any(n.startswith(PREFIX) for n in os.listdir(mapspecs.PIN_ROOT))
 
 
 def _expect(
@@ -246,11 +246,11 @@ def test_a_pod_recreated_with_a_new_address_and_the_same_labels_needs_no_policy_
     writes: list[tuple[str, int]] = []  # (map name, entries) per writer call
     upsert, delete = dp.writer.upsert_raw, dp.writer.delete_raw
 
-    def counting_upsert(spec: abi.MapSpec, keys: list[bytes], values: list[bytes]) -> None:
+    def counting_upsert(spec: mapspecs.MapSpec, keys: list[bytes], values: list[bytes]) -> None:
         writes.append((spec.name, len(keys)))
         upsert(spec, keys, values)
 
-    def counting_delete(spec: abi.MapSpec, keys: list[bytes]) -> None:
+    def counting_delete(spec: mapspecs.MapSpec, keys: list[bytes]) -> None:
         writes.append((spec.name, len(keys)))
         delete(spec, keys)
 
@@ -258,7 +258,7 @@ def test_a_pod_recreated_with_a_new_address_and_the_same_labels_needs_no_policy_
     monkeypatch.setattr(dp.writer, "delete_raw", counting_delete)
     dp.apply(diff(dp.read_state(), compiled.map_state))
     written = {name for name, n in writes if n}
-    assert written == {abi.TABLES["ipcache"].spec.name}  # old addresses out, new ones in
+    assert written == {codecs.IPCACHE.spec.name}  # old addresses out, new ones in
     assert dp.read_state().policy == policy_before
 
     lab.add_pod("b", *new_ips["b"], compiled.pod_identity["x/b"])

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from labelwall.agent.port import MemoryDatapath
 from labelwall.cluster import Direction, Protocol
-from labelwall.datapath import abi, reader
+from labelwall.datapath import abi, codecs, mapspecs, reader
 from labelwall.datapath.facade import TO_POD, Datapath
-from labelwall.datapath.writer import MemoryMapWriter, plan, relaxed
-from labelwall.policy.lookup import decide
+from labelwall.datapath.writer import plan, relaxed
 from labelwall.policy.mapstate import (
     IpcacheEntry,
     MapChanges,
@@ -28,24 +27,16 @@ from labelwall.policy.mapstate import (
 from . import packets
 from .conftest import fresh_datapath
 from .helpers import LO, expected_groups, expected_overflow, read_groups, read_overflow
-from .mapstate_strategies import ADDRS, PORTS, PROTOS, SUBJECTS, Flow, map_states
+from .mapstate_strategies import (
+    ADDRS,
+    Flow,
+    all_flows,
+    allowed,
+    map_states,
+)
 
 IN, OUT = Direction.INGRESS, Direction.EGRESS
 ISO_IN = SubjectFlags.INGRESS_ISOLATED
-
-
-def _allowed(state: MapState, f: Flow) -> bool:
-    dst = f.peer_addr if f.direction is OUT else f.subject_addr
-    return decide(state, f.subject, f.direction, f.peer_addr, dst, f.protocol, f.dport).allowed
-
-
-def _all_flows() -> list[Flow]:
-    return [
-        Flow(s, d, a, p, proto, 1234, port)
-        for s, d, a, p, proto, port in itertools.product(
-            SUBJECTS, list(Direction), ADDRS[:2], ADDRS[2:5], PROTOS[:2], PORTS[:3]
-        )
-    ]
 
 
 def test_relaxed_flags_are_isolated_only_where_both_are_and_audited_where_either_is() -> None:
@@ -67,7 +58,8 @@ def test_plan_adds_allows_before_isolating_and_removes_them_last() -> None:
         ),
     )
     steps = [
-        (s.table, bool(s.upserts), bool(s.deletes)) for s in plan(delta, {300: SubjectFlags(0)})
+        (s.table.name, bool(s.upserts), bool(s.deletes))
+        for s in plan(delta, {300: SubjectFlags(0)})
     ]
     assert steps == [
         ("policy", True, False),
@@ -87,10 +79,10 @@ def test_a_new_policy_never_drops_the_flow_it_allows_while_being_written() -> No
         policy={PolicyKey(300, 400, IN, Protocol.TCP, 80, 16): 1},
         ipcache=before.ipcache,
     )
-    writer = MemoryMapWriter(before, record=True)
+    writer = MemoryDatapath(before, record=True)
     writer.apply(diff(before, after))
-    assert writer.state == after
-    assert all(_allowed(s, flow) for s in writer.history)
+    assert writer.read_state() == after
+    assert all(allowed(s, flow) for s in writer.history)
 
 
 @settings(max_examples=150, deadline=None)
@@ -100,12 +92,12 @@ def test_policy_and_subject_changes_keep_every_flow_allowed_before_and_after(
 ) -> None:
     # Same identity maps on both sides: only policy and subject flags change.
     after = MapState(after.subjects, after.policy, before.ipcache, before.cidrs, before.named_ports)
-    writer = MemoryMapWriter(before, record=True)
+    writer = MemoryDatapath(before, record=True)
     writer.apply(diff(before, after))
-    assert writer.state == after
-    for f in _all_flows():
-        if _allowed(before, f) and _allowed(after, f):
-            assert all(_allowed(s, f) for s in writer.history), f
+    assert writer.read_state() == after
+    for f in all_flows():
+        if allowed(before, f) and allowed(after, f):
+            assert all(allowed(s, f) for s in writer.history), f
 
 
 # ---- the BPF writer on real maps ----
@@ -122,7 +114,7 @@ def test_the_bpf_writer_round_trips_100k_ipcache_entries_in_batches(dp: Datapath
     dp.apply(MapDelta(ipcache=MapChanges(entries)))
     elapsed = time.perf_counter() - start
     assert dp.read_state().ipcache == entries
-    assert abi.IPCACHE_MAP.name not in dp.writer._no_batch  # the batch path was taken
+    assert mapspecs.IPCACHE_MAP.name not in dp.writer._no_batch  # the batch path was taken
     print(f"wrote {len(entries) / elapsed:,.0f} ipcache entries/s")
     dp.apply(MapDelta(ipcache=MapChanges(deletes=frozenset(entries))))
     assert dp.read_state().ipcache == {}
@@ -170,12 +162,12 @@ def test_successive_deltas_leave_exactly_the_last_state_in_the_kernel(
         assert dp.read_state() == states[-1]
         assert read_groups(dp) == expected_groups(states[-1])
         assert read_overflow(dp) == expected_overflow(states[-1])
-        endpoints = reader.read_endpoints(dp.map_fds)
+        endpoints = reader.read_endpoints(dp.io)
         assert endpoints == {}  # no endpoint was set: nothing to mirror
 
 
-def _mirrors(dp: Datapath) -> dict[int, abi.Endpoint]:
-    return reader.read_endpoints(dp.map_fds)
+def _mirrors(dp: Datapath) -> dict[int, codecs.Endpoint]:
+    return reader.read_endpoints(dp.io)
 
 
 @pytest.mark.root
@@ -184,17 +176,17 @@ def test_endpoints_mirror_their_subject_flags_through_every_write(dp: Datapath) 
     both = SubjectFlags.INGRESS_ISOLATED | SubjectFlags.EGRESS_ISOLATED
     dp.set_endpoint(7, 300)
     dp.set_endpoint(8, 301)
-    assert _mirrors(dp) == {7: abi.Endpoint.mirroring(300, SubjectFlags.NONE),
-                            8: abi.Endpoint.mirroring(301, SubjectFlags.NONE)}  # fmt: skip
+    assert _mirrors(dp) == {7: codecs.Endpoint.mirroring(300, SubjectFlags.NONE),
+                            8: codecs.Endpoint.mirroring(301, SubjectFlags.NONE)}  # fmt: skip
     dp.apply(diff(MapState(), MapState(subjects={300: both, 301: ISO_IN})))
-    assert _mirrors(dp) == {7: abi.Endpoint.mirroring(300, both),
-                            8: abi.Endpoint.mirroring(301, ISO_IN)}  # fmt: skip
+    assert _mirrors(dp) == {7: codecs.Endpoint.mirroring(300, both),
+                            8: codecs.Endpoint.mirroring(301, ISO_IN)}  # fmt: skip
     dp.set_endpoint(9, 300)  # a new pod of an isolated identity starts isolated
-    assert _mirrors(dp)[9] == abi.Endpoint.mirroring(300, both)
+    assert _mirrors(dp)[9] == codecs.Endpoint.mirroring(300, both)
     dp.apply(diff(dp.read_state(), MapState(subjects={301: SubjectFlags.AUDIT})))
-    assert _mirrors(dp) == {7: abi.Endpoint.mirroring(300, SubjectFlags.NONE),
-                            8: abi.Endpoint.mirroring(301, SubjectFlags.AUDIT),
-                            9: abi.Endpoint.mirroring(300, SubjectFlags.NONE)}  # fmt: skip
+    assert _mirrors(dp) == {7: codecs.Endpoint.mirroring(300, SubjectFlags.NONE),
+                            8: codecs.Endpoint.mirroring(301, SubjectFlags.AUDIT),
+                            9: codecs.Endpoint.mirroring(300, SubjectFlags.NONE)}  # fmt: skip
 
 
 @pytest.mark.root
@@ -204,13 +196,15 @@ def test_an_endpoint_without_the_mirror_is_judged_by_the_subjects_map_and_repair
 ) -> None:
     dp.apply(diff(MapState(), MapState(subjects={300: ISO_IN})))
     dp.writer.upsert_raw(  # as written by a version without the mirror
-        abi.ENDPOINTS_MAP, [abi.encode_u32(LO)], [abi.encode_endpoint(abi.Endpoint(300))]
+        mapspecs.ENDPOINTS_MAP,
+        [codecs.encode_u32(LO)],
+        [codecs.encode_endpoint(codecs.Endpoint(300))],
     )
     syn = packets.packet(ADDRS[2], ADDRS[0], packets.TCP, 1234, 80)
-    assert dp.test_run(TO_POD, syn, LO).verdict is abi.Verdict.DROP  # still isolated
+    assert dp.test_run(TO_POD, syn, LO).verdict is abi.TcVerdict.DROP  # still isolated
     again = Datapath.open()
     try:
-        assert _mirrors(again)[LO] == abi.Endpoint.mirroring(300, ISO_IN)
-        assert again.test_run(TO_POD, syn, LO).verdict is abi.Verdict.DROP
+        assert _mirrors(again)[LO] == codecs.Endpoint.mirroring(300, ISO_IN)
+        assert again.test_run(TO_POD, syn, LO).verdict is abi.TcVerdict.DROP
     finally:
         again.close()

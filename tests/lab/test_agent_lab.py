@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from labelwall.agent.dirsource import STATUS_FILE
-from labelwall.datapath import abi
+from labelwall.datapath import codecs
 from labelwall.errors import InvalidInputError
 from labelwall.lab.control import Lab, agent_entry, alive, start_agent
 from labelwall.lab.layout import read_record
@@ -186,7 +186,7 @@ def _bpftool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_an_ipcache_entry_deleted_by_hand_with_bpftool_is_restored(base: Lab) -> None:
     import ipaddress
 
-    table = abi.TABLES["ipcache"]
+    table = codecs.IPCACHE
     key = table.encode_key(ipaddress.ip_address("10.244.10.2"))
     hexkey = [f"0x{b:02x}" for b in key]
     pin = table.spec.pin_path

@@ -29,7 +29,7 @@
  *    on a veth whose endpoint entry is gone (pod teardown): the flow was judged on a
  *    known endpoint when it started. Why this shape: every hash lookup costs ~25-35 ns
  *    on the test machine and an LPM walk grows with the map; the order keeps the worst
- *    new-flow path at a constant number of hash lookups (tests/datapath/perf_probe.py).
+ *    new-flow path at a constant number of hash lookups (bench/perf_probe.py).
  *  - Versioning in practice: a map whose key/value layout or meaning changes gets a new
  *    name; maps derived for speed (lw_polgrp_v1, lw_polovf_v1, the endpoint mirror) are
  *    re-derived by the writer at every open, so they never outlive the data they index.

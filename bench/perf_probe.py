@@ -1,10 +1,10 @@
 """Per-packet cost probe (a script, not a test): BPF_PROG_TEST_RUN timings of the classifier.
 
-    sudo .venv/bin/python -m tests.datapath.perf_probe [--sizes 10,10000,1000000] [--runs 5]
+    sudo .venv/bin/python bench/perf_probe.py [--sizes 10,10000,1000000] [--runs 5]
 
 Prints the median (and min) ns per packet over ``--runs`` runs of ``repeat`` = 1e6 for:
 a tc program that only returns TC_ACT_OK (floor), one that parses and does one 40-byte
-hash lookup (parse+lookup, tests/datapath/perf/), and the real classifier on its
+hash lookup (parse+lookup, bench/perf_probe_bpf/), and the real classifier on its
 established path, its reply path, and its worst new-flow paths, with 10 / 10k / 1M
 entries in lw_ipcache_v1 and 1 / 100 / 10k other isolated subjects (6 policy entries
 each). Worst paths (isolated subject, conntrack miss, dropped, event budget checked):
@@ -37,14 +37,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo: bpf_src, tests
+
 from bpf_src import build
 from labelwall.cluster import Direction, Protocol
-from labelwall.datapath import abi, libbpf, testrun
+from labelwall.datapath import abi, codecs, libbpf, mapspecs, testrun
 from labelwall.datapath.facade import FROM_POD, TO_POD, Datapath
+from labelwall.policy import mapstate
 from labelwall.policy.mapstate import IpcacheEntry, MapChanges, NamedPortKey, PolicyKey
 from labelwall.policy.mapstate import SubjectFlags as SF  # noqa: N817 - short in tables
-
-from . import packets as P  # noqa: N812 - P.tcp(...) reads like a builder
+from tests.datapath import packets as P  # noqa: N812 - P.tcp(...) reads like a builder
 
 HERE = Path(__file__).resolve().parent
 PRIVATE_ENV = "LW_PERF_PROBE_PRIVATE_BPFFS"
@@ -68,7 +70,7 @@ def _private_bpffs() -> None:
     if os.geteuid() != 0:
         sys.exit("perf_probe needs root (BPF_PROG_TEST_RUN, map creation)")
     cmd = 'mount --make-rprivate / && mount -t bpf bpf /sys/fs/bpf && exec "$@"'
-    argv = [sys.executable, "-m", "tests.datapath.perf_probe", *sys.argv[1:]]
+    argv = [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:]]
     env = dict(os.environ, **{PRIVATE_ENV: "1"})
     os.execvpe("unshare", ["unshare", "-m", "sh", "-c", cmd, "sh", *argv], env)
 
@@ -76,7 +78,7 @@ def _private_bpffs() -> None:
 def _compile(name: str, out_dir: Path) -> Path:
     out = out_dir / f"{name}.o"
     cmd = build.command(out)
-    cmd[cmd.index(str(build.SOURCE))] = str(HERE / "perf" / f"{name}.bpf.c")
+    cmd[cmd.index(str(build.SOURCE))] = str(HERE / "perf_probe_bpf" / f"{name}.bpf.c")
     subprocess.run(cmd, check=True)
     return out
 
@@ -120,8 +122,8 @@ class Filler:
         for i in range(self.ipcache, n):
             addr = (10 << 24) + (1 << 16) + i  # 10.1.0.0 upwards, never 10.244.x
             keys.append(b"\x04\0\0\0" + _v4(addr) + bytes(12))
-            values.append(abi.encode_ipcache_value(IpcacheEntry(0x20000 + i % 1024, 0)))
-        self.dp.writer.upsert_raw(abi.IPCACHE_MAP, keys, values)
+            values.append(codecs.encode_ipcache_value(IpcacheEntry(0x20000 + i % 1024, 0)))
+        self.dp.writer.upsert_raw(mapspecs.IPCACHE_MAP, keys, values)
         self.ipcache = n
 
     def subjects_to(self, n: int) -> None:
@@ -138,8 +140,8 @@ class Filler:
             policy[PolicyKey(ident, peer, Direction.EGRESS, Protocol.TCP, 5432, 16)] = s
             policy[PolicyKey(ident, CIDR_ID, Direction.EGRESS, Protocol.TCP, 0x8000, 6)] = s
             policy[PolicyKey(ident, peer, Direction.INGRESS, Protocol.TCP, NAME_ID, 16, True)] = s
-        self.dp.writer.apply_changes("policy", MapChanges(policy))
-        self.dp.writer.apply_changes("subjects", MapChanges(subjects))
+        self.dp.writer.apply_changes(mapstate.POLICY, MapChanges(policy))
+        self.dp.writer.apply_changes(mapstate.SUBJECTS, MapChanges(subjects))
         self.subjects = n
 
 
@@ -164,9 +166,9 @@ def setup_subjects(dp: Datapath) -> None:
     dp.set_endpoint(LO, SUBJECT)
     w = dp.writer
     iso = SF.INGRESS_ISOLATED | SF.EGRESS_ISOLATED
-    w.apply_changes("subjects", MapChanges({SUBJECT: iso, SUBJECT_OVF: iso}))
+    w.apply_changes(mapstate.SUBJECTS, MapChanges({SUBJECT: iso, SUBJECT_OVF: iso}))
     w.apply_changes(
-        "ipcache",
+        mapstate.IPCACHE,
         MapChanges(
             {
                 SUBJECT_ADDR: IpcacheEntry(SUBJECT, CIDR_ID),
@@ -177,7 +179,7 @@ def setup_subjects(dp: Datapath) -> None:
         ),
     )
     w.apply_changes(
-        "cidrs",
+        mapstate.CIDRS,
         MapChanges(
             {
                 ipaddress.ip_network("10.0.0.0/8"): CIDR_ID,
@@ -187,7 +189,7 @@ def setup_subjects(dp: Datapath) -> None:
         ),
     )
     w.apply_changes(
-        "named_ports",
+        mapstate.NAMED_PORTS,
         MapChanges(
             {
                 NamedPortKey(PEER_ADDR, Protocol.TCP, 80): NAME_ID,
@@ -201,7 +203,7 @@ def setup_subjects(dp: Datapath) -> None:
             policy |= _denying_group(subject, peer, size)
         policy[PolicyKey(subject, 0, Direction.EGRESS, Protocol.TCP, ALLOW_ANY_PORT, 16)] = 5
         policy[PolicyKey(subject, PEER, Direction.INGRESS, Protocol.TCP, 8080, 16)] = 6
-    w.apply_changes("policy", MapChanges(policy))
+    w.apply_changes(mapstate.POLICY, MapChanges(policy))
 
 
 @contextmanager
@@ -209,7 +211,7 @@ def baselines(tmp: Path) -> Iterator[tuple[int, int]]:
     floor = _load_baseline(_compile("floor", tmp), "lwprobe_floor")
     parse = _load_baseline(_compile("parse_lookup", tmp), "lwprobe_parse")
     flows = libbpf.obj_get("/sys/fs/bpf/lwprobe_parse_maps/lw_probe_flows")
-    key = abi.encode_ct_key(abi.CtKey(4, 6, 0, 40000, 80, SUBJECT_ADDR, PEER_ADDR, 1))
+    key = codecs.encode_ct_key(codecs.CtKey(4, 6, 0, 40000, 80, SUBJECT_ADDR, PEER_ADDR, 1))
     libbpf.update_elem(flows, key, bytes(8))
     try:
         yield floor, parse
@@ -253,7 +255,7 @@ def main() -> None:
                 label = f"{n}"
                 dp.clear_conntrack()
                 est = P.packet(SUBJECT_ADDR, PEER_ADDR, P.TCP, 40001, ALLOW_ANY_PORT, P.ACK)
-                assert dp.test_run(FROM_POD, est, LO).verdict == abi.Verdict.ALLOW
+                assert dp.test_run(FROM_POD, est, LO).verdict == abi.TcVerdict.ALLOW
                 reply = P.packet(PEER_ADDR, SUBJECT_ADDR, P.TCP, ALLOW_ANY_PORT, 40001, P.ACK)
                 worst_hit = P.packet(SUBJECT_ADDR, PEER_ADDR, P.TCP, 40000, 80)
                 worst_miss = P.packet(SUBJECT_ADDR, WORLD_ADDR, P.TCP, 40000, 80)
@@ -265,13 +267,13 @@ def main() -> None:
                     ("worst: ipcache miss, cidr trie", SUBJECT, worst_miss),
                 ):
                     dp.set_endpoint(LO, subject)
-                    assert dp.test_run(FROM_POD, pkt, LO).verdict == abi.Verdict.DROP, name
+                    assert dp.test_run(FROM_POD, pkt, LO).verdict == abi.TcVerdict.DROP, name
                     rows.append((name, label, _fmt(_time(from_pod, pkt, args.runs))))
                 dp.set_endpoint(LO, SUBJECT)
                 rows.append(("established (forward)", label, _fmt(_time(from_pod, est, args.runs))))
                 rows.append(("established (reply)", label, _fmt(_time(to_pod, reply, args.runs))))
                 est6 = P.packet(SUBJECT_ADDR6, PEER_ADDR6, P.TCP, 40001, ALLOW_ANY_PORT, P.ACK)
-                assert dp.test_run(FROM_POD, est6, LO).verdict == abi.Verdict.ALLOW
+                assert dp.test_run(FROM_POD, est6, LO).verdict == abi.TcVerdict.ALLOW
                 rows.append(("established (IPv6)", label, _fmt(_time(from_pod, est6, args.runs))))
                 rows.append(("ARP", label, _fmt(_time(from_pod, arp, args.runs))))
 
