@@ -6,6 +6,12 @@ and ``policy/incremental.py`` drives the same engine with single updates. Sharin
 is what makes "incremental delta == diff of two full compiles" hold by construction; the
 property tests check it.
 
+With a ``PublishedRegistry`` (Kubernetes mode: only the Identity objects that exist
+count), a pod whose label set is not published yet is an *init* pod: its addresses map to
+the reserved ``init`` identity and ``init`` as a subject is isolated both ways, so until
+its identity exists such a pod only talks to its own node. The compiler decides this, so
+the agent, ``matrix`` and ``explain`` read the same maps.
+
 Policy-map entries are reference-counted by the rule cookies that produce them: a key's
 value is the smallest cookie among the (policy, rule) pairs that currently produce it.
 """
@@ -30,6 +36,7 @@ from labelwall.cluster import (
 from labelwall.identity.allocator import (
     IdentityRegistry,
     InMemoryRegistry,
+    PublishedRegistry,
     allocate,
     allocate_all,
     allocate_local,
@@ -111,6 +118,10 @@ class Compiled:
     policy_subjects: Mapping[str, frozenset[int]]
     state: ClusterState
     options: CompileOptions = field(default_factory=lambda: CompileOptions())
+
+
+#: ``init`` pods wait for their Identity object isolated both ways: only their node passes.
+INIT_FLAGS = SubjectFlags.INGRESS_ISOLATED | SubjectFlags.EGRESS_ISOLATED
 
 
 class NeedsRebuild(Exception):  # noqa: N818 - a signal, not a failure
@@ -216,6 +227,11 @@ class Engine:
     def __init__(self, options: CompileOptions, registry: IdentityRegistry) -> None:
         self.options = options
         self.registry = registry
+        #: Kubernetes mode: label sets the registry does not know are init pods.
+        self.published: PublishedRegistry | None = (
+            registry if isinstance(registry, PublishedRegistry) else None
+        )
+        self.init_pods: set[str] = set()  # pods waiting for their Identity object
         self.namespaces: dict[str, Namespace] = {}
         self.pods: dict[str, Pod] = {}
         self.nodes: dict[str, Node] = {}
@@ -266,10 +282,12 @@ class Engine:
             eng.selectors.set_namespace(ns, eng._ns_labels(ns))
             eng.ns_rules[ns] = set()
         # Identities first, in canonical order, so numbering ignores input order.
+        if eng.published is not None:
+            eng.subjects.set(int(Reserved.INIT), INIT_FLAGS)
         for key, pod in state.pods.items():
             eng.pods[key] = pod
-            if not pod.host_network:
-                ls = eng._labelset(pod)
+            ls = eng._identity_labels(pod)
+            if ls is not None:
                 eng.pod_ls[key] = ls
                 eng.ls_pods.setdefault(ls, set()).add(key)
         for ls, n in allocate_all(eng.ls_pods, registry).items():
@@ -333,6 +351,39 @@ class Engine:
 
     def _labelset(self, pod: Pod) -> LabelSet:
         return LabelSet.from_pod(pod, self.namespaces.get(pod.namespace), self.options.exclude)
+
+    def _identity_labels(self, pod: Pod) -> LabelSet | None:
+        """The label set ``pod`` gets an identity for; None for hostNetwork and init pods.
+
+        Records whether the pod is an init pod (its label set not published), so claims
+        made now are dropped the same way later.
+        """
+        self.init_pods.discard(pod.key)
+        if pod.host_network:
+            return None
+        ls = self._labelset(pod)
+        if self.published is not None and self.published.find(ls) is None:
+            self.init_pods.add(pod.key)
+            return None
+        return ls
+
+    def _is_init(self, pod: Pod) -> bool:
+        """Whether ``pod`` would be an init pod now (without recording it)."""
+        if self.published is None or pod.host_network:
+            return False
+        return self.published.find(self._labelset(pod)) is None
+
+    def identity_of(self, key: str) -> int | None:
+        """The identity the maps give pod ``key`` (its endpoint's subject), None if unknown."""
+        if key in self.init_pods:
+            return int(Reserved.INIT)
+        ls = self.pod_ls.get(key)
+        if ls is not None:
+            return self.ls_num[ls]
+        pod = self.pods.get(key)
+        if pod is None or not pod.host_network:
+            return None
+        return int(Reserved.HOST if self._is_local(pod.node) else Reserved.REMOTE_NODE)
 
     def _local(self, n: int) -> bool:
         return self.options.local_identities is None or n in self.options.local_identities
@@ -595,8 +646,12 @@ class Engine:
 
     # ------------------------------------------------------------------ addresses
 
+    def _has_named_ports(self, pod: Pod) -> bool:
+        """Whether the pod's port names count (hostNetwork and init pods' do not)."""
+        return not pod.host_network and pod.key not in self.init_pods
+
     def _pod_named_ports(self, pod: Pod) -> list[tuple[NamedPortKey, int]]:
-        if pod.host_network:
+        if not self._has_named_ports(pod):
             return []
         out = []
         for cp in pod.ports:
@@ -619,7 +674,12 @@ class Engine:
         return (ClaimKind.HOST if self._is_local(node) else ClaimKind.REMOTE_NODE), ""
 
     def _claim_pod(self, pod: Pod, sign: int = +1) -> None:
-        claim = self._node_claim(pod.node) if pod.host_network else (ClaimKind.POD, pod.key)
+        if pod.host_network:
+            claim = self._node_claim(pod.node)
+        elif pod.key in self.init_pods:
+            claim = (ClaimKind.INIT, pod.key)
+        else:
+            claim = (ClaimKind.POD, pod.key)
         for ip in pod.ips:
             self.addresses.claim(ip, claim, sign)
         for key, ident in self._pod_named_ports(pod):
@@ -635,9 +695,13 @@ class Engine:
         if winner is None:
             self.ipcache.delete(addr)
             return
-        # A pod address wins over a host claim, host over remote node (smallest pod key if
-        # two pods claim one IP).
+        # A pod address wins over a host claim, host over remote node, all of them over an
+        # init pod (smallest pod key if two pods claim one IP).
         kind, pod_key = winner
+        if kind is ClaimKind.INIT:
+            # No prefix either: an ipBlock must not admit a pod before its identity exists.
+            self.ipcache.set(addr, IpcacheEntry(int(Reserved.INIT)))
+            return
         if kind is ClaimKind.POD:
             ident = self.ls_num[self.pod_ls[pod_key]]
         else:
@@ -654,9 +718,11 @@ class Engine:
             touched.update(old.ips)
         if pod is not None:
             self.pods[key] = pod
-        self._set_pod_identity(
-            key, None if pod is None or pod.host_network else self._labelset(pod)
-        )
+            ls = self._identity_labels(pod)
+        else:
+            self.init_pods.discard(key)
+            ls = None
+        self._set_pod_identity(key, ls)
         if pod is not None:
             self._claim_pod(pod, +1)
             touched.update(pod.ips)
@@ -690,11 +756,27 @@ class Engine:
         pods = sorted(k for k, p in self.pods.items() if p.namespace == name)
         for key in pods:
             pod = self.pods[key]
-            if not pod.host_network:
-                self._set_pod_identity(key, self._labelset(pod))
+            if self._is_init(pod) != (key in self.init_pods):
+                self.set_pod(key, pod)  # its claims change kind (init <-> identity)
+            elif not pod.host_network:
+                self._set_pod_identity(key, self._identity_labels(pod))
         for key in pods:
             for addr in self.pods[key].ips:
                 self._refresh_addr(addr)
+
+    def set_published(self, published: Mapping[LabelSet, int]) -> None:
+        """Kubernetes mode: the Identity objects that exist now (label set -> number).
+
+        Pods whose label set got published leave ``init`` for their identity; pods whose
+        label set is no longer published become init pods.
+        """
+        if self.published is None:
+            raise TypeError("set_published needs an engine built on a PublishedRegistry")
+        self.published.set(published)
+        for key in sorted(self.pods):
+            pod = self.pods[key]
+            if self._is_init(pod) != (key in self.init_pods):
+                self.set_pod(key, pod)
 
     def check_policy_change(self, old: LoweredPolicy | None, new: LoweredPolicy | None) -> None:
         """Raise NeedsRebuild when the change would renumber an existing prefix or name."""
@@ -746,7 +828,7 @@ class Engine:
         old = self.name_ids
         changed = set(old) ^ set(ids)
         for pod in self.pods.values():
-            if pod.host_network:
+            if not self._has_named_ports(pod):
                 continue
             for cp in pod.ports:
                 if cp.name in changed:
@@ -763,10 +845,10 @@ class Engine:
     def compiled(self) -> Compiled:
         state = self.state()
         pod_identity = {k: self.ls_num[ls] for k, ls in self.pod_ls.items()}
-        for k, p in self.pods.items():
-            if p.host_network:
-                local = self._is_local(p.node)
-                pod_identity[k] = int(Reserved.HOST if local else Reserved.REMOTE_NODE)
+        for k in self.pods:
+            n = None if k in pod_identity else self.identity_of(k)  # hostNetwork, init pods
+            if n is not None:
+                pod_identity[k] = n
         cookies: dict[int, RuleRef] = {}
         for rs in self.rules.values():
             prev = cookies.get(rs.cookie)
@@ -794,7 +876,7 @@ class Engine:
     def _warnings(self) -> list[CompileWarning]:
         return findings(
             ((self.pol[k].policy, bool(self.pol[k].subjects)) for k in sorted(self.pol)),
-            self.pods,
+            {k: p for k, p in self.pods.items() if k not in self.init_pods},
             self.name_ids,
             self.options.exclude,
             self.selectors.selects_any,
@@ -805,14 +887,25 @@ def compile_cluster(
     state: ClusterState,
     options: CompileOptions = CompileOptions(),
     registry: IdentityRegistry | None = None,
+    published: Mapping[LabelSet, int] | None = None,
 ) -> Compiled:
-    """The desired map state for ``state`` (pure apart from claims in ``registry``)."""
-    reg = registry if registry is not None else InMemoryRegistry()
+    """The desired map state for ``state`` (pure apart from claims in ``registry``).
+
+    ``published`` (Kubernetes mode, instead of ``registry``): the Identity objects that
+    exist, label set -> number; pods of other label sets get the ``init`` identity.
+    """
+    if published is not None:
+        if registry is not None:
+            raise TypeError("pass registry or published, not both")
+        reg: IdentityRegistry = PublishedRegistry(published)
+    else:
+        reg = registry if registry is not None else InMemoryRegistry()
     return Engine.build(state, options, reg).compiled()
 
 
 __all__ = [
     "EXCLUDED_LABEL_KEY",
+    "INIT_FLAGS",
     "SELECTS_NOTHING",
     "SHADOWED_PORT_NAME",
     "UNKNOWN_PORT_NAME",

@@ -8,23 +8,35 @@ named-port maps, never the policy map: identities do not depend on addresses.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from labelwall.cluster import ClusterState, Namespace, Node, Pod
-from labelwall.identity.allocator import IdentityRegistry, InMemoryRegistry
+from labelwall.identity.allocator import IdentityRegistry, InMemoryRegistry, PublishedRegistry
+from labelwall.identity.labels import LabelSet
 from labelwall.policy.compile import Compiled, CompileOptions, Engine, NeedsRebuild
 from labelwall.policy.mapstate import MapDelta, MapState, diff
 from labelwall.policy.model import NetworkPolicy
 
 
 class IncrementalCompiler:
-    """Holds a compiled cluster and applies single-object upserts and deletes to it."""
+    """Holds a compiled cluster and applies single-object upserts and deletes to it.
+
+    ``published`` (Kubernetes mode, instead of ``registry``): the Identity objects that
+    exist; ``set_published`` updates them. See ``compile_cluster``.
+    """
 
     def __init__(
         self,
         state: ClusterState | None = None,
         options: CompileOptions = CompileOptions(),  # noqa: B008 - frozen value
         registry: IdentityRegistry | None = None,
+        published: Mapping[LabelSet, int] | None = None,
     ) -> None:
         self.options = options
+        if published is not None:
+            if registry is not None:
+                raise TypeError("pass registry or published, not both")
+            registry = PublishedRegistry(published)
         self.registry: IdentityRegistry = registry if registry is not None else InMemoryRegistry()
         self._engine = Engine.build(state or ClusterState(), options, self.registry)
         self._compiled: Compiled | None = None
@@ -43,6 +55,10 @@ class IncrementalCompiler:
     @property
     def state(self) -> ClusterState:
         return self._engine.state()
+
+    def identity_of(self, key: str) -> int | None:
+        """The identity the maps give pod ``key`` (``init`` while unpublished)."""
+        return self._engine.identity_of(key)
 
     def _done(self) -> MapDelta:
         self._compiled = None
@@ -74,6 +90,12 @@ class IncrementalCompiler:
 
     def delete_node(self, name: str) -> MapDelta:
         self._engine.set_node(name, None)
+        return self._done()
+
+    # identities (Kubernetes mode)
+    def set_published(self, published: Mapping[LabelSet, int]) -> MapDelta:
+        """The Identity objects that exist now; pods move between ``init`` and identities."""
+        self._engine.set_published(published)
         return self._done()
 
     # policies
