@@ -76,7 +76,9 @@ class NamedPortClaims:
 
     def claim(self, key: NamedPortKey, ident: int, sign: int) -> int | None:
         """Add or drop one claim; returns the winning name id, None when unclaimed."""
-        counts = self._claims.setdefault(key, Counter())
+        counts = self._claims.get(key)
+        if counts is None:
+            counts = self._claims[key] = Counter()
         counts[ident] += sign
         if counts[ident] <= 0:
             del counts[ident]

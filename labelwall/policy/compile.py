@@ -6,6 +6,13 @@ and ``policy/incremental.py`` drives the same engine with single updates. Sharin
 is what makes "incremental delta == diff of two full compiles" hold by construction; the
 property tests check it.
 
+The engine orchestrates; each concern has its module: policies arrive lowered into the
+kind-neutral rule form (``policy/rules.py``, NetworkPolicy via ``policy/netpol.py``);
+``policy/selectorcache.py`` answers which identities a peer selects;
+``policy/addresses.py`` decides who owns an address; ``policy/numbering.py`` numbers
+prefixes and port names; ``policy/findings.py`` reports warnings. Kept here: identities,
+the rule indexes and the reference-counted map entries.
+
 With a ``PublishedRegistry`` (Kubernetes mode: only the Identity objects that exist
 count), a pod whose label set is not published yet is an *init* pod: its addresses map to
 the reserved ``init`` identity and ``init`` as a subject is isolated both ways, so until
@@ -18,7 +25,6 @@ value is the smallest cookie among the (policy, rule) pairs that currently produ
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -39,12 +45,11 @@ from labelwall.identity.allocator import (
     PublishedRegistry,
     allocate,
     allocate_all,
-    allocate_local,
 )
 from labelwall.identity.labels import DEFAULT_EXCLUDE, LabelSet, namespace_labels
 from labelwall.identity.numbers import ANY, Reserved
 from labelwall.policy.addresses import AddressClaims, Claim, ClaimKind, NamedPortClaims
-from labelwall.policy.cidr import PrefixTable, block_prefixes, block_selects
+from labelwall.policy.cidr import PrefixTable, block_selects
 from labelwall.policy.cookies import RuleRef, cookie
 from labelwall.policy.findings import (
     EXCLUDED_LABEL_KEY,
@@ -65,7 +70,8 @@ from labelwall.policy.mapstate import (
 )
 from labelwall.policy.model import NetworkPolicy
 from labelwall.policy.netpol import lower_network_policy
-from labelwall.policy.ports import PortTemplate, allocate_name_ids, port_names, templates
+from labelwall.policy.numbering import NeedsRebuild, PolicyNumbering
+from labelwall.policy.ports import PortTemplate, templates
 from labelwall.policy.rules import Action, LoweredPolicy, PolicyRule, Tier
 from labelwall.policy.selectorcache import PeerScope, SelectorCache, peer_matches, peer_scope
 from labelwall.policy.selectors import matches
@@ -122,10 +128,6 @@ class Compiled:
 
 #: ``init`` pods wait for their Identity object isolated both ways: only their node passes.
 INIT_FLAGS = SubjectFlags.INGRESS_ISOLATED | SubjectFlags.EGRESS_ISOLATED
-
-
-class NeedsRebuild(Exception):  # noqa: N818 - a signal, not a failure
-    """An update would renumber an existing CIDR identity or name id; recompile fully."""
 
 
 class UnsupportedRule(Exception):  # noqa: N818 - the name says what happened
@@ -203,24 +205,6 @@ class _PolicyState:
     rules: list[_RuleState] = field(default_factory=list)
 
 
-def policy_prefixes(policy: LoweredPolicy) -> Counter[IPNetwork]:
-    """The prefixes a policy's ipBlock peers need CIDR identities for (with multiplicity)."""
-    out: Counter[IPNetwork] = Counter()
-    for rule in policy.rules:
-        for peer in rule.peers:
-            if peer.ip_block is not None:
-                out.update(block_prefixes(peer.ip_block))
-    return out
-
-
-def policy_port_names(policy: LoweredPolicy) -> Counter[str]:
-    """The port names a policy's rules use (with multiplicity)."""
-    out: Counter[str] = Counter()
-    for rule in policy.rules:
-        out.update(port_names(rule.ports))
-    return out
-
-
 class Engine:
     """Compiled state plus the indexes that keep it exact under single-object updates."""
 
@@ -254,10 +238,9 @@ class Engine:
         self.iso: dict[int, list[int]] = {}
         self.key_cookies: dict[PolicyKey, dict[int, int]] = {}
         # prefixes and port names
-        self.prefix_refs: Counter[IPNetwork] = Counter()
-        self.table = PrefixTable({})
-        self.name_refs: Counter[str] = Counter()
-        self.name_ids: dict[str, int] = {}
+        self.numbering = PolicyNumbering()
+        self.table = PrefixTable({})  # the prefix ids installed
+        self.name_ids: dict[str, int] = {}  # the name ids installed
         # addresses: who claims each IP, and each (IP, protocol, port)'s name id
         self.addresses = AddressClaims()
         self.port_claims = NamedPortClaims()
@@ -295,10 +278,9 @@ class Engine:
         # Prefixes and names are functions of the whole policy set.
         lowered = {k: lower_network_policy(p) for k, p in state.policies.items()}
         for lp in lowered.values():
-            eng.prefix_refs.update(policy_prefixes(lp))
-            eng.name_refs.update(policy_port_names(lp))
-        eng.name_ids = allocate_name_ids(eng.name_refs)
-        eng._set_prefix_ids(allocate_local(eng.prefix_refs))
+            eng.numbering.add(lp)
+        eng.name_ids = eng.numbering.name_ids()
+        eng._set_prefix_ids(eng.numbering.prefix_ids())
         for key in sorted(state.policies):
             eng.policies[key] = state.policies[key]
             eng._add_policy(lowered[key])
@@ -605,9 +587,9 @@ class Engine:
     def _set_prefix_ids(self, ids: dict[IPNetwork, int]) -> None:
         """Install a new prefix set; reselect ipBlock rules and re-resolve affected addresses.
 
-        Existing prefixes keep their identities (check_policy_change guarantees it), and
-        whether an ipBlock selects a prefix depends only on the two, so only the prefixes
-        that come or go need looking at.
+        Existing prefixes keep their identities (``PolicyNumbering.check_change`` guarantees
+        it), and whether an ipBlock selects a prefix depends only on the two, so only the
+        prefixes that come or go need looking at.
         """
         old = self.table.ids
         added = {p: n for p, n in ids.items() if old.get(p) != n}
@@ -778,44 +760,21 @@ class Engine:
             if self._is_init(pod) != (key in self.init_pods):
                 self.set_pod(key, pod)
 
-    def check_policy_change(self, old: LoweredPolicy | None, new: LoweredPolicy | None) -> None:
-        """Raise NeedsRebuild when the change would renumber an existing prefix or name."""
-        prefixes = self.prefix_refs.copy()
-        names = self.name_refs.copy()
-        if old is not None:
-            prefixes.subtract(policy_prefixes(old))
-            names.subtract(policy_port_names(old))
-        if new is not None:
-            prefixes.update(policy_prefixes(new))
-            names.update(policy_port_names(new))
-        if {p for p, c in prefixes.items() if c > 0} != set(self.table.ids):
-            ids = allocate_local(p for p, c in prefixes.items() if c > 0)
-            if any(ids.get(p, v) != v for p, v in self.table.ids.items()):
-                raise NeedsRebuild("prefix identities would be renumbered")
-        if {n for n, c in names.items() if c > 0} != set(self.name_ids):
-            nids = allocate_name_ids(n for n, c in names.items() if c > 0)
-            if any(nids.get(n, v) != v for n, v in self.name_ids.items()):
-                raise NeedsRebuild("port-name ids would be renumbered")
-
     def set_policy(self, key: str, policy: NetworkPolicy | None) -> None:
         """Add, replace (``policy`` with this key) or delete (None) one NetworkPolicy."""
         old_ps = self.pol.get(key)
         old = old_ps.policy if old_ps is not None else None
         pol = lower_network_policy(policy) if policy is not None else None
-        self.check_policy_change(old, pol)
+        self.numbering.check_change(old, pol, self.table.ids, self.name_ids)
         if old is not None:
             del self.policies[key]
             self._remove_policy(key)
-            self.prefix_refs.subtract(policy_prefixes(old))
-            self.name_refs.subtract(policy_port_names(old))
+            self.numbering.add(old, -1)
         if policy is not None and pol is not None:
             self.policies[key] = policy
-            self.prefix_refs.update(policy_prefixes(pol))
-            self.name_refs.update(policy_port_names(pol))
-        self.prefix_refs = +self.prefix_refs  # drop zero counts
-        self.name_refs = +self.name_refs
-        self._set_prefix_ids(allocate_local(self.prefix_refs))
-        self._set_name_ids(allocate_name_ids(self.name_refs))
+            self.numbering.add(pol)
+        self._set_prefix_ids(self.numbering.prefix_ids())
+        self._set_name_ids(self.numbering.name_ids())
         if pol is not None:
             self._ensure_namespace(pol.namespace)
             self._add_policy(pol)
@@ -823,7 +782,7 @@ class Engine:
     def _set_name_ids(self, ids: dict[str, int]) -> None:
         if ids == self.name_ids:
             return
-        # check_policy_change guarantees existing names keep their ids: names only come
+        # PolicyNumbering.check_change guarantees existing names keep their ids: names only come
         # and go, and with them the named-port entries of the pods declaring them.
         old = self.name_ids
         changed = set(old) ^ set(ids)
