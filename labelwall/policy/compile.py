@@ -365,7 +365,7 @@ class Engine:
         pod = self.pods.get(key)
         if pod is None or not pod.host_network:
             return None
-        return int(Reserved.HOST if self._is_local(pod.node) else Reserved.REMOTE_NODE)
+        return self._node_identity(self._node_claim(pod.node)[0])
 
     def _local(self, n: int) -> bool:
         return self.options.local_identities is None or n in self.options.local_identities
@@ -652,6 +652,11 @@ class Engine:
     def _is_local(self, node: str | None) -> bool:
         return self.options.node is None or node == self.options.node
 
+    @staticmethod
+    def _node_identity(kind: ClaimKind) -> int:
+        """The reserved identity of a node claim: ``host`` here, ``remote-node`` elsewhere."""
+        return int(Reserved.HOST if kind is ClaimKind.HOST else Reserved.REMOTE_NODE)
+
     def _node_claim(self, node: str | None) -> Claim:
         return (ClaimKind.HOST if self._is_local(node) else ClaimKind.REMOTE_NODE), ""
 
@@ -687,7 +692,7 @@ class Engine:
         if kind is ClaimKind.POD:
             ident = self.ls_num[self.pod_ls[pod_key]]
         else:
-            ident = int(Reserved.HOST if kind is ClaimKind.HOST else Reserved.REMOTE_NODE)
+            ident = self._node_identity(kind)
         self.ipcache.set(addr, IpcacheEntry(ident, self.table.longest(addr)))
 
     # ------------------------------------------------------------------ updates
