@@ -257,6 +257,8 @@ class Engine:
     def build(
         cls, state: ClusterState, options: CompileOptions, registry: IdentityRegistry
     ) -> Engine:
+        """An engine holding the compile of ``state`` (identities numbered in canonical
+        order, so the result does not depend on input order), tracking changes from here."""
         eng = cls(options, registry)
         eng.namespaces = dict(state.namespaces)
         eng.nodes = dict(state.nodes)
@@ -294,6 +296,7 @@ class Engine:
         return eng
 
     def start_tracking(self) -> None:
+        """Record map changes from now on, for ``take_delta``."""
         for m in self._maps():
             m.tracking = True
 
@@ -301,6 +304,7 @@ class Engine:
         return (self.subjects, self.policy, self.ipcache, self.cidrs, self.named_ports)  # type: ignore[return-value]
 
     def take_delta(self) -> MapDelta:
+        """The map changes since the last ``take_delta`` (or ``start_tracking``)."""
         return MapDelta(
             subjects=self.subjects.take(),
             policy=self.policy.take(),
@@ -310,6 +314,7 @@ class Engine:
         )
 
     def state(self) -> ClusterState:
+        """The objects compiled now."""
         return ClusterState(
             namespaces=dict(self.namespaces),
             pods=dict(self.pods),
@@ -318,6 +323,7 @@ class Engine:
         )
 
     def map_state(self) -> MapState:
+        """A copy of the compiled maps."""
         return MapState(
             subjects=dict(self.subjects.data),
             policy=dict(self.policy.data),
@@ -698,6 +704,7 @@ class Engine:
     # ------------------------------------------------------------------ updates
 
     def set_pod(self, key: str, pod: Pod | None) -> None:
+        """Add, replace or (``pod`` None) delete pod ``key``."""
         old = self.pods.pop(key, None)
         touched: set[IPAddress] = set()
         if old is not None:
@@ -717,6 +724,7 @@ class Engine:
             self._refresh_addr(addr)
 
     def set_node(self, name: str, node: Node | None) -> None:
+        """Add, replace or (``node`` None) delete node ``name``."""
         old = self.nodes.pop(name, None)
         touched: set[IPAddress] = set()
         if old is not None:
@@ -730,6 +738,7 @@ class Engine:
             self._refresh_addr(addr)
 
     def set_namespace(self, name: str, ns: Namespace | None) -> None:
+        """Add, relabel or (``ns`` None) delete namespace ``name``; its pods follow."""
         before = self._ns_labels(name)
         if ns is None:
             self.namespaces.pop(name, None)
@@ -759,6 +768,8 @@ class Engine:
         """
         if self.published is None:
             raise TypeError("set_published needs an engine built on a PublishedRegistry")
+        if dict(published) == self.published.by_labels:
+            return
         self.published.set(published)
         for key in sorted(self.pods):
             pod = self.pods[key]
@@ -807,6 +818,7 @@ class Engine:
     # ------------------------------------------------------------------ snapshot
 
     def compiled(self) -> Compiled:
+        """A snapshot of everything compiled now (maps, identities, cookies, warnings)."""
         state = self.state()
         pod_identity = {k: self.ls_num[ls] for k, ls in self.pod_ls.items()}
         for k in self.pods:

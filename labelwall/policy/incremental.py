@@ -43,6 +43,7 @@ class IncrementalCompiler:
 
     @property
     def map_state(self) -> MapState:
+        """A copy of the compiled maps right now."""
         return self._engine.map_state()
 
     @property
@@ -54,6 +55,7 @@ class IncrementalCompiler:
 
     @property
     def state(self) -> ClusterState:
+        """The objects compiled right now."""
         return self._engine.state()
 
     def identity_of(self, key: str) -> int | None:
@@ -71,24 +73,29 @@ class IncrementalCompiler:
         return self._done()
 
     def delete_pod(self, key: str) -> MapDelta:
+        """Pod ``namespace/name`` gone."""
         self._engine.set_pod(key, None)
         return self._done()
 
     # namespaces
     def upsert_namespace(self, namespace: Namespace) -> MapDelta:
+        """Namespace added or relabelled; its pods' identities follow."""
         self._engine.set_namespace(namespace.name, namespace)
         return self._done()
 
     def delete_namespace(self, name: str) -> MapDelta:
+        """Namespace object gone (its pods keep the name and lose its labels)."""
         self._engine.set_namespace(name, None)
         return self._done()
 
     # nodes
     def upsert_node(self, node: Node) -> MapDelta:
+        """Node added or its addresses changed."""
         self._engine.set_node(node.name, node)
         return self._done()
 
     def delete_node(self, name: str) -> MapDelta:
+        """Node gone."""
         self._engine.set_node(name, None)
         return self._done()
 
@@ -100,9 +107,12 @@ class IncrementalCompiler:
 
     # policies
     def upsert_policy(self, policy: NetworkPolicy) -> MapDelta:
+        """NetworkPolicy added or changed (a full recompile when it renumbers, see
+        ``NeedsRebuild``; the delta is exact either way)."""
         return self._policy(policy.key, policy)
 
     def delete_policy(self, key: str) -> MapDelta:
+        """NetworkPolicy ``namespace/name`` gone."""
         return self._policy(key, None)
 
     def _policy(self, key: str, policy: NetworkPolicy | None) -> MapDelta:
