@@ -10,7 +10,7 @@ admit that pod" and "which identities does this peer select" cannot disagree.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from labelwall.identity.labels import LabelSet
@@ -109,12 +109,12 @@ class SelectorCache:
             return (scope.namespace,)
         return self.namespaces.select(scope.namespace_selector)
 
-    def _in_namespace(self, scope: PeerScope, namespace: str) -> set[int]:
+    def _in_namespace(self, scope: PeerScope, namespace: str) -> Collection[int]:
         idx = self._identities.get(namespace)
         if idx is None:
-            return set()
+            return ()
         if scope.pod_selector is None:
-            return set(idx.owners())
+            return idx.owners()
         return idx.select(scope.pod_selector)
 
     def select(self, scope: PeerScope) -> tuple[list[str], set[int]]:
@@ -122,7 +122,7 @@ class SelectorCache:
         namespaces = list(self.scope_namespaces(scope))
         selected: set[int] = set()
         for ns in namespaces:
-            selected |= self._in_namespace(scope, ns)
+            selected.update(self._in_namespace(scope, ns))
         return namespaces, selected
 
     def selects_any(self, scope: PeerScope) -> bool:
