@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
 
 from labelwall.cluster import (
     ClusterState,
@@ -61,7 +60,6 @@ from labelwall.policy.findings import (
 )
 from labelwall.policy.mapstate import (
     IpcacheEntry,
-    MapChanges,
     MapDelta,
     MapState,
     NamedPortKey,
@@ -75,6 +73,7 @@ from labelwall.policy.ports import PortTemplate, templates
 from labelwall.policy.rules import Action, LoweredPolicy, PolicyRule, Tier
 from labelwall.policy.selectorcache import PeerScope, SelectorCache, peer_matches, peer_scope
 from labelwall.policy.selectors import matches
+from labelwall.policy.tracked import TrackedMap
 
 
 @dataclass(frozen=True)
@@ -132,44 +131,6 @@ INIT_FLAGS = SubjectFlags.INGRESS_ISOLATED | SubjectFlags.EGRESS_ISOLATED
 
 class UnsupportedRule(Exception):  # noqa: N818 - the name says what happened
     """A lowered rule whose tier or action the map encoding cannot express (yet)."""
-
-
-K = TypeVar("K")
-V = TypeVar("V")
-_MISSING = object()
-
-
-class _Tracked(Generic[K, V]):
-    """A dict that remembers the first-seen value of every key touched since ``take``."""
-
-    def __init__(self) -> None:
-        self.data: dict[K, V] = {}
-        self.tracking = False
-        self._before: dict[K, object] = {}
-
-    def set(self, key: K, value: V) -> None:
-        if self.tracking and key not in self._before:
-            self._before[key] = self.data.get(key, _MISSING)
-        self.data[key] = value
-
-    def delete(self, key: K) -> None:
-        if key not in self.data:
-            return
-        if self.tracking and key not in self._before:
-            self._before[key] = self.data[key]
-        del self.data[key]
-
-    def take(self) -> MapChanges[K, V]:
-        upserts = {
-            k: self.data[k]
-            for k, old in self._before.items()
-            if k in self.data and self.data[k] != old
-        }
-        deletes = frozenset(
-            k for k, old in self._before.items() if k not in self.data and old is not _MISSING
-        )
-        self._before = {}
-        return MapChanges(upserts, deletes)
 
 
 RuleId = tuple[str, Direction, int]
@@ -245,11 +206,11 @@ class Engine:
         self.addresses = AddressClaims()
         self.port_claims = NamedPortClaims()
         # the maps
-        self.subjects: _Tracked[int, SubjectFlags] = _Tracked()
-        self.policy: _Tracked[PolicyKey, int] = _Tracked()
-        self.ipcache: _Tracked[IPAddress, IpcacheEntry] = _Tracked()
-        self.cidrs: _Tracked[IPNetwork, int] = _Tracked()
-        self.named_ports: _Tracked[NamedPortKey, int] = _Tracked()
+        self.subjects: TrackedMap[int, SubjectFlags] = TrackedMap()
+        self.policy: TrackedMap[PolicyKey, int] = TrackedMap()
+        self.ipcache: TrackedMap[IPAddress, IpcacheEntry] = TrackedMap()
+        self.cidrs: TrackedMap[IPNetwork, int] = TrackedMap()
+        self.named_ports: TrackedMap[NamedPortKey, int] = TrackedMap()
 
     # ------------------------------------------------------------------ full build
 
@@ -300,7 +261,7 @@ class Engine:
         for m in self._maps():
             m.tracking = True
 
-    def _maps(self) -> tuple[_Tracked[object, object], ...]:
+    def _maps(self) -> tuple[TrackedMap[object, object], ...]:
         return (self.subjects, self.policy, self.ipcache, self.cidrs, self.named_ports)  # type: ignore[return-value]
 
     def take_delta(self) -> MapDelta:
