@@ -72,6 +72,32 @@ class InMemoryRegistry:
         return dict(self._by_number)
 
 
+class PublishedRegistry:
+    """A read-only registry over the Identity objects that exist (Kubernetes mode).
+
+    The compiler treats a label set this registry does not know as not published yet:
+    its pods get the reserved ``init`` identity (see ``policy/compile.py``).
+    """
+
+    def __init__(self, published: Mapping[LabelSet, int] | None = None) -> None:
+        self.by_labels: dict[LabelSet, int] = {}
+        self.by_number: dict[int, LabelSet] = {}
+        self.set(published or {})
+
+    def set(self, published: Mapping[LabelSet, int]) -> None:
+        self.by_labels = dict(published)
+        self.by_number = {n: ls for ls, n in published.items()}
+
+    def get(self, number: int) -> LabelSet | None:
+        return self.by_number.get(number)
+
+    def claim(self, number: int, labelset: LabelSet) -> bool:
+        return self.by_labels.get(labelset) == number
+
+    def find(self, labelset: LabelSet) -> int | None:
+        return self.by_labels.get(labelset)
+
+
 HashFn = Callable[[LabelSet], int]
 
 

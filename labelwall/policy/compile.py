@@ -6,18 +6,27 @@ and ``policy/incremental.py`` drives the same engine with single updates. Sharin
 is what makes "incremental delta == diff of two full compiles" hold by construction; the
 property tests check it.
 
+The engine orchestrates; each concern has its module: policies arrive lowered into the
+kind-neutral rule form (``policy/rules.py``, NetworkPolicy via ``policy/netpol.py``);
+``policy/selectorcache.py`` answers which identities a peer selects;
+``policy/addresses.py`` decides who owns an address; ``policy/numbering.py`` numbers
+prefixes and port names; ``policy/findings.py`` reports warnings. Kept here: identities,
+the rule indexes and the reference-counted map entries.
+
+With a ``PublishedRegistry`` (Kubernetes mode: only the Identity objects that exist
+count), a pod whose label set is not published yet is an *init* pod: its addresses map to
+the reserved ``init`` identity and ``init`` as a subject is isolated both ways, so until
+its identity exists such a pod only talks to its own node. The compiler decides this, so
+the agent, ``matrix`` and ``explain`` read the same maps.
+
 Policy-map entries are reference-counted by the rule cookies that produce them: a key's
 value is the smallest cookie among the (policy, rule) pairs that currently produce it.
 """
 
 from __future__ import annotations
 
-import bisect
-import ipaddress
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
 
 from labelwall.cluster import (
     Direction,
@@ -27,32 +36,44 @@ from labelwall.cluster import (
     Namespace,
     Node,
     Pod,
-    Protocol,
 )
 from labelwall.identity.allocator import (
     IdentityRegistry,
     InMemoryRegistry,
+    PublishedRegistry,
     allocate,
     allocate_all,
-    allocate_local,
 )
 from labelwall.identity.labels import DEFAULT_EXCLUDE, LabelSet, namespace_labels
 from labelwall.identity.numbers import ANY, Reserved
-from labelwall.policy.cidr import PrefixTable, block_prefixes, block_selects
+from labelwall.policy.addresses import AddressClaims, Claim, ClaimKind, NamedPortClaims
+from labelwall.policy.cidr import PrefixTable, block_selects
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.cookies import RuleRef, cookie
+from labelwall.policy.findings import (
+    EXCLUDED_LABEL_KEY,
+    SELECTS_NOTHING,
+    SHADOWED_PORT_NAME,
+    UNKNOWN_PORT_NAME,
+    CompileWarning,
+    findings,
+)
 from labelwall.policy.mapstate import (
     IpcacheEntry,
-    MapChanges,
     MapDelta,
     MapState,
     NamedPortKey,
     PolicyKey,
     SubjectFlags,
 )
-from labelwall.policy.model import NetworkPolicy, Peer, Rule
-from labelwall.policy.ports import PortTemplate, allocate_name_ids, port_names, templates
-from labelwall.policy.selectors import LabelIndex, matches, selector_keys
+from labelwall.policy.model import NetworkPolicy
+from labelwall.policy.netpol import lower_network_policy
+from labelwall.policy.numbering import NeedsRebuild, PolicyNumbering
+from labelwall.policy.ports import PortTemplate, templates
+from labelwall.policy.rules import Action, LoweredPolicy, PolicyRule, Tier
+from labelwall.policy.selectorcache import PeerScope, SelectorCache, peer_matches, peer_scope
+from labelwall.policy.selectors import matches
+from labelwall.policy.tracked import TrackedMap
 
 
 @dataclass(frozen=True)
@@ -72,25 +93,6 @@ class CompileOptions:
     audit_namespaces: frozenset[str] = frozenset()
     local_identities: frozenset[int] | None = None
     node: str | None = None
-
-
-@dataclass(frozen=True)
-class CompileWarning:
-    """A finding that does not stop compilation. ``code`` is stable for tools to filter on."""
-
-    policy: str
-    field: str
-    code: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"NetworkPolicy {self.policy}: {self.field}: {self.message}"
-
-
-SELECTS_NOTHING = "selects-nothing"
-EXCLUDED_LABEL_KEY = "excluded-label-key"
-UNKNOWN_PORT_NAME = "unknown-port-name"
-SHADOWED_PORT_NAME = "shadowed-port-name"
 
 
 @dataclass(frozen=True)
@@ -123,46 +125,12 @@ class Compiled:
     options: CompileOptions = field(default_factory=lambda: CompileOptions())
 
 
-class NeedsRebuild(Exception):  # noqa: N818 - a signal, not a failure
-    """An update would renumber an existing CIDR identity or name id; recompile fully."""
+#: ``init`` pods wait for their Identity object isolated both ways: only their node passes.
+INIT_FLAGS = SubjectFlags.INGRESS_ISOLATED | SubjectFlags.EGRESS_ISOLATED
 
 
-K = TypeVar("K")
-V = TypeVar("V")
-_MISSING = object()
-
-
-class _Tracked(Generic[K, V]):
-    """A dict that remembers the first-seen value of every key touched since ``take``."""
-
-    def __init__(self) -> None:
-        self.data: dict[K, V] = {}
-        self.tracking = False
-        self._before: dict[K, object] = {}
-
-    def set(self, key: K, value: V) -> None:
-        if self.tracking and key not in self._before:
-            self._before[key] = self.data.get(key, _MISSING)
-        self.data[key] = value
-
-    def delete(self, key: K) -> None:
-        if key not in self.data:
-            return
-        if self.tracking and key not in self._before:
-            self._before[key] = self.data[key]
-        del self.data[key]
-
-    def take(self) -> MapChanges[K, V]:
-        upserts = {
-            k: self.data[k]
-            for k, old in self._before.items()
-            if k in self.data and self.data[k] != old
-        }
-        deletes = frozenset(
-            k for k, old in self._before.items() if k not in self.data and old is not _MISSING
-        )
-        self._before = {}
-        return MapChanges(upserts, deletes)
+class UnsupportedRule(Exception):  # noqa: N818 - the name says what happened
+    """A lowered rule whose tier or action the map encoding cannot express (yet)."""
 
 
 RuleId = tuple[str, Direction, int]
@@ -170,12 +138,13 @@ RuleId = tuple[str, Direction, int]
 
 @dataclass
 class _RuleState:
-    policy: NetworkPolicy
+    policy: LoweredPolicy
     ref: RuleRef
     cookie: int
-    rule: Rule
+    rule: PolicyRule
     ports: tuple[PortTemplate, ...]
     any_peer: bool
+    scopes: tuple[PeerScope, ...]  # the selector peers' scopes (ipBlock peers have none)
     peers: set[int] = field(default_factory=set)  # cluster identities selected
     cidr_peers: set[int] = field(default_factory=set)  # local (CIDR) identities selected
     namespaces: set[str] = field(default_factory=set)  # where registered in ns_rules
@@ -187,61 +156,14 @@ class _RuleState:
         yield from self.cidr_peers
 
     def matches(self, ls: LabelSet) -> bool:
-        return any(peer_matches(p, self.policy.namespace, ls) for p in self.rule.peers)
+        return any(s.admits(ls) for s in self.scopes)
 
 
 @dataclass
 class _PolicyState:
-    policy: NetworkPolicy
+    policy: LoweredPolicy
     subjects: set[int] = field(default_factory=set)
     rules: list[_RuleState] = field(default_factory=list)
-
-
-def peer_matches(peer: Peer, policy_namespace: str, ls: LabelSet) -> bool:
-    """Whether a selector peer admits pods with label set ``ls`` (ARCHITECTURE §4).
-
-    podSelector only: pods in the policy's namespace; namespaceSelector only: every pod in
-    matching namespaces; both: pods matching podSelector in namespaces matching
-    namespaceSelector. ipBlock peers match by address, never by identity.
-    """
-    if peer.ip_block is not None:
-        return False
-    if peer.namespace_selector is None:
-        if peer.pod_selector is None:
-            return False
-        return ls.namespace == policy_namespace and matches(peer.pod_selector, ls.pod_labels)
-    if not matches(peer.namespace_selector, ls.namespace_labels):
-        return False
-    return peer.pod_selector is None or matches(peer.pod_selector, ls.pod_labels)
-
-
-def active_rules(policy: NetworkPolicy) -> Iterable[tuple[RuleRef, Rule]]:
-    """Rules of the directions in policyTypes (rules of other directions are ignored)."""
-    for direction in (Direction.INGRESS, Direction.EGRESS):
-        if direction in policy.policy_types:
-            for i, rule in enumerate(policy.rules(direction)):
-                yield RuleRef(policy.key, direction, i), rule
-
-
-def policy_prefixes(policy: NetworkPolicy) -> Counter[IPNetwork]:
-    out: Counter[IPNetwork] = Counter()
-    for _, rule in active_rules(policy):
-        for peer in rule.peers:
-            if peer.ip_block is not None:
-                out.update(block_prefixes(peer.ip_block))
-    return out
-
-
-def policy_port_names(policy: NetworkPolicy) -> Counter[str]:
-    out: Counter[str] = Counter()
-    for _, rule in active_rules(policy):
-        out.update(port_names(rule.ports))
-    return out
-
-
-_HOST_CLAIM = (1, "")
-#: A claim by another node's address (or a hostNetwork pod there): loses to pod and host.
-_REMOTE_CLAIM = (2, "")
 
 
 class Engine:
@@ -250,6 +172,11 @@ class Engine:
     def __init__(self, options: CompileOptions, registry: IdentityRegistry) -> None:
         self.options = options
         self.registry = registry
+        #: Kubernetes mode: label sets the registry does not know are init pods.
+        self.published: PublishedRegistry | None = (
+            registry if isinstance(registry, PublishedRegistry) else None
+        )
+        self.init_pods: set[str] = set()  # pods waiting for their Identity object
         self.namespaces: dict[str, Namespace] = {}
         self.pods: dict[str, Pod] = {}
         self.nodes: dict[str, Node] = {}
@@ -259,8 +186,7 @@ class Engine:
         self.ls_pods: dict[LabelSet, set[str]] = {}
         self.ls_num: dict[LabelSet, int] = {}
         self.num_ls: dict[int, LabelSet] = {}
-        self.ns_idents: dict[str, LabelIndex[int]] = {}
-        self.ns_index: LabelIndex[str] = LabelIndex()
+        self.selectors = SelectorCache()
         # policies
         self.ns_policies: dict[str, set[str]] = {}
         self.pol: dict[str, _PolicyState] = {}
@@ -273,20 +199,18 @@ class Engine:
         self.iso: dict[int, list[int]] = {}
         self.key_cookies: dict[PolicyKey, dict[int, int]] = {}
         # prefixes and port names
-        self.prefix_refs: Counter[IPNetwork] = Counter()
-        self.table = PrefixTable({})
-        self.name_refs: Counter[str] = Counter()
-        self.name_ids: dict[str, int] = {}
-        # addresses: addr -> claims (0, pod key) for pods, (1, "") for host addresses
-        self.addr_claims: dict[IPAddress, dict[tuple[int, str], int]] = {}
-        self.addr_sorted: dict[int, list[int]] = {4: [], 6: []}  # claimed addresses as ints
-        self.np_claims: dict[NamedPortKey, Counter[int]] = {}
+        self.numbering = PolicyNumbering()
+        self.table = PrefixTable({})  # the prefix ids installed
+        self.name_ids: dict[str, int] = {}  # the name ids installed
+        # addresses: who claims each IP, and each (IP, protocol, port)'s name id
+        self.addresses = AddressClaims()
+        self.port_claims = NamedPortClaims()
         # the maps
-        self.subjects: _Tracked[int, SubjectFlags] = _Tracked()
-        self.policy: _Tracked[PolicyKey, int] = _Tracked()
-        self.ipcache: _Tracked[IPAddress, IpcacheEntry] = _Tracked()
-        self.cidrs: _Tracked[IPNetwork, int] = _Tracked()
-        self.named_ports: _Tracked[NamedPortKey, int] = _Tracked()
+        self.subjects: TrackedMap[int, SubjectFlags] = TrackedMap()
+        self.policy: TrackedMap[PolicyKey, int] = TrackedMap()
+        self.ipcache: TrackedMap[IPAddress, IpcacheEntry] = TrackedMap()
+        self.cidrs: TrackedMap[IPNetwork, int] = TrackedMap()
+        self.named_ports: TrackedMap[NamedPortKey, int] = TrackedMap()
 
     # ------------------------------------------------------------------ full build
 
@@ -294,48 +218,54 @@ class Engine:
     def build(
         cls, state: ClusterState, options: CompileOptions, registry: IdentityRegistry
     ) -> Engine:
+        """An engine holding the compile of ``state`` (identities numbered in canonical
+        order, so the result does not depend on input order), tracking changes from here."""
         eng = cls(options, registry)
         eng.namespaces = dict(state.namespaces)
         eng.nodes = dict(state.nodes)
         known = set(state.namespaces) | {p.namespace for p in state.pods.values()}
         for ns in sorted(known | {p.namespace for p in state.policies.values()}):
-            eng.ns_index.add(ns, eng._ns_labels(ns))
+            eng.selectors.set_namespace(ns, eng._ns_labels(ns))
             eng.ns_rules[ns] = set()
         # Identities first, in canonical order, so numbering ignores input order.
+        if eng.published is not None:
+            eng.subjects.set(int(Reserved.INIT), INIT_FLAGS)
         for key, pod in state.pods.items():
             eng.pods[key] = pod
-            if not pod.host_network:
-                ls = eng._labelset(pod)
+            ls = eng._identity_labels(pod)
+            if ls is not None:
                 eng.pod_ls[key] = ls
                 eng.ls_pods.setdefault(ls, set()).add(key)
         for ls, n in allocate_all(eng.ls_pods, registry).items():
             eng._register_identity(ls, n)
         # Prefixes and names are functions of the whole policy set.
-        for pol in state.policies.values():
-            eng.prefix_refs.update(policy_prefixes(pol))
-            eng.name_refs.update(policy_port_names(pol))
-        eng.name_ids = allocate_name_ids(eng.name_refs)
-        eng._set_prefix_ids(allocate_local(eng.prefix_refs))
+        lowered = {k: lower_network_policy(p) for k, p in state.policies.items()}
+        for lp in lowered.values():
+            eng.numbering.add(lp)
+        eng.name_ids = eng.numbering.name_ids()
+        eng._set_prefix_ids(eng.numbering.prefix_ids())
         for key in sorted(state.policies):
             eng.policies[key] = state.policies[key]
-            eng._add_policy(state.policies[key])
+            eng._add_policy(lowered[key])
         for key in sorted(state.pods):
             eng._claim_pod(state.pods[key])
         for name in sorted(state.nodes):
             eng._claim_node(state.nodes[name])
-        for addr in eng.addr_claims:
+        for addr in eng.addresses.addresses():
             eng._refresh_addr(addr)
         eng.start_tracking()
         return eng
 
     def start_tracking(self) -> None:
+        """Record map changes from now on, for ``take_delta``."""
         for m in self._maps():
             m.tracking = True
 
-    def _maps(self) -> tuple[_Tracked[object, object], ...]:
+    def _maps(self) -> tuple[TrackedMap[object, object], ...]:
         return (self.subjects, self.policy, self.ipcache, self.cidrs, self.named_ports)  # type: ignore[return-value]
 
     def take_delta(self) -> MapDelta:
+        """The map changes since the last ``take_delta`` (or ``start_tracking``)."""
         return MapDelta(
             subjects=self.subjects.take(),
             policy=self.policy.take(),
@@ -345,6 +275,7 @@ class Engine:
         )
 
     def state(self) -> ClusterState:
+        """The objects compiled now."""
         return ClusterState(
             namespaces=dict(self.namespaces),
             pods=dict(self.pods),
@@ -353,6 +284,7 @@ class Engine:
         )
 
     def map_state(self) -> MapState:
+        """A copy of the compiled maps."""
         return MapState(
             subjects=dict(self.subjects.data),
             policy=dict(self.policy.data),
@@ -368,6 +300,39 @@ class Engine:
 
     def _labelset(self, pod: Pod) -> LabelSet:
         return LabelSet.from_pod(pod, self.namespaces.get(pod.namespace), self.options.exclude)
+
+    def _identity_labels(self, pod: Pod) -> LabelSet | None:
+        """The label set ``pod`` gets an identity for; None for hostNetwork and init pods.
+
+        Records whether the pod is an init pod (its label set not published), so claims
+        made now are dropped the same way later.
+        """
+        self.init_pods.discard(pod.key)
+        if pod.host_network:
+            return None
+        ls = self._labelset(pod)
+        if self.published is not None and self.published.find(ls) is None:
+            self.init_pods.add(pod.key)
+            return None
+        return ls
+
+    def _is_init(self, pod: Pod) -> bool:
+        """Whether ``pod`` would be an init pod now (without recording it)."""
+        if self.published is None or pod.host_network:
+            return False
+        return self.published.find(self._labelset(pod)) is None
+
+    def identity_of(self, key: str) -> int | None:
+        """The identity the maps give pod ``key`` (its endpoint's subject), None if unknown."""
+        if key in self.init_pods:
+            return int(Reserved.INIT)
+        ls = self.pod_ls.get(key)
+        if ls is not None:
+            return self.ls_num[ls]
+        pod = self.pods.get(key)
+        if pod is None or not pod.host_network:
+            return None
+        return self._node_identity(self._node_claim(pod.node)[0])
 
     def _local(self, n: int) -> bool:
         return self.options.local_identities is None or n in self.options.local_identities
@@ -402,7 +367,7 @@ class Engine:
     def _subject_rules(self, subject: int, ps: _PolicyState, sign: int) -> None:
         """Add or remove everything ``ps`` contributes for one (local) subject."""
         counts = self.iso.setdefault(subject, [0, 0])
-        for d in ps.policy.policy_types:
+        for d in ps.policy.isolates:
             counts[0 if d is Direction.INGRESS else 1] += sign
         for rs in ps.rules:
             self._emit(subject, rs, rs.all_peers(), sign)
@@ -429,34 +394,29 @@ class Engine:
     def _register_identity(self, ls: LabelSet, n: int) -> None:
         self.ls_num[ls] = n
         self.num_ls[n] = ls
-        self.ns_idents.setdefault(ls.namespace, LabelIndex()).add(n, ls.pod_labels)
+        self.selectors.add_identity(n, ls)
 
     def _ensure_namespace(self, ns: str) -> None:
-        if ns in self.ns_index:
+        if self.selectors.has_namespace(ns):
             return
-        self.ns_index.add(ns, self._ns_labels(ns))
+        self.selectors.set_namespace(ns, self._ns_labels(ns))
         self._reindex_namespace_rules(ns)
 
     def _reindex_namespace_rules(self, ns: str) -> None:
         """Recompute which rules' peers can match identities in ``ns``."""
         for rid in self.ns_rules.get(ns, set()):
             self.rules[rid].namespaces.discard(ns)
-        wanted: set[RuleId] = set()
+        # Candidates: rules of policies in ``ns`` (peers scoped to their own namespace)
+        # and rules with a namespaceSelector peer; the scopes decide.
+        labels = self.selectors.namespace_labels(ns)
+        candidates = set(self.nssel_rules)
         for pkey in self.ns_policies.get(ns, set()):
-            for rs in self.pol[pkey].rules:
-                if any(
-                    p.namespace_selector is None and p.pod_selector is not None
-                    for p in rs.rule.peers
-                ):
-                    wanted.add((pkey, rs.ref.direction, rs.ref.index))
-        labels = self.ns_index.labels(ns)
-        for rid in self.nssel_rules:
-            rs = self.rules[rid]
-            if any(
-                p.namespace_selector is not None and matches(p.namespace_selector, labels)
-                for p in rs.rule.peers
-            ):
-                wanted.add(rid)
+            candidates.update((pkey, rs.ref.direction, rs.ref.index) for rs in self.pol[pkey].rules)
+        wanted = {
+            rid
+            for rid in candidates
+            if any(s.admits_namespace(ns, labels) for s in self.rules[rid].scopes)
+        }
         for rid in wanted:
             self.rules[rid].namespaces.add(ns)
         self.ns_rules[ns] = wanted
@@ -467,7 +427,7 @@ class Engine:
         self._ensure_namespace(ls.namespace)
         for pkey in sorted(self.ns_policies.get(ls.namespace, set())):
             ps = self.pol[pkey]
-            if matches(ps.policy.pod_selector, ls.pod_labels):
+            if matches(ps.policy.subject_selector, ls.pod_labels):
                 ps.subjects.add(n)
                 self.subject_of.setdefault(n, set()).add(pkey)
                 if self._local(n):
@@ -499,10 +459,7 @@ class Engine:
         for rid in peer_rules:
             self.rules[rid].peers.discard(n)
         del self.num_ls[n]
-        idx = self.ns_idents[ls.namespace]
-        idx.remove(n)
-        if not len(idx):
-            del self.ns_idents[ls.namespace]
+        self.selectors.remove_identity(n, ls)
 
     def _set_pod_identity(self, key: str, ls: LabelSet | None) -> None:
         old = self.pod_ls.pop(key, None)
@@ -526,32 +483,23 @@ class Engine:
     # ------------------------------------------------------------------ policies
 
     def _select_peers(self, rs: _RuleState) -> None:
-        ns = rs.policy.namespace
         for peer in rs.rule.peers:
             if peer.ip_block is not None:
                 rs.cidr_peers |= self.table.selected(peer.ip_block)
-                continue
-            if peer.namespace_selector is None:
-                if peer.pod_selector is None:
-                    continue
-                namespaces: Iterable[str] = (ns,)
-            else:
-                namespaces = self.ns_index.select(peer.namespace_selector)
-            for other in namespaces:
-                rs.namespaces.add(other)
-                idx = self.ns_idents.get(other)
-                if idx is None:
-                    continue
-                if peer.pod_selector is None:
-                    rs.peers.update(idx.owners())
-                else:
-                    rs.peers |= idx.select(peer.pod_selector)
+        for scope in rs.scopes:
+            namespaces, selected = self.selectors.select(scope)
+            rs.namespaces.update(namespaces)
+            rs.peers |= selected
 
-    def _add_policy(self, pol: NetworkPolicy) -> None:
+    def _add_policy(self, pol: LoweredPolicy) -> None:
         ps = _PolicyState(pol)
         self.pol[pol.key] = ps
         self.ns_policies.setdefault(pol.namespace, set()).add(pol.key)
-        for ref, rule in active_rules(pol):
+        for rule in pol.rules:
+            if rule.tier is not Tier.NETWORK_POLICY or rule.action is not Action.ALLOW:
+                raise UnsupportedRule(f"{rule.ref}: {rule.tier.name} {rule.action.value}")
+            ref = rule.ref
+            scopes = (peer_scope(p, pol.namespace) for p in rule.peers)
             rs = _RuleState(
                 policy=pol,
                 ref=ref,
@@ -559,6 +507,7 @@ class Engine:
                 rule=rule,
                 ports=templates(rule.ports, self.name_ids),
                 any_peer=not rule.peers,
+                scopes=tuple(s for s in scopes if s is not None),
             )
             rid: RuleId = (pol.key, ref.direction, ref.index)
             self.rules[rid] = rs
@@ -572,15 +521,15 @@ class Engine:
                 self.block_rules.add(rid)
             for n in rs.peers:
                 self.peer_of.setdefault(n, set()).add(rid)
-        idx = self.ns_idents.get(pol.namespace)
-        ps.subjects = idx.select(pol.pod_selector) if idx is not None else set()
+        ps.subjects = self.selectors.subjects(pol.namespace, pol.subject_selector)
         for s in sorted(ps.subjects):
             self.subject_of.setdefault(s, set()).add(pol.key)
             if self._local(s):
                 self._subject_rules(s, ps, +1)
 
-    def _remove_policy(self, pol: NetworkPolicy) -> None:
-        ps = self.pol.pop(pol.key)
+    def _remove_policy(self, key: str) -> None:
+        ps = self.pol.pop(key)
+        pol = ps.policy
         for s in ps.subjects:
             self.subject_of[s].discard(pol.key)
             if not self.subject_of[s]:
@@ -605,9 +554,9 @@ class Engine:
     def _set_prefix_ids(self, ids: dict[IPNetwork, int]) -> None:
         """Install a new prefix set; reselect ipBlock rules and re-resolve affected addresses.
 
-        Existing prefixes keep their identities (check_policy_change guarantees it), and
-        whether an ipBlock selects a prefix depends only on the two, so only the prefixes
-        that come or go need looking at.
+        Existing prefixes keep their identities (``PolicyNumbering.check_change`` guarantees
+        it), and whether an ipBlock selects a prefix depends only on the two, so only the
+        prefixes that come or go need looking at.
         """
         old = self.table.ids
         added = {p: n for p, n in ids.items() if old.get(p) != n}
@@ -640,21 +589,18 @@ class Engine:
                     self._emit(s, rs, new, +1)
         touched: set[IPAddress] = set()
         for p in [*added, *removed]:
-            touched.update(self._addresses_in(p))
+            touched.update(self.addresses.within(p))
         for addr in touched:
             self._refresh_addr(addr)
 
-    def _addresses_in(self, net: IPNetwork) -> list[IPAddress]:
-        rows = self.addr_sorted[net.version]
-        lo = bisect.bisect_left(rows, int(net.network_address))
-        hi = bisect.bisect_right(rows, int(net.broadcast_address))
-        make = ipaddress.IPv4Address if net.version == 4 else ipaddress.IPv6Address
-        return [make(a) for a in rows[lo:hi]]
-
     # ------------------------------------------------------------------ addresses
 
+    def _has_named_ports(self, pod: Pod) -> bool:
+        """Whether the pod's port names count (hostNetwork and init pods' do not)."""
+        return not pod.host_network and pod.key not in self.init_pods
+
     def _pod_named_ports(self, pod: Pod) -> list[tuple[NamedPortKey, int]]:
-        if pod.host_network:
+        if not self._has_named_ports(pod):
             return []
         out = []
         for cp in pod.ports:
@@ -664,65 +610,62 @@ class Engine:
         return out
 
     def _set_named(self, key: NamedPortKey, ident: int, sign: int) -> None:
-        counts = self.np_claims.setdefault(key, Counter())
-        counts[ident] += sign
-        if counts[ident] <= 0:
-            del counts[ident]
-        if counts:
-            # Two names on one (address, protocol, port): keep the smaller id, deterministically.
-            self.named_ports.set(key, min(counts))
-        else:
-            del self.np_claims[key]
+        winner = self.port_claims.claim(key, ident, sign)
+        if winner is None:
             self.named_ports.delete(key)
+        else:
+            self.named_ports.set(key, winner)
 
     def _is_local(self, node: str | None) -> bool:
         return self.options.node is None or node == self.options.node
 
+    @staticmethod
+    def _node_identity(kind: ClaimKind) -> int:
+        """The reserved identity of a node claim: ``host`` here, ``remote-node`` elsewhere."""
+        return int(Reserved.HOST if kind is ClaimKind.HOST else Reserved.REMOTE_NODE)
+
+    def _node_claim(self, node: str | None) -> Claim:
+        return (ClaimKind.HOST if self._is_local(node) else ClaimKind.REMOTE_NODE), ""
+
     def _claim_pod(self, pod: Pod, sign: int = +1) -> None:
         if pod.host_network:
-            claim = _HOST_CLAIM if self._is_local(pod.node) else _REMOTE_CLAIM
+            claim = self._node_claim(pod.node)
+        elif pod.key in self.init_pods:
+            claim = (ClaimKind.INIT, pod.key)
         else:
-            claim = (0, pod.key)
+            claim = (ClaimKind.POD, pod.key)
         for ip in pod.ips:
-            self._claim(ip, claim, sign)
+            self.addresses.claim(ip, claim, sign)
         for key, ident in self._pod_named_ports(pod):
             self._set_named(key, ident, sign)
 
     def _claim_node(self, node: Node, sign: int = +1) -> None:
-        claim = _HOST_CLAIM if self._is_local(node.name) else _REMOTE_CLAIM
+        claim = self._node_claim(node.name)
         for ip in node.addresses:
-            self._claim(ip, claim, sign)
-
-    def _claim(self, addr: IPAddress, claim: tuple[int, str], sign: int) -> None:
-        claims = self.addr_claims.get(addr)
-        if claims is None:
-            claims = self.addr_claims[addr] = {}
-            bisect.insort(self.addr_sorted[addr.version], int(addr))
-        claims[claim] = claims.get(claim, 0) + sign
-        if claims[claim] <= 0:
-            del claims[claim]
-        if not claims:
-            del self.addr_claims[addr]
-            rows = self.addr_sorted[addr.version]
-            del rows[bisect.bisect_left(rows, int(addr))]
+            self.addresses.claim(ip, claim, sign)
 
     def _refresh_addr(self, addr: IPAddress) -> None:
-        claims = self.addr_claims.get(addr)
-        if not claims:
+        winner = self.addresses.winner(addr)
+        if winner is None:
             self.ipcache.delete(addr)
             return
-        # A pod address wins over a host claim, host over remote node (smallest pod key if
-        # two pods claim one IP).
-        kind, pod_key = min(claims)
-        if kind == 0:
+        # A pod address wins over a host claim, host over remote node, all of them over an
+        # init pod (smallest pod key if two pods claim one IP).
+        kind, pod_key = winner
+        if kind is ClaimKind.INIT:
+            # No prefix either: an ipBlock must not admit a pod before its identity exists.
+            self.ipcache.set(addr, IpcacheEntry(int(Reserved.INIT)))
+            return
+        if kind is ClaimKind.POD:
             ident = self.ls_num[self.pod_ls[pod_key]]
         else:
-            ident = int(Reserved.HOST if kind == _HOST_CLAIM[0] else Reserved.REMOTE_NODE)
+            ident = self._node_identity(kind)
         self.ipcache.set(addr, IpcacheEntry(ident, self.table.longest(addr)))
 
     # ------------------------------------------------------------------ updates
 
     def set_pod(self, key: str, pod: Pod | None) -> None:
+        """Add, replace or (``pod`` None) delete pod ``key``."""
         old = self.pods.pop(key, None)
         touched: set[IPAddress] = set()
         if old is not None:
@@ -730,9 +673,11 @@ class Engine:
             touched.update(old.ips)
         if pod is not None:
             self.pods[key] = pod
-        self._set_pod_identity(
-            key, None if pod is None or pod.host_network else self._labelset(pod)
-        )
+            ls = self._identity_labels(pod)
+        else:
+            self.init_pods.discard(key)
+            ls = None
+        self._set_pod_identity(key, ls)
         if pod is not None:
             self._claim_pod(pod, +1)
             touched.update(pod.ips)
@@ -740,6 +685,7 @@ class Engine:
             self._refresh_addr(addr)
 
     def set_node(self, name: str, node: Node | None) -> None:
+        """Add, replace or (``node`` None) delete node ``name``."""
         old = self.nodes.pop(name, None)
         touched: set[IPAddress] = set()
         if old is not None:
@@ -753,60 +699,59 @@ class Engine:
             self._refresh_addr(addr)
 
     def set_namespace(self, name: str, ns: Namespace | None) -> None:
+        """Add, relabel or (``ns`` None) delete namespace ``name``; its pods follow."""
         before = self._ns_labels(name)
         if ns is None:
             self.namespaces.pop(name, None)
         else:
             self.namespaces[name] = ns
         after = self._ns_labels(name)
-        if before == after and name in self.ns_index:
+        if before == after and self.selectors.has_namespace(name):
             return
-        self.ns_index.add(name, after)
+        self.selectors.set_namespace(name, after)
         self._reindex_namespace_rules(name)
         pods = sorted(k for k, p in self.pods.items() if p.namespace == name)
         for key in pods:
             pod = self.pods[key]
-            if not pod.host_network:
-                self._set_pod_identity(key, self._labelset(pod))
+            if self._is_init(pod) != (key in self.init_pods):
+                self.set_pod(key, pod)  # its claims change kind (init <-> identity)
+            elif not pod.host_network:
+                self._set_pod_identity(key, self._identity_labels(pod))
         for key in pods:
             for addr in self.pods[key].ips:
                 self._refresh_addr(addr)
 
-    def check_policy_change(self, old: NetworkPolicy | None, new: NetworkPolicy | None) -> None:
-        """Raise NeedsRebuild when the change would renumber an existing prefix or name."""
-        prefixes = self.prefix_refs.copy()
-        names = self.name_refs.copy()
-        if old is not None:
-            prefixes.subtract(policy_prefixes(old))
-            names.subtract(policy_port_names(old))
-        if new is not None:
-            prefixes.update(policy_prefixes(new))
-            names.update(policy_port_names(new))
-        if {p for p, c in prefixes.items() if c > 0} != set(self.table.ids):
-            ids = allocate_local(p for p, c in prefixes.items() if c > 0)
-            if any(ids.get(p, v) != v for p, v in self.table.ids.items()):
-                raise NeedsRebuild("prefix identities would be renumbered")
-        if {n for n, c in names.items() if c > 0} != set(self.name_ids):
-            nids = allocate_name_ids(n for n, c in names.items() if c > 0)
-            if any(nids.get(n, v) != v for n, v in self.name_ids.items()):
-                raise NeedsRebuild("port-name ids would be renumbered")
+    def set_published(self, published: Mapping[LabelSet, int]) -> None:
+        """Kubernetes mode: the Identity objects that exist now (label set -> number).
 
-    def set_policy(self, key: str, pol: NetworkPolicy | None) -> None:
-        old = self.policies.get(key)
-        self.check_policy_change(old, pol)
+        Pods whose label set got published leave ``init`` for their identity; pods whose
+        label set is no longer published become init pods.
+        """
+        if self.published is None:
+            raise TypeError("set_published needs an engine built on a PublishedRegistry")
+        if dict(published) == self.published.by_labels:
+            return
+        self.published.set(published)
+        for key in sorted(self.pods):
+            pod = self.pods[key]
+            if self._is_init(pod) != (key in self.init_pods):
+                self.set_pod(key, pod)
+
+    def set_policy(self, key: str, policy: NetworkPolicy | None) -> None:
+        """Add, replace (``policy`` with this key) or delete (None) one NetworkPolicy."""
+        old_ps = self.pol.get(key)
+        old = old_ps.policy if old_ps is not None else None
+        pol = lower_network_policy(policy) if policy is not None else None
+        self.numbering.check_change(old, pol, self.table.ids, self.name_ids)
         if old is not None:
             del self.policies[key]
-            self._remove_policy(old)
-            self.prefix_refs.subtract(policy_prefixes(old))
-            self.name_refs.subtract(policy_port_names(old))
-        if pol is not None:
-            self.policies[key] = pol
-            self.prefix_refs.update(policy_prefixes(pol))
-            self.name_refs.update(policy_port_names(pol))
-        self.prefix_refs = +self.prefix_refs  # drop zero counts
-        self.name_refs = +self.name_refs
-        self._set_prefix_ids(allocate_local(self.prefix_refs))
-        self._set_name_ids(allocate_name_ids(self.name_refs))
+            self._remove_policy(key)
+            self.numbering.add(old, -1)
+        if policy is not None and pol is not None:
+            self.policies[key] = policy
+            self.numbering.add(pol)
+        self._set_prefix_ids(self.numbering.prefix_ids())
+        self._set_name_ids(self.numbering.name_ids())
         if pol is not None:
             self._ensure_namespace(pol.namespace)
             self._add_policy(pol)
@@ -814,12 +759,12 @@ class Engine:
     def _set_name_ids(self, ids: dict[str, int]) -> None:
         if ids == self.name_ids:
             return
-        # check_policy_change guarantees existing names keep their ids: names only come
+        # PolicyNumbering.check_change guarantees existing names keep their ids: names only come
         # and go, and with them the named-port entries of the pods declaring them.
         old = self.name_ids
         changed = set(old) ^ set(ids)
         for pod in self.pods.values():
-            if pod.host_network:
+            if not self._has_named_ports(pod):
                 continue
             for cp in pod.ports:
                 if cp.name in changed:
@@ -834,12 +779,13 @@ class Engine:
     # ------------------------------------------------------------------ snapshot
 
     def compiled(self) -> Compiled:
+        """A snapshot of everything compiled now (maps, identities, cookies, warnings)."""
         state = self.state()
         pod_identity = {k: self.ls_num[ls] for k, ls in self.pod_ls.items()}
-        for k, p in self.pods.items():
-            if p.host_network:
-                local = self._is_local(p.node)
-                pod_identity[k] = int(Reserved.HOST if local else Reserved.REMOTE_NODE)
+        for k in self.pods:
+            n = None if k in pod_identity else self.identity_of(k)  # hostNetwork, init pods
+            if n is not None:
+                pod_identity[k] = n
         cookies: dict[int, RuleRef] = {}
         for rs in self.rules.values():
             prev = cookies.get(rs.cookie)
@@ -850,7 +796,7 @@ class Engine:
             peers: set[int] = set()
             for rs in ps.rules:
                 peers |= rs.peers | rs.cidr_peers
-            stats[key] = PolicyStats(len(ps.subjects), len(peers), ps.policy.policy_types)
+            stats[key] = PolicyStats(len(ps.subjects), len(peers), ps.policy.isolates)
         return Compiled(
             map_state=self.map_state(),
             identities=dict(self.num_ls),
@@ -865,119 +811,41 @@ class Engine:
         )
 
     def _warnings(self) -> list[CompileWarning]:
-        out: list[CompileWarning] = []
-        declared = {
-            (cp.name, cp.protocol)
-            for p in self.pods.values()
-            if not p.host_network
-            for cp in p.ports
-            if cp.name is not None
-        }
-        # One (address, protocol, port) carries one name id in lw_ports_v1: a port a pod
-        # declares under two names policies use matches only the smaller id's name.
-        shadowed: dict[tuple[str, Protocol], list[str]] = {}
-        for pk in sorted(self.pods):
-            p = self.pods[pk]
-            if p.host_network:
-                continue
-            by_port: dict[tuple[Protocol, int], set[str]] = {}
-            for cp in p.ports:
-                if cp.name is not None and cp.name in self.name_ids:
-                    by_port.setdefault((cp.protocol, cp.port), set()).add(cp.name)
-            for (proto, number), names in by_port.items():
-                kept = min(names, key=lambda n: self.name_ids[n])
-                for n in names - {kept}:
-                    shadowed.setdefault((n, proto), []).append(
-                        f"{pk} ({proto.name}/{number} is also named {kept!r})"
-                    )
-        excluded = self.options.exclude
-        for key in sorted(self.pol):
-            ps = self.pol[key]
-            pol = ps.policy
-            if not ps.subjects:
-                out.append(
-                    CompileWarning(
-                        key, "spec.podSelector", SELECTS_NOTHING, "selects no pod in the namespace"
-                    )
-                )
-            if selector_keys(pol.pod_selector) & excluded:
-                out.append(self._excluded(key, "spec.podSelector", selector_keys(pol.pod_selector)))
-            for rs in ps.rules:
-                side = "from" if rs.ref.direction is Direction.INGRESS else "to"
-                for j, peer in enumerate(rs.rule.peers):
-                    where = f"{rs.ref.field}.{side}[{j}]"
-                    if peer.ip_block is not None:
-                        continue
-                    if not self._peer_selects_any(peer, pol.namespace):
-                        out.append(CompileWarning(key, where, SELECTS_NOTHING, "selects no pod"))
-                    if (
-                        peer.pod_selector is not None
-                        and selector_keys(peer.pod_selector) & excluded
-                    ):
-                        out.append(
-                            self._excluded(
-                                key, f"{where}.podSelector", selector_keys(peer.pod_selector)
-                            )
-                        )
-                for j, spec in enumerate(rs.rule.ports):
-                    if isinstance(spec.port, str) and (spec.port, spec.protocol) in shadowed:
-                        pods = shadowed[(spec.port, spec.protocol)]
-                        out.append(
-                            CompileWarning(
-                                key,
-                                f"{rs.ref.field}.ports[{j}].port",
-                                SHADOWED_PORT_NAME,
-                                f"port name {spec.port!r} is not matched on {', '.join(pods[:3])}"
-                                f"{' …' if len(pods) > 3 else ''}: a port keeps one name",
-                            )
-                        )
-                    if isinstance(spec.port, str) and (spec.port, spec.protocol) not in declared:
-                        out.append(
-                            CompileWarning(
-                                key,
-                                f"{rs.ref.field}.ports[{j}].port",
-                                UNKNOWN_PORT_NAME,
-                                f"no pod declares a {spec.protocol.name} port named {spec.port!r}",
-                            )
-                        )
-        return out
-
-    def _excluded(self, key: str, where: str, keys: frozenset[str]) -> CompileWarning:
-        bad = ", ".join(sorted(keys & self.options.exclude))
-        return CompileWarning(
-            key,
-            where,
-            EXCLUDED_LABEL_KEY,
-            f"uses label key(s) {bad} that identities exclude: every pod looks as if it lacked "
-            "them, so matchLabels/In/Exists on them select no pod and NotIn/DoesNotExist "
-            "select every pod; remove the key from identity.excludeLabels to select on it",
+        return findings(
+            ((self.pol[k].policy, bool(self.pol[k].subjects)) for k in sorted(self.pol)),
+            {k: p for k, p in self.pods.items() if k not in self.init_pods},
+            self.name_ids,
+            self.options.exclude,
+            self.selectors.selects_any,
         )
-
-    def _peer_selects_any(self, peer: Peer, policy_namespace: str) -> bool:
-        if peer.namespace_selector is None:
-            if peer.pod_selector is None:
-                return False
-            namespaces: Iterable[str] = (policy_namespace,)
-        else:
-            namespaces = self.ns_index.select(peer.namespace_selector)
-        for ns in namespaces:
-            idx = self.ns_idents.get(ns)
-            if idx is not None and (peer.pod_selector is None or idx.select(peer.pod_selector)):
-                return True
-        return False
 
 
 def compile_cluster(
     state: ClusterState,
     options: CompileOptions = CompileOptions(),
     registry: IdentityRegistry | None = None,
+    published: Mapping[LabelSet, int] | None = None,
 ) -> Compiled:
-    """The desired map state for ``state`` (pure apart from claims in ``registry``)."""
-    reg = registry if registry is not None else InMemoryRegistry()
+    """The desired map state for ``state`` (pure apart from claims in ``registry``).
+
+    ``published`` (Kubernetes mode, instead of ``registry``): the Identity objects that
+    exist, label set -> number; pods of other label sets get the ``init`` identity.
+    """
+    if published is not None:
+        if registry is not None:
+            raise TypeError("pass registry or published, not both")
+        reg: IdentityRegistry = PublishedRegistry(published)
+    else:
+        reg = registry if registry is not None else InMemoryRegistry()
     return Engine.build(state, options, reg).compiled()
 
 
 __all__ = [
+    "EXCLUDED_LABEL_KEY",
+    "INIT_FLAGS",
+    "SELECTS_NOTHING",
+    "SHADOWED_PORT_NAME",
+    "UNKNOWN_PORT_NAME",
     "CompileOptions",
     "CompileWarning",
     "Compiled",
@@ -985,6 +853,7 @@ __all__ = [
     "NeedsRebuild",
     "PolicyStats",
     "RuleRef",
+    "UnsupportedRule",
     "compile_cluster",
     "peer_matches",
 ]

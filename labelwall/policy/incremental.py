@@ -8,8 +8,11 @@ named-port maps, never the policy map: identities do not depend on addresses.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from labelwall.cluster import Namespace, Node, Pod
-from labelwall.identity.allocator import IdentityRegistry, InMemoryRegistry
+from labelwall.identity.allocator import IdentityRegistry, InMemoryRegistry, PublishedRegistry
+from labelwall.identity.labels import LabelSet
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import Compiled, CompileOptions, Engine, NeedsRebuild
 from labelwall.policy.mapstate import MapDelta, MapState, diff
@@ -17,21 +20,31 @@ from labelwall.policy.model import NetworkPolicy
 
 
 class IncrementalCompiler:
-    """Holds a compiled cluster and applies single-object upserts and deletes to it."""
+    """Holds a compiled cluster and applies single-object upserts and deletes to it.
+
+    ``published`` (Kubernetes mode, instead of ``registry``): the Identity objects that
+    exist; ``set_published`` updates them. See ``compile_cluster``.
+    """
 
     def __init__(
         self,
         state: ClusterState | None = None,
         options: CompileOptions = CompileOptions(),  # noqa: B008 - frozen value
         registry: IdentityRegistry | None = None,
+        published: Mapping[LabelSet, int] | None = None,
     ) -> None:
         self.options = options
+        if published is not None:
+            if registry is not None:
+                raise TypeError("pass registry or published, not both")
+            registry = PublishedRegistry(published)
         self.registry: IdentityRegistry = registry if registry is not None else InMemoryRegistry()
         self._engine = Engine.build(state or ClusterState(), options, self.registry)
         self._compiled: Compiled | None = None
 
     @property
     def map_state(self) -> MapState:
+        """A copy of the compiled maps right now."""
         return self._engine.map_state()
 
     @property
@@ -43,7 +56,12 @@ class IncrementalCompiler:
 
     @property
     def state(self) -> ClusterState:
+        """The objects compiled right now."""
         return self._engine.state()
+
+    def identity_of(self, key: str) -> int | None:
+        """The identity the maps give pod ``key`` (``init`` while unpublished)."""
+        return self._engine.identity_of(key)
 
     def _done(self) -> MapDelta:
         self._compiled = None
@@ -56,32 +74,46 @@ class IncrementalCompiler:
         return self._done()
 
     def delete_pod(self, key: str) -> MapDelta:
+        """Pod ``namespace/name`` gone."""
         self._engine.set_pod(key, None)
         return self._done()
 
     # namespaces
     def upsert_namespace(self, namespace: Namespace) -> MapDelta:
+        """Namespace added or relabelled; its pods' identities follow."""
         self._engine.set_namespace(namespace.name, namespace)
         return self._done()
 
     def delete_namespace(self, name: str) -> MapDelta:
+        """Namespace object gone (its pods keep the name and lose its labels)."""
         self._engine.set_namespace(name, None)
         return self._done()
 
     # nodes
     def upsert_node(self, node: Node) -> MapDelta:
+        """Node added or its addresses changed."""
         self._engine.set_node(node.name, node)
         return self._done()
 
     def delete_node(self, name: str) -> MapDelta:
+        """Node gone."""
         self._engine.set_node(name, None)
+        return self._done()
+
+    # identities (Kubernetes mode)
+    def set_published(self, published: Mapping[LabelSet, int]) -> MapDelta:
+        """The Identity objects that exist now; pods move between ``init`` and identities."""
+        self._engine.set_published(published)
         return self._done()
 
     # policies
     def upsert_policy(self, policy: NetworkPolicy) -> MapDelta:
+        """NetworkPolicy added or changed (a full recompile when it renumbers, see
+        ``NeedsRebuild``; the delta is exact either way)."""
         return self._policy(policy.key, policy)
 
     def delete_policy(self, key: str) -> MapDelta:
+        """NetworkPolicy ``namespace/name`` gone."""
         return self._policy(key, None)
 
     def _policy(self, key: str, policy: NetworkPolicy | None) -> MapDelta:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Collection, Hashable, Iterable, Mapping
 from typing import Generic, TypeVar
 
 from labelwall.policy.model import LabelSelector, Operator, Requirement
@@ -61,7 +61,7 @@ class LabelIndex(Generic[T]):
     def labels(self, owner: T) -> Mapping[str, str]:
         return self._labels[owner]
 
-    def owners(self) -> Iterable[T]:
+    def owners(self) -> Collection[T]:
         return self._labels.keys()
 
     def add(self, owner: T, labels: Mapping[str, str]) -> None:

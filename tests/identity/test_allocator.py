@@ -14,6 +14,7 @@ from labelwall.identity.allocator import (
     IdentitySpaceExhaustedError,
     InMemoryRegistry,
     NumberRange,
+    PublishedRegistry,
     allocate,
     allocate_all,
     allocate_local,
@@ -142,3 +143,18 @@ def test_local_identities_use_the_real_hash_by_default() -> None:
     ids = allocate_local(nets)
     assert all(numbers.is_local(v) for v in ids.values())
     assert ids == allocate_local(list(itertools.chain(reversed(nets))))
+
+
+def test_the_published_registry_knows_only_the_published_numbers_and_claims_nothing_new() -> None:
+    web = LabelSet("shop", Labels({"app": "web"}))
+    db = LabelSet("shop", Labels({"app": "db"}))
+    reg = PublishedRegistry({web: 1000})
+    assert reg.find(web) == 1000
+    assert reg.get(1000) == web
+    assert reg.find(db) is None
+    assert reg.get(1001) is None
+    assert reg.claim(1000, web)
+    assert not reg.claim(1001, db)
+    reg.set({db: 1001})
+    assert reg.find(web) is None
+    assert reg.find(db) == 1001

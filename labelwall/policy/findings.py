@@ -1,0 +1,147 @@
+"""Compile findings: policy problems that do not stop compilation, with stable codes.
+
+``findings`` looks at the lowered policies, the pods and the port-name ids and reports
+selectors that select nothing, selectors on label keys identities exclude, and port
+names no pod declares or that another name shadows. It does no I/O and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from labelwall.cluster import Direction, Pod, Protocol
+from labelwall.policy.rules import LoweredPolicy
+from labelwall.policy.selectorcache import PeerScope, peer_scope
+from labelwall.policy.selectors import selector_keys
+
+SELECTS_NOTHING = "selects-nothing"
+EXCLUDED_LABEL_KEY = "excluded-label-key"
+UNKNOWN_PORT_NAME = "unknown-port-name"
+SHADOWED_PORT_NAME = "shadowed-port-name"
+
+
+@dataclass(frozen=True)
+class CompileWarning:
+    """A finding that does not stop compilation. ``code`` is stable for tools to filter on."""
+
+    policy: str
+    field: str
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"NetworkPolicy {self.policy}: {self.field}: {self.message}"
+
+
+def _shadowed_names(
+    pods: Mapping[str, Pod], name_ids: Mapping[str, int]
+) -> dict[tuple[str, Protocol], list[str]]:
+    """(name, protocol) -> the pods where another name of the same port hides it.
+
+    One (address, protocol, port) carries one name id in lw_ports_v1: a port a pod
+    declares under two names policies use matches only the smaller id's name.
+    """
+    shadowed: dict[tuple[str, Protocol], list[str]] = {}
+    for pk in sorted(pods):
+        p = pods[pk]
+        if p.host_network:
+            continue
+        by_port: dict[tuple[Protocol, int], set[str]] = {}
+        for cp in p.ports:
+            if cp.name is not None and cp.name in name_ids:
+                by_port.setdefault((cp.protocol, cp.port), set()).add(cp.name)
+        for (proto, number), names in by_port.items():
+            kept = min(names, key=lambda n: name_ids[n])
+            for n in names - {kept}:
+                shadowed.setdefault((n, proto), []).append(
+                    f"{pk} ({proto.name}/{number} is also named {kept!r})"
+                )
+    return shadowed
+
+
+def _excluded(
+    key: str, where: str, keys: frozenset[str], exclude: frozenset[str]
+) -> CompileWarning:
+    bad = ", ".join(sorted(keys & exclude))
+    return CompileWarning(
+        key,
+        where,
+        EXCLUDED_LABEL_KEY,
+        f"uses label key(s) {bad} that identities exclude: every pod looks as if it lacked "
+        "them, so matchLabels/In/Exists on them select no pod and NotIn/DoesNotExist "
+        "select every pod; remove the key from identity.excludeLabels to select on it",
+    )
+
+
+def findings(
+    policies: Iterable[tuple[LoweredPolicy, bool]],
+    pods: Mapping[str, Pod],
+    name_ids: Mapping[str, int],
+    exclude: frozenset[str],
+    selects_any: Callable[[PeerScope], bool],
+) -> list[CompileWarning]:
+    """Warnings for ``policies`` (each with whether it selects any subject), in order.
+
+    ``selects_any`` answers whether a peer scope selects any identity (the selector
+    cache's answer, so warnings and compiled entries agree).
+    """
+    out: list[CompileWarning] = []
+    declared = {
+        (cp.name, cp.protocol)
+        for p in pods.values()
+        if not p.host_network
+        for cp in p.ports
+        if cp.name is not None
+    }
+    shadowed = _shadowed_names(pods, name_ids)
+    for pol, has_subjects in policies:
+        key = pol.key
+        if not has_subjects:
+            out.append(
+                CompileWarning(
+                    key, "spec.podSelector", SELECTS_NOTHING, "selects no pod in the namespace"
+                )
+            )
+        if selector_keys(pol.subject_selector) & exclude:
+            out.append(
+                _excluded(key, "spec.podSelector", selector_keys(pol.subject_selector), exclude)
+            )
+        for rule in pol.rules:
+            field = rule.ref.field
+            side = "from" if rule.ref.direction is Direction.INGRESS else "to"
+            for j, peer in enumerate(rule.peers):
+                where = f"{field}.{side}[{j}]"
+                if peer.ip_block is not None:
+                    continue
+                scope = peer_scope(peer, pol.namespace)
+                if scope is None or not selects_any(scope):
+                    out.append(CompileWarning(key, where, SELECTS_NOTHING, "selects no pod"))
+                if peer.pod_selector is not None and selector_keys(peer.pod_selector) & exclude:
+                    out.append(
+                        _excluded(
+                            key, f"{where}.podSelector", selector_keys(peer.pod_selector), exclude
+                        )
+                    )
+            for j, spec in enumerate(rule.ports):
+                if isinstance(spec.port, str) and (spec.port, spec.protocol) in shadowed:
+                    pods_hit = shadowed[(spec.port, spec.protocol)]
+                    out.append(
+                        CompileWarning(
+                            key,
+                            f"{field}.ports[{j}].port",
+                            SHADOWED_PORT_NAME,
+                            f"port name {spec.port!r} is not matched on {', '.join(pods_hit[:3])}"
+                            f"{' …' if len(pods_hit) > 3 else ''}: a port keeps one name",
+                        )
+                    )
+                if isinstance(spec.port, str) and (spec.port, spec.protocol) not in declared:
+                    out.append(
+                        CompileWarning(
+                            key,
+                            f"{field}.ports[{j}].port",
+                            UNKNOWN_PORT_NAME,
+                            f"no pod declares a {spec.protocol.name} port named {spec.port!r}",
+                        )
+                    )
+    return out
