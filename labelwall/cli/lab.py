@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from labelwall.cli.flags import add_filename
 from labelwall.cli.offline import probe_ports
 from labelwall.cli.render import grid
 from labelwall.errors import FieldError, InvalidInputError
@@ -30,16 +31,11 @@ EXIT_OK, EXIT_FINDINGS, EXIT_INVALID = 0, 1, 2
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
+LAB_FILES_HELP = "YAML/JSON file or directory (repeatable), - for stdin"
+
+
 def _files(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument(
-        "-f",
-        "--filename",
-        action="append",
-        default=[],
-        required=required,
-        metavar="PATH",
-        help="YAML/JSON file or directory (repeatable), - for stdin",
-    )
+    add_filename(p, LAB_FILES_HELP, required)
 
 
 def add_parser(sub: Any) -> None:

@@ -7,23 +7,21 @@ import sys
 from collections.abc import Callable, Sequence
 
 from labelwall.cli.exits import EXIT_INVALID, EXIT_OK
+from labelwall.cli.flags import add_filename
 from labelwall.cluster import PORT_PROTOCOLS_BY_NAME
 from labelwall.errors import InvalidInputError
 
 Handler = Callable[[argparse.Namespace], int]
 
 
+INPUTS_HELP = (
+    "YAML/JSON file, directory (recursive) or - for stdin; repeatable. Holds "
+    "Namespaces, Pods, Nodes and NetworkPolicies (kubectl get -o yaml output works)."
+)
+
+
 def _add_inputs(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument(
-        "-f",
-        "--filename",
-        action="append",
-        default=[],
-        required=required,
-        metavar="PATH",
-        help="YAML/JSON file, directory (recursive) or - for stdin; repeatable. Holds "
-        "Namespaces, Pods, Nodes and NetworkPolicies (kubectl get -o yaml output works).",
-    )
+    add_filename(p, INPUTS_HELP, required)
 
 
 def _add_ports(p: argparse.ArgumentParser) -> None:

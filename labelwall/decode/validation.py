@@ -34,32 +34,40 @@ def _max_len(n: int) -> str:
     return f"must be no more than {n} characters"
 
 
+def _pattern_errors(
+    value: str, max_len: int, pattern: re.Pattern[str], message: str
+) -> tuple[str, ...]:
+    """The common rule: at most ``max_len`` characters, and the whole value matches ``pattern``."""
+    errs: list[str] = []
+    if len(value) > max_len:
+        errs.append(_max_len(max_len))
+    if not pattern.fullmatch(value):
+        errs.append(message)
+    return tuple(errs)
+
+
 @lru_cache(maxsize=1 << 16)  # label keys and values repeat across thousands of pods
 def dns1123_label_errors(value: str) -> tuple[str, ...]:
     """RFC 1123 label: namespace names."""
-    errs: list[str] = []
-    if len(value) > DNS1123_LABEL_MAX:
-        errs.append(_max_len(DNS1123_LABEL_MAX))
-    if not _DNS1123_LABEL.fullmatch(value):
-        errs.append(
-            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters "
-            "or '-', and must start and end with an alphanumeric character"
-        )
-    return tuple(errs)
+    return _pattern_errors(
+        value,
+        DNS1123_LABEL_MAX,
+        _DNS1123_LABEL,
+        "a lowercase RFC 1123 label must consist of lower case alphanumeric characters "
+        "or '-', and must start and end with an alphanumeric character",
+    )
 
 
 @lru_cache(maxsize=1 << 16)  # label keys and values repeat across thousands of pods
 def dns1123_subdomain_errors(value: str) -> tuple[str, ...]:
     """RFC 1123 subdomain: pod, node and NetworkPolicy names; label-key prefixes."""
-    errs: list[str] = []
-    if len(value) > DNS1123_SUBDOMAIN_MAX:
-        errs.append(_max_len(DNS1123_SUBDOMAIN_MAX))
-    if not _DNS1123_SUBDOMAIN.fullmatch(value):
-        errs.append(
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
-            "'-' or '.', and must start and end with an alphanumeric character"
-        )
-    return tuple(errs)
+    return _pattern_errors(
+        value,
+        DNS1123_SUBDOMAIN_MAX,
+        _DNS1123_SUBDOMAIN,
+        "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+        "'-' or '.', and must start and end with an alphanumeric character",
+    )
 
 
 @lru_cache(maxsize=1 << 16)  # label keys and values repeat across thousands of pods
@@ -96,15 +104,13 @@ def qualified_name_errors(value: str) -> tuple[str, ...]:
 @lru_cache(maxsize=1 << 16)  # label keys and values repeat across thousands of pods
 def label_value_errors(value: str) -> tuple[str, ...]:
     """Label values (and selector values): empty, or <= 63 chars of ``[-A-Za-z0-9_.]``."""
-    errs: list[str] = []
-    if len(value) > LABEL_VALUE_MAX:
-        errs.append(_max_len(LABEL_VALUE_MAX))
-    if not _LABEL_VALUE.fullmatch(value):
-        errs.append(
-            "a valid label must be an empty string or consist of alphanumeric characters, "
-            "'-', '_' or '.', and must start and end with an alphanumeric character"
-        )
-    return tuple(errs)
+    return _pattern_errors(
+        value,
+        LABEL_VALUE_MAX,
+        _LABEL_VALUE,
+        "a valid label must be an empty string or consist of alphanumeric characters, "
+        "'-', '_' or '.', and must start and end with an alphanumeric character",
+    )
 
 
 @lru_cache(maxsize=1 << 16)  # label keys and values repeat across thousands of pods
