@@ -15,5 +15,9 @@ class LayoutMismatchError(DatapathError):
     """A pinned map has another layout than this build expects; it is never written."""
 
 
+class RingBufferClosedError(DatapathError):
+    """The event ring buffer was polled after ``close()``."""
+
+
 class ProgramNotFoundError(DatapathError):
     """The just-loaded program could not be found in the kernel by name and maps."""

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 
+from labelwall.datapath.errors import RingBufferClosedError
+
 BPF_OBJ_NAME_LEN = 16
 
 # bpf_map_type values we check (linux/bpf.h enum bpf_map_type).
@@ -372,7 +374,7 @@ class RingBuffer:
     def poll(self, timeout_ms: int = 0) -> int:
         """Records consumed (waits up to ``timeout_ms`` for the first)."""
         if self._rb is None:
-            raise ValueError("ring buffer closed")
+            raise RingBufferClosedError("ring buffer closed")
         return _check(lib().ring_buffer__poll(self._rb, timeout_ms), "ring_buffer__poll")
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 from labelwall.errors import FieldError, InvalidInputError
 from labelwall.lab import topology
 from labelwall.lab.layout import LabPaths, read_record, update_record
+from labelwall.lab.node import LabError
 from labelwall.manifests import SourceDoc
 
 
@@ -101,7 +102,7 @@ def start_supervisor(paths: LabPaths) -> dict[str, Any]:
         os.close(read_fd)
     if not ok:
         stop_process(entry, signal.SIGKILL)
-        raise RuntimeError(f"lab supervisor did not start; see {paths.daemon_log}")
+        raise LabError(f"lab supervisor did not start; see {paths.daemon_log}")
     update_record(paths, supervisor=entry)
     return entry
 
@@ -152,7 +153,7 @@ def call(paths: LabPaths, request: dict[str, Any], timeout: float = 120.0) -> di
     if "invalid" in answer:
         raise InvalidInputError([FieldError(**e) for e in answer["invalid"]])
     if "error" in answer:
-        raise RuntimeError(f"lab: {answer['error']}")
+        raise LabError(f"lab: {answer['error']}")
     return answer
 
 
@@ -187,12 +188,10 @@ class Lab:
     def up(self, docs: list[SourceDoc], metrics_port: int = 0) -> dict[str, Any]:
         paths = self.paths
         if alive(read_record(paths).get("supervisor")):
-            raise RuntimeError(
-                f"a lab is already up under {paths.root}: `labelwall lab down` first"
-            )
+            raise LabError(f"a lab is already up under {paths.root}: `labelwall lab down` first")
         leftovers = topology.list_netns(paths.prefix)
         if leftovers:
-            raise RuntimeError(
+            raise LabError(
                 f"namespaces of an earlier lab are left ({', '.join(leftovers)}): "
                 "`labelwall lab down` first"
             )

@@ -86,7 +86,7 @@ class Ipam:
     def __init__(self, subnet: str) -> None:
         self.subnet = ipaddress.IPv4Network(subnet)
         if self.subnet.num_addresses < 4:
-            raise ValueError(f"subnet {subnet} is too small for pods")
+            raise LabError(f"subnet {subnet} is too small for pods")
         self._used: set[ipaddress.IPv4Address] = set()
         self._last = self.subnet.network_address + 1
 
@@ -171,7 +171,7 @@ class Kubelet:
         resync_s: float = RESYNC_S,
     ) -> None:
         if not prefix:
-            raise ValueError("the kubelet needs a non-empty name prefix")
+            raise LabError("the kubelet needs a non-empty name prefix")
         self.node = node
         self.prefix = prefix
         self.ipam = Ipam(subnet)

@@ -102,7 +102,7 @@ def _mac(ipr: Any, index: int) -> str:
 
 def _check_ifname(ifname: str) -> None:
     if not 0 < len(ifname) <= IFNAMSIZ:
-        raise ValueError(f"interface name {ifname!r} must have 1..{IFNAMSIZ} characters")
+        raise LabError(f"interface name {ifname!r} must have 1..{IFNAMSIZ} characters")
 
 
 def netns_exists(name: str) -> bool:
@@ -375,7 +375,7 @@ def cleanup(prefix: str, nodes: Sequence[str | None] = (None,)) -> list[str]:
     parent is gone (stdin EOF); a netns kept alive by a foreign process loses its name
     here and disappears when that process exits."""
     if not prefix:
-        raise ValueError("cleanup needs a non-empty prefix")
+        raise LabError("cleanup needs a non-empty prefix")
     removed: list[str] = []
     for node in nodes:
         if node is not None and not netns_exists(node):

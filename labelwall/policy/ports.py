@@ -24,6 +24,14 @@ class PortTemplate(NamedTuple):
     named: bool
 
 
+class PortRangeError(ValueError):
+    """A port range outside 0..65535 or with start > end (validation lets none through)."""
+
+
+class PortNamesExhaustedError(Exception):
+    """More distinct named ports than the 16-bit name-id space holds."""
+
+
 #: "ports missing or empty: all ports" - one entry for every protocol and port.
 ALL_PORTS: tuple[PortTemplate, ...] = (PortTemplate(Protocol.ANY, 0, 0, False),)
 
@@ -31,7 +39,7 @@ ALL_PORTS: tuple[PortTemplate, ...] = (PortTemplate(Protocol.ANY, 0, 0, False),)
 def range_blocks(start: int, end: int) -> list[tuple[int, int]]:
     """The minimal list of aligned (port, prefix bits) blocks covering ``start..end`` inclusive."""
     if not 0 <= start <= end <= 0xFFFF:
-        raise ValueError(f"bad port range {start}..{end}")
+        raise PortRangeError(f"bad port range {start}..{end}")
     out: list[tuple[int, int]] = []
     cur = start
     while cur <= end:
@@ -68,7 +76,7 @@ def allocate_name_ids(names: Iterable[str]) -> dict[str, int]:
                 out[name] = n
                 break
         else:
-            raise ValueError("more than 65535 distinct port names")
+            raise PortNamesExhaustedError("more than 65535 distinct port names")
     return out
 
 
