@@ -9,7 +9,7 @@ kind's decoder (``labelwall.decode.kinds``); this module adds what spans objects
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from labelwall.cluster import IPAddress, Labels, Namespace, Node, Pod
@@ -43,6 +43,7 @@ class SourceDoc:
 class LoadResult:
     state: ClusterState
     warnings: tuple[FieldError, ...] = ()
+    objects: int = 0  # how many objects the input held (0: nothing to judge)
 
 
 def is_list_kind(obj: Mapping[str, Any]) -> bool:
@@ -68,11 +69,16 @@ def expand_lists(doc: SourceDoc) -> Iterator[SourceDoc | FieldError]:
             doc.source, doc.index, str(doc.obj.get("kind")), items_path, "must be an array"
         )
         return
+    item_kind = str(doc.obj.get("kind"))[: -len("List")]
     for i, entry in enumerate(items):
         sub_path = item(items_path, i)
         if not isinstance(entry, Mapping):
             yield FieldError(doc.source, doc.index, "List item", sub_path, "must be an object")
             continue
+        if item_kind and "kind" not in entry:
+            # A typed list from the raw API (``kubectl get --raw``, client-go dumps): its
+            # items carry no kind or apiVersion; the list's own say what they are.
+            entry = {"kind": item_kind, "apiVersion": doc.obj.get("apiVersion"), **entry}
         yield from expand_lists(SourceDoc(doc.source, doc.index, entry, sub_path))
 
 
@@ -88,6 +94,7 @@ class _Loader:
     policies: dict[str, NetworkPolicy] = field(default_factory=dict)
     seen: dict[tuple[str, str], SourceDoc] = field(default_factory=dict)
     ip_owner: dict[IPAddress, tuple[str, SourceDoc]] = field(default_factory=dict)
+    objects: int = 0  # objects read, lists expanded, of any kind
 
     def report(self, doc: SourceDoc, label: str, problems: Problems) -> bool:
         """Turn ``problems`` into FieldErrors for ``doc``; True when there were no errors."""
@@ -216,7 +223,7 @@ class _Loader:
             nodes=dict(sorted(self.nodes.items())),
             policies=dict(sorted(self.policies.items())),
         )
-        return LoadResult(state, tuple(self.warnings))
+        return LoadResult(state, tuple(self.warnings), self.objects)
 
 
 def _name_of(obj: Mapping[str, Any]) -> str:
@@ -227,18 +234,49 @@ def _name_of(obj: Mapping[str, Any]) -> str:
     return f"{ns}/{name}" if ns else str(name)
 
 
-def load_cluster(docs: Iterable[SourceDoc]) -> LoadResult:
+def in_namespace(doc: SourceDoc, namespace: str) -> SourceDoc | FieldError:
+    """kubectl's ``-n``: a namespaced object without ``metadata.namespace`` gets ``namespace``.
+
+    An object that names another namespace is an error, as ``kubectl apply -n`` makes it.
+    Cluster-scoped kinds and kinds we do not read are returned unchanged.
+    """
+    obj = doc.obj
+    kind = KINDS.get(str(obj.get("kind")))
+    meta = obj.get("metadata")
+    if kind is None or not kind.namespaced or not isinstance(meta, Mapping):
+        return doc
+    given = meta.get("namespace")
+    if given in (None, ""):
+        return replace(doc, obj={**obj, "metadata": {**meta, "namespace": namespace}})
+    if given != namespace:
+        return FieldError(
+            doc.source,
+            doc.index,
+            f"{obj.get('kind')} {_name_of(obj)}",
+            child(child(doc.path, "metadata"), "namespace"),
+            f"the namespace from the object ({given!r}) does not match the namespace given "
+            f"with -n/--namespace ({namespace!r})",
+        )
+    return doc
+
+
+def load_cluster(docs: Iterable[SourceDoc], namespace: str | None = None) -> LoadResult:
     """Validate every object and build the ClusterState; InvalidInputError lists every error.
 
     Namespaces referenced by a pod or policy but not declared are created with just the
     ``kubernetes.io/metadata.name`` label; kinds other than Namespace, Pod, Node and
-    NetworkPolicy are ignored with a warning; ``*List`` documents are expanded.
+    NetworkPolicy are ignored with a warning; ``*List`` documents are expanded (typed lists
+    from the raw API, whose items carry no kind, included). ``namespace`` is kubectl's
+    ``-n``: the namespace of namespaced objects that name none (else ``default``).
     """
     loader = _Loader()
     for doc in docs:
         for entry in expand_lists(doc):
+            if not isinstance(entry, FieldError) and namespace is not None:
+                entry = in_namespace(entry, namespace)
             if isinstance(entry, FieldError):
                 loader.errors.append(entry)
             else:
+                loader.objects += 1
                 loader.add(entry)
     return loader.result()

@@ -456,3 +456,42 @@ def test_one_port_name_in_two_containers_is_accepted_as_the_api_server_does() ->
     state = load_cluster([SourceDoc("t.yaml", 0, pod("a", spec=spec))]).state
     ports = {(cp.name, cp.port) for cp in state.pods["x/a"].ports}
     assert ports == {("http", 8080), ("http", 9090)}
+
+
+def test_raw_api_list_items_without_kind_take_the_lists_kind() -> None:
+    # `kubectl get --raw /api/v1/pods` and client-go dumps: items carry no kind/apiVersion.
+    item = pod("a", ip="10.244.1.5")
+    del item["kind"], item["apiVersion"]
+    raw = {"kind": "PodList", "apiVersion": "v1", "items": [item]}
+    state = load(raw).state
+    assert list(state.pods) == ["x/a"]
+    assert state.pods["x/a"].ips == (ip("10.244.1.5"),)
+
+
+def test_items_of_a_generic_list_still_need_their_kind() -> None:
+    item = pod("a")
+    del item["kind"]
+    (err,) = errors_of({"kind": "List", "apiVersion": "v1", "items": [item]})
+    assert (err.field, err.obj) == ("items[0].kind", "<no kind>")
+
+
+def test_namespace_flag_places_objects_that_name_no_namespace() -> None:
+    state = load_cluster(docs(pod("a", ns=None), netpol("deny", ns=None)), "shop").state
+    assert list(state.pods) == ["shop/a"]
+    assert list(state.policies) == ["shop/deny"]
+    assert "shop" in state.namespaces
+    assert "default" not in state.namespaces
+
+
+def test_namespace_flag_refuses_an_object_of_another_namespace() -> None:
+    with pytest.raises(InvalidInputError) as info:
+        load_cluster(docs(pod("a", ns="x"), namespace("x")), "shop")
+    (err,) = info.value.errors
+    assert err.field == "metadata.namespace"
+    assert "'x'" in err.message
+    assert "'shop'" in err.message
+
+
+def test_load_counts_the_objects_read_lists_expanded() -> None:
+    assert load().objects == 0
+    assert load({"kind": "List", "apiVersion": "v1", "items": [pod("a"), pod("b")]}).objects == 2

@@ -22,6 +22,13 @@ INPUTS_HELP = (
 
 def _add_inputs(p: argparse.ArgumentParser, required: bool = True) -> None:
     add_filename(p, INPUTS_HELP, required)
+    p.add_argument(
+        "-n",
+        "--namespace",
+        metavar="NS",
+        help="namespace of namespaced objects that name none, as `kubectl apply -n` "
+        "(default: default); an object naming another namespace is an error",
+    )
 
 
 def _add_ports(p: argparse.ArgumentParser) -> None:

@@ -30,10 +30,19 @@ class CompiledInput:
     compiled: Compiled
 
 
-def load(paths: Sequence[str], extra: Iterable[SourceDoc] = ()) -> CompiledInput:
-    """Read, validate and compile; raises InvalidInputError (nothing compiled) on any bad object."""
+def load(
+    paths: Sequence[str], extra: Iterable[SourceDoc] = (), namespace: str | None = None
+) -> CompiledInput:
+    """Read, validate and compile; raises InvalidInputError (nothing compiled) on any bad object.
+
+    Input with no object at all (an empty file, a failed ``helm template`` piped in) is an
+    error, as kubectl makes it: a review of nothing must not pass.
+    """
     docs = list(extra) + read_sources(paths, sys.stdin)
-    result = load_cluster(docs)
+    result = load_cluster(docs, namespace)
+    if not result.objects:
+        where = ", ".join(paths) or "the input"
+        raise InvalidInputError([FieldError(where, None, "<input>", "", "no objects in input")])
     return CompiledInput(result.state, tuple(result.warnings), compile_cluster(result.state))
 
 
@@ -94,7 +103,7 @@ def cells_json(cells: Iterable[Cell]) -> list[dict[str, Any]]:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    loaded = load(args.filename)
+    loaded = load(args.filename, namespace=args.namespace)
     c = loaded.compiled
     ms = c.map_state
     warnings = [str(w) for w in loaded.warnings] + [str(w) for w in c.warnings]
@@ -127,7 +136,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    loaded = load(args.filename)
+    loaded = load(args.filename, namespace=args.namespace)
     ports = probe_ports(loaded.state, args.port, args.protocol)
     cells = reachability(loaded.compiled, ports)
     if args.output != "grid":
@@ -142,7 +151,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    loaded = load(args.filename)
+    loaded = load(args.filename, namespace=args.namespace)
     port: int | str = int(args.port) if str(args.port).isdigit() else args.port
     report = explain(loaded.compiled, args.src, args.dst, port, Protocol[args.protocol])
     if args.output == "text":
@@ -157,8 +166,8 @@ def _policy_docs(paths: Sequence[str]) -> list[SourceDoc]:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    before = load(args.filename, _policy_docs(args.before))
-    after = load(args.filename, _policy_docs(args.after))
+    before = load(args.filename, _policy_docs(args.before), args.namespace)
+    after = load(args.filename, _policy_docs(args.after), args.namespace)
     ports = sorted(
         set(probe_ports(before.state, args.port, args.protocol))
         | set(probe_ports(after.state, args.port, args.protocol)),

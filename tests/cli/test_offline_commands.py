@@ -185,3 +185,37 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "matrix", "-f", str(EXAMPLES), "--protocol", "UDP")
     assert code == 2
     assert "--port" in err
+
+
+@pytest.mark.parametrize("command", ["compile", "matrix"])
+def test_input_without_objects_exits_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str
+) -> None:
+    # An empty file is what a failed `helm template ... > out.yaml` leaves: never a pass.
+    (tmp_path / "empty.yaml").write_text("# nothing rendered\n")
+    code, out, err = run(capsys, command, "-f", str(tmp_path / "empty.yaml"))
+    assert code == 2
+    assert "no objects in input" in err
+    assert out == ""
+
+
+def test_namespace_flag_places_namespace_less_manifests(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "app.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web, labels: {app: web}}\n"
+        "spec: {containers: [{name: c, image: i}]}\nstatus: {podIP: 10.244.1.5}\n---\n"
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny}\n"
+        "spec: {podSelector: {}}\n"
+    )
+    code, out, _ = run(capsys, "compile", "-f", str(tmp_path), "-n", "shop", "-o", "json")
+    assert code == 0
+    assert json.loads(out)["pods"] == 1
+    code, out, _ = run(
+        capsys, "explain", "-f", str(tmp_path), "-n", "shop",
+        "--from", "shop/web", "--to", "shop/web", "--port", "80", "-o", "json",
+    )  # fmt: skip
+    assert code == 0
+    ingress = json.loads(out)["ingress"]
+    assert ingress["isolated"] is True
+    assert ingress["policies"] == ["shop/deny"]
