@@ -138,7 +138,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_matrix(args: argparse.Namespace) -> int:
     loaded = load(args.filename, namespace=args.namespace)
     ports = probe_ports(loaded.state, args.port, args.protocol)
-    cells = reachability(loaded.compiled, ports)
+    cells = reachability(loaded.compiled, ports, per_node=True)
     if args.output != "grid":
         print(dump({"cells": cells_json(cells)}, args.output))
         return EXIT_OK
@@ -153,7 +153,9 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     loaded = load(args.filename, namespace=args.namespace)
     port: int | str = int(args.port) if str(args.port).isdigit() else args.port
-    report = explain(loaded.compiled, args.src, args.dst, port, Protocol[args.protocol])
+    report = explain(
+        loaded.compiled, args.src, args.dst, port, Protocol[args.protocol], per_node=True
+    )
     if args.output == "text":
         print(report.text())
     else:
@@ -174,10 +176,12 @@ def cmd_diff(args: argparse.Namespace) -> int:
         key=lambda pp: (pp[1].name, isinstance(pp[0], str), str(pp[0]).zfill(5)),
     )
     old = {
-        (c.src, c.dst, c.port, c.protocol): c.allowed for c in reachability(before.compiled, ports)
+        (c.src, c.dst, c.port, c.protocol): c.allowed
+        for c in reachability(before.compiled, ports, per_node=True)
     }
     new = {
-        (c.src, c.dst, c.port, c.protocol): c.allowed for c in reachability(after.compiled, ports)
+        (c.src, c.dst, c.port, c.protocol): c.allowed
+        for c in reachability(after.compiled, ports, per_node=True)
     }
     changes: list[dict[str, Any]] = []
     for key in sorted(set(old) | set(new), key=lambda k: (k[0], k[1], k[3].name, str(k[2]))):

@@ -20,6 +20,7 @@ from labelwall.policy.compile import Compiled, compile_cluster
 from labelwall.policy.cookies import RuleRef
 from labelwall.policy.lookup import Reason, Verdict, decide
 from labelwall.policy.mapstate import SubjectFlags
+from labelwall.policy.nodeview import NodeViews
 
 PortProto = tuple[int | str, Protocol]
 
@@ -71,32 +72,62 @@ def resolve_port(dst: Pod, port: int | str, protocol: Protocol) -> int | None:
 
 
 def _probe(
-    c: Compiled,
+    at_src: Compiled,
+    at_dst: Compiled,
     src: Pod,
     dst: Pod,
     addrs: tuple[IPAddress, IPAddress],
     port: int | None,
     protocol: Protocol,
 ) -> tuple[Verdict, Verdict]:
+    """Egress judged with the source node's maps, ingress with the destination node's."""
     if port is None:
         return NO_SUCH_PORT, NO_SUCH_PORT
     if src.key == dst.key:
         return LOOPBACK, LOOPBACK
     src_ip, dst_ip = addrs
-    ms = c.map_state
-    egress = decide(ms, c.pod_identity[src.key], Direction.EGRESS, dst_ip, dst_ip, protocol, port)
-    ingress = decide(ms, c.pod_identity[dst.key], Direction.INGRESS, src_ip, dst_ip, protocol, port)
+    egress = decide(
+        at_src.map_state,
+        at_src.pod_identity[src.key],
+        Direction.EGRESS,
+        dst_ip,
+        dst_ip,
+        protocol,
+        port,
+    )
+    ingress = decide(
+        at_dst.map_state,
+        at_dst.pod_identity[dst.key],
+        Direction.INGRESS,
+        src_ip,
+        dst_ip,
+        protocol,
+        port,
+    )
     return egress, ingress
 
 
+def _views(c: Compiled, per_node: bool) -> NodeViews | None:
+    return NodeViews(c) if per_node else None
+
+
+def _view(views: NodeViews | None, c: Compiled, pod: Pod) -> Compiled:
+    return views.of(pod.node) if views is not None else c
+
+
 def reachability(
-    compiled_or_state: Compiled | ClusterState, ports: Sequence[PortProto]
+    compiled_or_state: Compiled | ClusterState,
+    ports: Sequence[PortProto],
+    per_node: bool = False,
 ) -> list[Cell]:
     """Every ordered pod pair per (port, protocol), sorted by pod key.
 
-    Self pairs are included and always allowed (see ``LOOPBACK``).
+    Self pairs are included and always allowed (see ``LOOPBACK``). ``per_node``: judge each
+    side with the maps of the node it runs on (``spec.nodeName``), as the agents do, instead
+    of the one view where every node is local (see ``policy/nodeview.py``).
     """
     c = as_compiled(compiled_or_state)
+    views = _views(c, per_node)
     pods = [c.state.pods[k] for k in sorted(c.state.pods) if c.state.pods[k].ips]
     cells: list[Cell] = []
     for port, protocol in ports:
@@ -106,7 +137,13 @@ def reachability(
                 if addrs is None:
                     continue
                 egress, ingress = _probe(
-                    c, src, dst, addrs, resolve_port(dst, port, protocol), protocol
+                    _view(views, c, src),
+                    _view(views, c, dst),
+                    src,
+                    dst,
+                    addrs,
+                    resolve_port(dst, port, protocol),
+                    protocol,
                 )
                 cells.append(
                     Cell(
@@ -308,9 +345,14 @@ def explain(
     dst: str,
     port: int | str,
     protocol: Protocol,
+    per_node: bool = False,
 ) -> Explanation:
-    """Why ``src`` -> ``dst`` on ``port``/``protocol`` is allowed or blocked, side by side."""
+    """Why ``src`` -> ``dst`` on ``port``/``protocol`` is allowed or blocked, side by side.
+
+    ``per_node`` as for ``reachability``: each side with the maps of its own node.
+    """
     c = as_compiled(compiled_or_state)
+    views = _views(c, per_node)
     a, b = _pod(c, src, "--from"), _pod(c, dst, "--to")
     addrs = address_pair(a, b)
     if addrs is None:
@@ -326,7 +368,8 @@ def explain(
             ]
         )
     resolved = resolve_port(b, port, protocol)
-    egress, ingress = _probe(c, a, b, addrs, resolved, protocol)
+    at_src, at_dst = _view(views, c, a), _view(views, c, b)
+    egress, ingress = _probe(at_src, at_dst, a, b, addrs, resolved, protocol)
     return Explanation(
         src=src,
         dst=dst,
@@ -337,6 +380,6 @@ def explain(
         dst_identity=c.pod_identity[dst],
         src_labels=_labels(c, c.pod_identity[src]),
         dst_labels=_labels(c, c.pod_identity[dst]),
-        egress=_side(c, Direction.EGRESS, src, egress),
-        ingress=_side(c, Direction.INGRESS, dst, ingress),
+        egress=_side(at_src, Direction.EGRESS, src, egress),
+        ingress=_side(at_dst, Direction.INGRESS, dst, ingress),
     )

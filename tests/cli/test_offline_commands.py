@@ -219,3 +219,38 @@ def test_namespace_flag_places_namespace_less_manifests(
     ingress = json.loads(out)["ingress"]
     assert ingress["isolated"] is True
     assert ingress["policies"] == ["shop/deny"]
+
+
+def test_matrix_judges_a_hostnetwork_pod_on_another_node_as_that_node(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Each agent treats only its own node as `host`; the offline answer must match.
+    def node(name: str, ip: str) -> str:
+        return (
+            f"apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\n"
+            f"status: {{addresses: [{{type: InternalIP, address: {ip}}}]}}\n---\n"
+        )
+
+    def hostnet(name: str, on: str, ip: str) -> str:
+        return (
+            f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: kube-system}}\n"
+            f"spec: {{nodeName: {on}, hostNetwork: true, containers: [{{name: c, image: i}}]}}\n"
+            f"status: {{podIP: {ip}}}\n---\n"
+        )
+
+    (tmp_path / "c.yaml").write_text(
+        node("n1", "192.168.0.1")
+        + node("n2", "192.168.0.2")
+        + hostnet("local", "n1", "192.168.0.1")
+        + hostnet("remote", "n2", "192.168.0.2")
+        + "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x, labels: {app: a}}\n"
+        "spec: {nodeName: n1, containers: [{name: c, image: i}]}\n"
+        "status: {podIP: 10.244.1.10}\n---\n"
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+        "metadata: {name: deny, namespace: x}\nspec: {podSelector: {}, policyTypes: [Ingress]}\n"
+    )
+    code, out, _ = run(capsys, "matrix", "-f", str(tmp_path), "--port", "10250", "-o", "json")
+    assert code == 0
+    into_a = {c["from"]: c["allowed"] for c in json.loads(out)["cells"] if c["to"] == "x/a"}
+    assert into_a["kube-system/local"] is True
+    assert into_a["kube-system/remote"] is False
