@@ -83,7 +83,9 @@ def test_the_offline_matrix_equals_what_each_nodes_agent_enforces(state: Cluster
             continue
         src, dst = state.pods[cell.src], state.pods[cell.dst]
         addrs = address_pair(src, dst)
-        assert addrs is not None and src.node is not None and dst.node is not None
+        assert addrs is not None
+        assert src.node is not None
+        assert dst.node is not None
         at_src, at_dst = agents[src.node], agents[dst.node]
         egress = decide(
             at_src.map_state, at_src.pod_identity[src.key], EG, addrs[1], addrs[1],
