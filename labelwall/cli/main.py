@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 from labelwall.cli.exits import EXIT_INVALID, EXIT_OK
 from labelwall.cli.flags import add_filename
+from labelwall.cli.render import dump, error_object
 from labelwall.cluster import PORT_PROTOCOLS_BY_NAME
 from labelwall.errors import InvalidInputError
 
@@ -152,6 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except InvalidInputError as exc:
+        fmt = getattr(args, "output", None)
+        if fmt in ("json", "yaml"):
+            # A pipeline that asked for JSON gets its errors as JSON too (on stdout, exit 2).
+            print(dump({"errors": [error_object(e) for e in exc.errors]}, fmt))
         for err in exc.errors:
             print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID

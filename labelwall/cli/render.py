@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from labelwall.errors import FieldError
+
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A kubectl-like table: upper-case headers, columns padded by three spaces."""
@@ -54,3 +56,14 @@ def dump(obj: Any, fmt: str) -> str:
     if fmt == "yaml":
         return str(yaml.safe_dump(obj, sort_keys=False))
     raise OutputFormatError(f"unknown output format {fmt!r}")
+
+
+def error_object(err: FieldError) -> dict[str, Any]:
+    """One input error as the JSON/YAML outputs carry it (``document`` null: not in a file)."""
+    return {
+        "file": err.source,
+        "document": err.index,
+        "object": err.obj,
+        "field": err.field,
+        "message": err.message,
+    }

@@ -254,3 +254,21 @@ def test_matrix_judges_a_hostnetwork_pod_on_another_node_as_that_node(
     into_a = {c["from"]: c["allowed"] for c in json.loads(out)["cells"] if c["to"] == "x/a"}
     assert into_a["kube-system/local"] is True
     assert into_a["kube-system/remote"] is False
+
+
+def test_errors_come_as_json_when_json_was_asked_for(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+        "metadata: {name: bad, namespace: x}\nspec: {podSelector: {}, policyTypes: [Sideways]}\n"
+    )
+    code, out, err = run(capsys, "compile", "-f", str(tmp_path), "-o", "json")
+    assert code == 2
+    (error,) = json.loads(out)["errors"]
+    assert error["file"] == str(tmp_path / "p.yaml")
+    assert error["document"] == 0
+    assert error["object"] == "NetworkPolicy x/bad"
+    assert error["field"] == "spec.policyTypes[0]"
+    assert "Sideways" in error["message"]
+    assert "spec.policyTypes[0]" in err  # people reading the log still see it
