@@ -121,6 +121,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
         "identities": len(c.identities),
         "entries": entries,
         "warnings": warnings,
+        # The same compile findings as objects, for tools: filter on the stable ``code``.
+        "findings": [
+            {"policy": w.policy, "field": w.field, "code": w.code, "message": w.message}
+            for w in c.warnings
+        ],
     }
     if args.output != "table":
         print(dump(summary, args.output), end="" if args.output == "yaml" else "\n")

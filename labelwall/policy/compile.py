@@ -56,6 +56,7 @@ from labelwall.policy.findings import (
     SHADOWED_PORT_NAME,
     UNKNOWN_PORT_NAME,
     CompileWarning,
+    egress_dns_findings,
     findings,
 )
 from labelwall.policy.mapstate import (
@@ -797,15 +798,20 @@ class Engine:
             for rs in ps.rules:
                 peers |= rs.peers | rs.cidr_peers
             stats[key] = PolicyStats(len(ps.subjects), len(peers), ps.policy.isolates)
+        maps = self.map_state()
+        policy_subjects = {k: frozenset(ps.subjects) for k, ps in self.pol.items()}
+        isolates_egress = {k: Direction.EGRESS in ps.policy.isolates for k, ps in self.pol.items()}
         return Compiled(
-            map_state=self.map_state(),
+            map_state=maps,
             identities=dict(self.num_ls),
             pod_identity=pod_identity,
             cookies=cookies,
             name_ids=dict(self.name_ids),
-            warnings=tuple(self._warnings()),
+            warnings=tuple(
+                self._warnings() + egress_dns_findings(maps, policy_subjects, isolates_egress)
+            ),
             stats=stats,
-            policy_subjects={k: frozenset(ps.subjects) for k, ps in self.pol.items()},
+            policy_subjects=policy_subjects,
             state=state,
             options=self.options,
         )

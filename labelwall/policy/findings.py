@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from labelwall.cluster import Direction, Pod, Protocol
+from labelwall.policy.mapstate import MapState, PolicyKey, SubjectFlags
 from labelwall.policy.rules import LoweredPolicy
 from labelwall.policy.selectorcache import PeerScope, peer_scope
 from labelwall.policy.selectors import selector_keys
@@ -19,6 +20,9 @@ SELECTS_NOTHING = "selects-nothing"
 EXCLUDED_LABEL_KEY = "excluded-label-key"
 UNKNOWN_PORT_NAME = "unknown-port-name"
 SHADOWED_PORT_NAME = "shadowed-port-name"
+EGRESS_BLOCKS_DNS = "egress-blocks-dns"
+
+DNS_PORT = 53
 
 
 @dataclass(frozen=True)
@@ -144,4 +148,55 @@ def findings(
                             f"no pod declares a {spec.protocol.name} port named {spec.port!r}",
                         )
                     )
+    return out
+
+
+def _may_reach_dns(key: PolicyKey) -> bool:
+    """An egress entry that can admit a DNS query (UDP or any protocol, a port range with 53).
+
+    A named-port entry counts: kube-dns names its ports (``dns``, ``dns-tcp``), and the
+    lint must not cry wolf over a rule it cannot resolve without the destination pod.
+    """
+    if key.direction is not Direction.EGRESS or key.protocol not in (Protocol.ANY, Protocol.UDP):
+        return False
+    if key.named or key.port_bits == 0:
+        return True
+    shift = 16 - key.port_bits
+    return key.port >> shift == DNS_PORT >> shift
+
+
+def _plural_y(n: int) -> str:
+    return "y" if n == 1 else "ies"
+
+
+def egress_dns_findings(
+    maps: MapState,
+    policy_subjects: Mapping[str, frozenset[int]],
+    isolates_egress: Mapping[str, bool],
+) -> list[CompileWarning]:
+    """cyclonus's check: a policy isolates egress for pods that no egress rule lets reach DNS.
+
+    Judged on the compiled maps (the union of every policy selecting the pod), so a second
+    policy that allows DNS silences it. One warning per policy, naming how many identities.
+    """
+    egress_isolated = {
+        s for s, flags in maps.subjects.items() if flags & SubjectFlags.EGRESS_ISOLATED
+    }
+    with_dns = {k.subject for k in maps.policy if _may_reach_dns(k)}
+    out: list[CompileWarning] = []
+    for key in sorted(policy_subjects):
+        if not isolates_egress.get(key):
+            continue
+        blind = (policy_subjects[key] & egress_isolated) - with_dns
+        if blind:
+            out.append(
+                CompileWarning(
+                    key,
+                    "spec.policyTypes",
+                    EGRESS_BLOCKS_DNS,
+                    f"isolates egress for {len(blind)} pod identit{_plural_y(len(blind))} "
+                    "that no egress rule lets reach DNS (UDP port 53): name lookups fail there; "
+                    "allow egress to the cluster DNS pods on port 53",
+                )
+            )
     return out

@@ -272,3 +272,14 @@ def test_errors_come_as_json_when_json_was_asked_for(
     assert error["field"] == "spec.policyTypes[0]"
     assert "Sideways" in error["message"]
     assert "spec.policyTypes[0]" in err  # people reading the log still see it
+
+
+def test_compile_json_lists_findings_with_their_stable_codes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(capsys, "compile", "-f", str(EXAMPLES), "-o", "json", "--strict")
+    assert code == 1  # the example's default-deny blocks DNS: a finding
+    findings = json.loads(out)["findings"]
+    dns = [f for f in findings if f["code"] == "egress-blocks-dns"]
+    assert [f["policy"] for f in dns] == ["shop/default-deny", "shop/web-to-api"]
+    assert all(f["field"] == "spec.policyTypes" for f in dns)
