@@ -14,13 +14,14 @@ from labelwall.cluster import Direction, Pod, Protocol
 from labelwall.policy.mapstate import MapState, PolicyKey, SubjectFlags
 from labelwall.policy.rules import LoweredPolicy
 from labelwall.policy.selectorcache import PeerScope, peer_scope
-from labelwall.policy.selectors import selector_keys
+from labelwall.policy.selectors import matches, selector_keys
 
 SELECTS_NOTHING = "selects-nothing"
 EXCLUDED_LABEL_KEY = "excluded-label-key"
 UNKNOWN_PORT_NAME = "unknown-port-name"
 SHADOWED_PORT_NAME = "shadowed-port-name"
 EGRESS_BLOCKS_DNS = "egress-blocks-dns"
+HOST_NETWORK_SELECTED = "host-network-selected"
 
 DNS_PORT = 53
 
@@ -99,8 +100,28 @@ def findings(
         if cp.name is not None
     }
     shadowed = _shadowed_names(pods, name_ids)
+    host_network = [p for k, p in sorted(pods.items()) if p.host_network]
     for pol, has_subjects in policies:
         key = pol.key
+        unenforced = [
+            p.key
+            for p in host_network
+            if p.namespace == pol.namespace
+            and matches(
+                pol.subject_selector, {k: v for k, v in p.labels.items() if k not in exclude}
+            )
+        ]
+        if unenforced:
+            out.append(
+                CompileWarning(
+                    key,
+                    "spec.podSelector",
+                    HOST_NETWORK_SELECTED,
+                    f"selects hostNetwork pod(s) {', '.join(unenforced[:3])}"
+                    f"{' …' if len(unenforced) > 3 else ''}: their traffic never crosses a pod "
+                    "veth, so this policy is not enforced on them (no CNI can)",
+                )
+            )
         if not has_subjects:
             out.append(
                 CompileWarning(

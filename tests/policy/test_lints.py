@@ -1,4 +1,4 @@
-"""The egress-blocks-dns finding: egress isolation with no rule that lets the pod reach DNS."""
+"""Reviewer lints: egress isolation that blocks DNS, policies selecting hostNetwork pods."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from builders import cluster, ns, ns_peer, pod, policy, port, rule, sel
 from labelwall.cluster import Direction, Protocol
 from labelwall.policy.compile import compile_cluster
 from labelwall.policy.findings import EGRESS_BLOCKS_DNS
+from labelwall.policy.findings import HOST_NETWORK_SELECTED as HOST_NET
 from labelwall.policy.model import NetworkPolicy, Rule
 
 EG, ING = Direction.EGRESS, Direction.INGRESS
@@ -60,3 +61,19 @@ def test_ingress_only_isolation_is_not_reported() -> None:
 def test_a_policy_is_blamed_only_for_pods_it_isolates() -> None:
     only_b = policy("x", "deny-b", sel({"app": "b"}), egress=[], types=[EG])
     assert _dns_findings(only_b, DENY_EGRESS) == ["x/deny-egress"]  # deny-b selects no pod
+
+
+def test_a_policy_selecting_a_hostnetwork_pod_is_told_it_is_not_enforced_there() -> None:
+    state = cluster(
+        [ns("x")],
+        [
+            pod("x", "agent", {"app": "agent"}, ["192.168.0.1"], host_network=True),
+            pod("x", "web", {"app": "web"}, ["10.244.1.1"]),
+        ],
+        [
+            policy("x", "all", ingress=[]),
+            policy("x", "web-only", sel({"app": "web"}), ingress=[]),
+        ],
+    )
+    hits = [(w.policy, w.field) for w in compile_cluster(state).warnings if w.code == HOST_NET]
+    assert hits == [("x/all", "spec.podSelector")]
