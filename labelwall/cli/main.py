@@ -89,8 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
         "it, and the map entry (with its policy rule) that allowed the flow, or that none did.",
     )
     _add_inputs(p)
-    p.add_argument("--from", dest="src", required=True, metavar="NS/POD")
-    p.add_argument("--to", dest="dst", required=True, metavar="NS/POD")
+    p.add_argument(
+        "--from", dest="src", required=True, metavar="NS/POD|IP",
+        help="the source pod, or an address (outside the cluster, a node, any IP)",
+    )  # fmt: skip
+    p.add_argument(
+        "--to", dest="dst", required=True, metavar="NS/POD|IP",
+        help="the destination pod, or an address; one end must be a pod",
+    )  # fmt: skip
     p.add_argument("--port", required=True, help="port number or name")
     p.add_argument("--protocol", default="TCP", choices=list(PORT_PROTOCOLS_BY_NAME))
     p.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")

@@ -8,6 +8,7 @@ itself: everything goes through ``labelwall.policy.lookup.decide``.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -171,6 +172,8 @@ class Side:
     verdict: Verdict
     rule: RuleRef | None
     entry_text: str = ""  # the matched entry in words, e.g. "peer 4242, TCP port name 'http'"
+    #: An address outside the cluster's pods: no classifier of ours runs on this side.
+    outside: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         v = self.verdict
@@ -189,7 +192,8 @@ class Side:
             }
         return {
             "direction": self.direction.name,
-            "pod": self.pod,
+            "pod": None if self.outside else self.pod,
+            "address": self.pod if self.outside else None,
             "identity": self.identity,
             "isolated": self.isolated,
             "policies": list(self.policies),
@@ -210,6 +214,8 @@ class Side:
 
     def text(self) -> str:
         where = "egress at" if self.direction is Direction.EGRESS else "ingress at"
+        if self.outside:
+            return f"{where} {self.pod}: not a pod; no classifier judges this side"
         head = f"{where} {self.pod} (identity {self.identity}): "
         if not self.isolated:
             return head + "not isolated -> allowed"
@@ -353,6 +359,9 @@ def explain(
     """
     c = as_compiled(compiled_or_state)
     views = _views(c, per_node)
+    src_addr, dst_addr = _address(src), _address(dst)
+    if src_addr is not None or dst_addr is not None:
+        return _explain_outside(c, views, src, dst, src_addr, dst_addr, port, protocol)
     a, b = _pod(c, src, "--from"), _pod(c, dst, "--to")
     addrs = address_pair(a, b)
     if addrs is None:
@@ -383,3 +392,86 @@ def explain(
         egress=_side(at_src, Direction.EGRESS, src, egress),
         ingress=_side(at_dst, Direction.INGRESS, dst, ingress),
     )
+
+
+def _address(text: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _usage(flag: str, message: str) -> InvalidInputError:
+    return InvalidInputError([FieldError("<command line>", None, "labelwall", flag, message)])
+
+
+def _outside_side(direction: Direction, addr: IPAddress) -> Side:
+    return Side(direction, str(addr), 0, False, (), LOOPBACK, None, outside=True)
+
+
+def _explain_outside(
+    c: Compiled,
+    views: NodeViews | None,
+    src: str,
+    dst: str,
+    src_addr: IPAddress | None,
+    dst_addr: IPAddress | None,
+    port: int | str,
+    protocol: Protocol,
+) -> Explanation:
+    """A flow with an address at one end: only the pod's end has a classifier to ask."""
+    if src_addr is not None and dst_addr is not None:
+        raise _usage("--to", "one end of the flow must be a pod (NS/POD)")
+    if src_addr is not None:
+        b = _pod(c, dst, "--to")
+        at = _view(views, c, b)
+        mine = next((ip for ip in b.ips if ip.version == src_addr.version), None)
+        if mine is None:
+            raise _usage("--from", f"{dst} has no IPv{src_addr.version} address")
+        resolved = resolve_port(b, port, protocol)
+        v = NO_SUCH_PORT if resolved is None else decide(
+            at.map_state, at.pod_identity[b.key], Direction.INGRESS, src_addr, mine,
+            protocol, resolved,
+        )  # fmt: skip
+        egress = _outside_side(Direction.EGRESS, src_addr)
+        ingress = _side(at, Direction.INGRESS, dst, v)
+        src_id, dst_id = v.peer_identity, at.pod_identity[dst]
+    else:
+        assert dst_addr is not None
+        a = _pod(c, src, "--from")
+        at = _view(views, c, a)
+        if not isinstance(port, int):
+            raise _usage("--port", "a named port needs a pod at the destination to resolve it")
+        resolved = port
+        v = decide(
+            at.map_state, at.pod_identity[a.key], Direction.EGRESS, dst_addr, dst_addr,
+            protocol, port,
+        )  # fmt: skip
+        egress = _side(at, Direction.EGRESS, src, v)
+        ingress = _outside_side(Direction.INGRESS, dst_addr)
+        src_id, dst_id = at.pod_identity[src], v.peer_identity
+    return Explanation(
+        src=src,
+        dst=dst,
+        port=port,
+        protocol=protocol,
+        resolved_port=resolved,
+        src_identity=src_id,
+        dst_identity=dst_id,
+        src_labels=_labels(at, src_id) if src_addr is None else _address_labels(at, src_id),
+        dst_labels=_labels(at, dst_id) if dst_addr is None else _address_labels(at, dst_id),
+        egress=egress,
+        ingress=ingress,
+    )
+
+
+def _address_labels(c: Compiled, ident: int) -> str:
+    if ident in c.identities:
+        return f"{c.identities[ident]} (a pod's address)"
+    if ident == Reserved.WORLD:
+        return "(outside the cluster)"
+    if ident == Reserved.HOST:
+        return "(this node)"
+    if ident == Reserved.REMOTE_NODE:
+        return "(another node)"
+    return "(outside the cluster)"

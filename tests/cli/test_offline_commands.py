@@ -283,3 +283,36 @@ def test_compile_json_lists_findings_with_their_stable_codes(
     dns = [f for f in findings if f["code"] == "egress-blocks-dns"]
     assert [f["policy"] for f in dns] == ["shop/default-deny", "shop/web-to-api"]
     assert all(f["field"] == "spec.policyTypes" for f in dns)
+
+
+def test_explain_takes_an_address_outside_the_cluster_at_either_end(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(
+        capsys, "explain", "-f", str(EXAMPLES), "--from", "203.0.113.5", "--to", "shop/web",
+        "--port", "http", "-o", "json",
+    )  # fmt: skip
+    assert code == 0
+    inbound = json.loads(out)
+    assert inbound["allowed"] is True
+    assert inbound["egress"]["address"] == "203.0.113.5"  # no classifier on the outside end
+    assert inbound["ingress"]["rule"]["policy"] == "shop/web-public"
+    assert inbound["identities"]["from"]["number"] == 2  # world
+
+    code, out, _ = run(
+        capsys, "explain", "-f", str(EXAMPLES), "--from", "shop/web", "--to", "203.0.113.5",
+        "--port", "443", "-o", "json",
+    )  # fmt: skip
+    outbound = json.loads(out)
+    assert outbound["allowed"] is False
+    assert outbound["egress"]["reason"] == "POLICY_DENIED"
+    assert "shop/default-deny" in outbound["egress"]["policies"]
+
+
+def test_explain_needs_a_pod_at_one_end(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(
+        capsys, "explain", "-f", str(EXAMPLES), "--from", "1.1.1.1", "--to", "2.2.2.2",
+        "--port", "80",
+    )  # fmt: skip
+    assert code == 2
+    assert "one end of the flow must be a pod" in err
