@@ -79,6 +79,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_inputs(p)
     _add_ports(p)
+    for end in ("from", "to"):
+        p.add_argument(
+            f"--{end}-namespace",
+            action="append",
+            default=[],
+            metavar="NS",
+            help=f"only {'sources' if end == 'from' else 'destinations'} in NS (repeatable: any)",
+        )
+        p.add_argument(
+            f"--{end}-label",
+            action="append",
+            default=[],
+            metavar="K=V[,K=V]",
+            help=f"only {'sources' if end == 'from' else 'destinations'} with all these labels "
+            "(repeatable: any)",
+        )
+    verdict = p.add_mutually_exclusive_group()
+    verdict.add_argument("--only-denied", action="store_true", help="only blocked cells")
+    verdict.add_argument("--only-allowed", action="store_true", help="only allowed cells")
     p.add_argument("-o", "--output", choices=["grid", "json", "yaml"], default="grid")
     p.set_defaults(handler=offline.cmd_matrix)
 

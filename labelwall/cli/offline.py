@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,17 +140,61 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return EXIT_FINDINGS if (args.strict and warnings) else EXIT_OK
 
 
+def _label_filter(values: Sequence[str], flag: str) -> list[dict[str, str]]:
+    """``K=V[,K=V]`` per value: all pairs of one value must match; any value may."""
+    out: list[dict[str, str]] = []
+    for value in values:
+        pairs: dict[str, str] = {}
+        for part in value.split(","):
+            k, eq, v = part.partition("=")
+            if not eq or not k:
+                raise _usage_error(f"{flag} {value!r}: want KEY=VALUE[,KEY=VALUE]")
+            pairs[k] = v
+        out.append(pairs)
+    return out
+
+
+def _pod_filter(
+    state: ClusterState, namespaces: Sequence[str], labels: list[dict[str, str]]
+) -> Callable[[str], bool]:
+    """A predicate on pod keys: in one of ``namespaces`` (if any) and matching one ``labels``."""
+
+    def keep(key: str) -> bool:
+        pod = state.pods[key]
+        if namespaces and pod.namespace not in namespaces:
+            return False
+        return not labels or any(
+            all(pod.labels.get(k) == v for k, v in want.items()) for want in labels
+        )
+
+    return keep
+
+
 def cmd_matrix(args: argparse.Namespace) -> int:
     loaded = load(args.filename, namespace=args.namespace)
     ports = probe_ports(loaded.state, args.port, args.protocol)
-    cells = reachability(loaded.compiled, ports, per_node=True)
+    src_ok = _pod_filter(
+        loaded.state, args.from_namespace, _label_filter(args.from_label, "--from-label")
+    )
+    dst_ok = _pod_filter(
+        loaded.state, args.to_namespace, _label_filter(args.to_label, "--to-label")
+    )
+    cells = [
+        c
+        for c in reachability(loaded.compiled, ports, per_node=True)
+        if src_ok(c.src)
+        and dst_ok(c.dst)
+        and not (args.only_denied and c.allowed)
+        and not (args.only_allowed and not c.allowed)
+    ]
     if args.output != "grid":
         print(dump({"cells": cells_json(cells)}, args.output))
         return EXIT_OK
-    pods = sorted({c.src for c in cells} | {c.dst for c in cells})
     for pp in ports:
         sel = {(c.src, c.dst): c.allowed for c in cells if (c.port, c.protocol) == pp}
-        print(grid(_label(pp), pods, sel))
+        rows = sorted({src for src, _ in sel})
+        cols = sorted({dst for _, dst in sel})
+        print(grid(_label(pp), rows, sel, cols))
         print()
     return EXIT_OK
 

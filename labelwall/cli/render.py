@@ -26,18 +26,21 @@ def grid(
     title: str,
     pods: Sequence[str],
     allowed: Mapping[tuple[str, str], bool | None],
+    columns: Sequence[str] | None = None,
 ) -> str:
     """One truth table in cyclonus' style: rows are sources, columns destinations.
 
     ``.`` allowed, ``X`` blocked, ``-`` not probed (e.g. the destination lacks a named port).
+    ``columns`` defaults to ``pods`` (a square table).
     """
+    cols = pods if columns is None else columns
     width = max([len(title)] + [len(p) for p in pods])
-    sep = "+-" + "-" * width + "-+" + "".join("-" * (len(p) + 2) + "+" for p in pods)
-    head = "| " + title.ljust(width) + " |" + "".join(f" {p.upper()} |" for p in pods)
+    sep = "+-" + "-" * width + "-+" + "".join("-" * (len(p) + 2) + "+" for p in cols)
+    head = "| " + title.ljust(width) + " |" + "".join(f" {p.upper()} |" for p in cols)
     out = [sep, head, sep]
     for src in pods:
         cells = []
-        for dst in pods:
+        for dst in cols:
             v = allowed.get((src, dst))
             mark = "-" if v is None else ("." if v else "X")
             cells.append(" " + mark.center(len(dst)) + " |")

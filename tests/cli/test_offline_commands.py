@@ -316,3 +316,35 @@ def test_explain_needs_a_pod_at_one_end(capsys: pytest.CaptureFixture[str]) -> N
     )  # fmt: skip
     assert code == 2
     assert "one end of the flow must be a pod" in err
+
+
+def test_matrix_filters_sources_destinations_and_verdicts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def cells(*flags: str) -> list[dict[str, object]]:
+        code, out, _ = run(capsys, "matrix", "-f", str(EXAMPLES), "--port", "http", "-o", "json",
+                           *flags)  # fmt: skip
+        assert code == 0
+        result: list[dict[str, object]] = json.loads(out)["cells"]
+        return result
+
+    everything = cells()
+    shop_to_web = cells("--from-namespace", "shop", "--to-label", "tier=frontend")
+    assert shop_to_web
+    assert {c["to"] for c in shop_to_web} == {"shop/web"}
+    assert all(str(c["from"]).startswith("shop/") for c in shop_to_web)
+    denied = cells("--only-denied")
+    allowed = cells("--only-allowed")
+    assert all(c["allowed"] is False for c in denied)
+    assert all(c["allowed"] is True for c in allowed)
+    assert len(denied) + len(allowed) == len(everything)
+
+
+def test_matrix_grid_with_filters_is_rows_by_columns(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "matrix", "-f", str(EXAMPLES), "--port", "http", "--to-label", "tier=frontend"
+    )
+    assert code == 0
+    header = out.splitlines()[1]
+    assert header.split("|")[2].strip() == "SHOP/WEB"
+    assert len(header.split("|")) == 4  # title column, one destination column
