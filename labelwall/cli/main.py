@@ -131,7 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--after", action="append", required=True, metavar="PATH")
     _add_inputs(p, required=False)
     _add_ports(p)
-    p.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=["table", "markdown", "json", "yaml"],
+        default="table",
+        help="markdown: a summary line and a table for a pull-request comment",
+    )
     p.set_defaults(handler=offline.cmd_diff)
 
     from labelwall.cli.agent import add_parser as add_agent_parser

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from labelwall.cli.exits import EXIT_FINDINGS, EXIT_OK
-from labelwall.cli.render import dump, grid, table
+from labelwall.cli.render import dump, grid, markdown_table, table
 from labelwall.cluster import Protocol
 from labelwall.errors import FieldError, InvalidInputError
 from labelwall.manifest_files import read_sources
 from labelwall.manifests import SourceDoc, load_cluster
+from labelwall.policy.attribution import attribute
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import Compiled, compile_cluster
 from labelwall.policy.matrix import Cell, explain, reachability
@@ -225,49 +226,64 @@ def cmd_diff(args: argparse.Namespace) -> int:
         key=lambda pp: (pp[1].name, isinstance(pp[0], str), str(pp[0]).zfill(5)),
     )
     old = {
-        (c.src, c.dst, c.port, c.protocol): c.allowed
+        (c.src, c.dst, c.port, c.protocol): c
         for c in reachability(before.compiled, ports, per_node=True)
     }
     new = {
-        (c.src, c.dst, c.port, c.protocol): c.allowed
+        (c.src, c.dst, c.port, c.protocol): c
         for c in reachability(after.compiled, ports, per_node=True)
     }
     changes: list[dict[str, Any]] = []
     for key in sorted(set(old) | set(new), key=lambda k: (k[0], k[1], k[3].name, str(k[2]))):
         b, a = old.get(key), new.get(key)
-        if b != a:
+        was = None if b is None else b.allowed
+        now = None if a is None else a.allowed
+        if was != now:
             changes.append(
                 {
                     "from": key[0],
                     "to": key[1],
                     "port": key[2],
                     "protocol": key[3].name,
-                    "before": b,
-                    "after": a,
+                    "before": was,
+                    "after": now,
+                    "because": attribute(b, a, before.compiled, after.compiled),
                 }
             )
-    if args.output != "table":
-        print(dump({"changes": changes}, args.output))
-    elif not changes:
-        print("no reachability changes")
-    else:
+    opened = sum(1 for c in changes if c["after"])
+    pairs = len({(c["from"], c["to"]) for c in changes})
+    summary = (
+        f"{len(changes)} reachability change{'' if len(changes) == 1 else 's'}: "
+        f"{opened} newly allowed, {len(changes) - opened} newly blocked, "
+        f"across {pairs} pod pair{'' if pairs == 1 else 's'}"
+        if changes
+        else "no reachability changes"
+    )
 
-        def word(v: bool | None) -> str:
-            return "-" if v is None else ("allowed" if v else "blocked")
+    def word(v: bool | None) -> str:
+        return "-" if v is None else ("allowed" if v else "blocked")
 
-        print(
-            table(
-                ["from", "to", "port", "before", "after"],
-                [
-                    (
-                        c["from"],
-                        c["to"],
-                        f"{c['protocol']}/{c['port']}",
-                        word(c["before"]),
-                        word(c["after"]),
-                    )
-                    for c in changes
-                ],
-            )
+    rows = [
+        (
+            c["from"],
+            c["to"],
+            f"{c['protocol']}/{c['port']}",
+            word(c["before"]),
+            word(c["after"]),
+            "; ".join(c["because"]),
         )
+        for c in changes
+    ]
+    headers = ["from", "to", "port", "before", "after", "because"]
+    if args.output == "markdown":
+        print(f"**labelwall diff**: {summary}")
+        if rows:
+            print()
+            print(markdown_table(headers, rows))
+    elif args.output != "table":
+        print(dump({"summary": summary, "changes": changes}, args.output))
+    else:
+        print(summary)
+        if rows:
+            print(table(headers, rows))
     return EXIT_FINDINGS if changes else EXIT_OK

@@ -281,7 +281,8 @@ class Explanation:
         return "\n".join(lines)
 
 
-def _side(c: Compiled, direction: Direction, pod: str, verdict: Verdict) -> Side:
+def side(c: Compiled, direction: Direction, pod: str, verdict: Verdict) -> Side:
+    """The classifier run at ``pod`` for ``direction`` as explain shows it (isolation, rule)."""
     ident = c.pod_identity[pod]
     flag = (
         SubjectFlags.INGRESS_ISOLATED
@@ -389,8 +390,8 @@ def explain(
         dst_identity=c.pod_identity[dst],
         src_labels=_labels(c, c.pod_identity[src]),
         dst_labels=_labels(c, c.pod_identity[dst]),
-        egress=_side(at_src, Direction.EGRESS, src, egress),
-        ingress=_side(at_dst, Direction.INGRESS, dst, ingress),
+        egress=side(at_src, Direction.EGRESS, src, egress),
+        ingress=side(at_dst, Direction.INGRESS, dst, ingress),
     )
 
 
@@ -434,7 +435,7 @@ def _explain_outside(
             protocol, resolved,
         )  # fmt: skip
         egress = _outside_side(Direction.EGRESS, src_addr)
-        ingress = _side(at, Direction.INGRESS, dst, v)
+        ingress = side(at, Direction.INGRESS, dst, v)
         src_id, dst_id = v.peer_identity, at.pod_identity[dst]
     else:
         assert dst_addr is not None
@@ -447,7 +448,7 @@ def _explain_outside(
             at.map_state, at.pod_identity[a.key], Direction.EGRESS, dst_addr, dst_addr,
             protocol, port,
         )  # fmt: skip
-        egress = _side(at, Direction.EGRESS, src, v)
+        egress = side(at, Direction.EGRESS, src, v)
         ingress = _outside_side(Direction.INGRESS, dst_addr)
         src_id, dst_id = at.pod_identity[src], v.peer_identity
     return Explanation(

@@ -177,7 +177,33 @@ def test_diff_reports_the_pairs_a_policy_change_opens(
             "protocol": "TCP",
             "before": False,
             "after": True,
+            "because": [
+                "egress at shop/web allowed by shop/web-egress-db spec.egress[0]",
+                "ingress at shop/db allowed by shop/web-to-db spec.ingress[0]",
+            ],
         }
+    ]
+    code, out, _ = run(
+        capsys, "diff", "--before", str(before), "--after", str(after), "-f", cluster,
+        "--port", "5432", "-o", "markdown",
+    )  # fmt: skip
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[0] == (
+        "**labelwall diff**: 1 reachability change: 1 newly allowed, 0 newly blocked, "
+        "across 1 pod pair"
+    )
+    assert lines[2] == "| from | to | port | before | after | because |"
+    assert lines[3] == "|---|---|---|---|---|---|"
+    assert lines[4].startswith("| shop/web | shop/db | TCP/5432 | blocked | allowed | egress at")
+    code, out, _ = run(
+        capsys, "diff", "--before", str(after), "--after", str(before), "-f", cluster,
+        "--port", "5432", "-o", "json",
+    )  # fmt: skip
+    (closed,) = json.loads(out)["changes"]
+    assert closed["because"] == [
+        "egress at shop/web: shop/web-egress-db spec.egress[0] no longer allows it",
+        "ingress at shop/db: shop/web-to-db spec.ingress[0] no longer allows it",
     ]
 
 
