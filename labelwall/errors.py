@@ -19,6 +19,7 @@ class FieldError:
     obj: str
     field: str
     message: str
+    line: int | None = None  # the line its document starts on (1-based), when known
 
     def __str__(self) -> str:
         where = self.source if self.index is None else f"{self.source}[doc {self.index}]"

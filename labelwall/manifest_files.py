@@ -54,6 +54,31 @@ class _StrictLoader(_BaseLoader):  # type: ignore[misc]  # base chosen at import
         result: dict[Hashable, Any] = super().construct_mapping(node, deep)
         return result
 
+    def construct_document(self, node: yaml.Node) -> Any:
+        # Where each document starts (1-based), for findings that point at the YAML line.
+        self.document_lines.append(node.start_mark.line + 1)
+        return super().construct_document(node)
+
+
+def _load_all(text: str) -> tuple[list[tuple[object, int | None]], yaml.YAMLError | None]:
+    """``yaml.load_all`` that also gives the line each document starts on.
+
+    Returns the documents that decoded and the error that stopped it, if any (the failing
+    document is the one after the last that decoded).
+    """
+    loader = _StrictLoader(text)
+    loader.document_lines = []
+    out: list[tuple[object, int | None]] = []
+    try:
+        while loader.check_data():
+            obj = loader.get_data()
+            out.append((obj, loader.document_lines[-1] if loader.document_lines else None))
+    except yaml.YAMLError as exc:
+        return out, exc
+    finally:
+        loader.dispose()
+    return out, None
+
 
 def _yaml_error(source: str, index: int | None, exc: yaml.YAMLError) -> FieldError:
     mark = getattr(exc, "problem_mark", None)
@@ -65,24 +90,22 @@ def _yaml_error(source: str, index: int | None, exc: yaml.YAMLError) -> FieldErr
 
 def _documents(source: str, text: str) -> list[SourceDoc]:
     """Every non-empty document of one file, Lists expanded; InvalidInputError on any error."""
-    raw: list[tuple[int, object]] = []
+    raw: list[tuple[int, object, int | None]] = []
     if source.endswith(".json"):
         try:
-            raw = [(0, json.loads(text))]
+            raw = [(0, json.loads(text), 1)]
         except json.JSONDecodeError as exc:
             where = f"line {exc.lineno}, column {exc.colno}"
             err = FieldError(source, 0, "JSON", where, f"syntax error: {exc.msg}")
             raise InvalidInputError([err]) from None
     else:
-        try:
-            for index, doc in enumerate(yaml.load_all(text, Loader=_StrictLoader)):
-                raw.append((index, doc))
-        except yaml.YAMLError as exc:
-            # The failing document is the one after the last that decoded.
-            raise InvalidInputError([_yaml_error(source, len(raw), exc)]) from None
+        loaded, error = _load_all(text)
+        if error is not None:
+            raise InvalidInputError([_yaml_error(source, len(loaded), error)])
+        raw = [(i, doc, line) for i, (doc, line) in enumerate(loaded)]
     docs: list[SourceDoc] = []
     errors: list[FieldError] = []
-    for index, obj in raw:
+    for index, obj, line in raw:
         if obj is None:
             continue  # an empty document (`---` twice, or only comments)
         if not isinstance(obj, dict):
@@ -91,7 +114,7 @@ def _documents(source: str, text: str) -> list[SourceDoc]:
                 FieldError(source, index, "YAML", "", f"a document must be a mapping, got {kind}")
             )
             continue
-        for entry in expand_lists(SourceDoc(source, index, obj)):
+        for entry in expand_lists(SourceDoc(source, index, obj, line=line)):
             if isinstance(entry, FieldError):
                 errors.append(entry)
             else:

@@ -33,6 +33,7 @@ class SourceDoc:
     index: int
     obj: Mapping[str, Any]
     path: str = ""
+    line: int | None = None  # the line the document starts on (1-based), when known
 
     def location(self) -> str:
         where = f"{self.source}[doc {self.index}]"
@@ -79,7 +80,7 @@ def expand_lists(doc: SourceDoc) -> Iterator[SourceDoc | FieldError]:
             # A typed list from the raw API (``kubectl get --raw``, client-go dumps): its
             # items carry no kind or apiVersion; the list's own say what they are.
             entry = {"kind": item_kind, "apiVersion": doc.obj.get("apiVersion"), **entry}
-        yield from expand_lists(SourceDoc(doc.source, doc.index, entry, sub_path))
+        yield from expand_lists(SourceDoc(doc.source, doc.index, entry, sub_path, doc.line))
 
 
 @dataclass

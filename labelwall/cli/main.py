@@ -67,7 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_inputs(p)
     p.add_argument("--strict", action="store_true", help="treat warnings as findings")
-    p.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=["table", "json", "yaml", "sarif"],
+        default="table",
+        help="sarif: the findings as a SARIF 2.1.0 log (GitHub code scanning)",
+    )
     p.set_defaults(handler=offline.cmd_compile)
 
     p = sub.add_parser(

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from labelwall.cli.exits import EXIT_FINDINGS, EXIT_OK
 from labelwall.cli.render import dump, grid, markdown_table, table
+from labelwall.cli.sarif import sarif_log
 from labelwall.cluster import Protocol
+from labelwall.decode.fields import DEFAULT_NAMESPACE
 from labelwall.errors import FieldError, InvalidInputError
 from labelwall.manifest_files import read_sources
-from labelwall.manifests import SourceDoc, load_cluster
+from labelwall.manifests import SourceDoc, expand_lists, load_cluster
 from labelwall.policy.attribution import attribute
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import Compiled, compile_cluster
@@ -29,6 +31,34 @@ class CompiledInput:
     state: ClusterState
     warnings: tuple[FieldError, ...]
     compiled: Compiled
+    #: NetworkPolicy ``namespace/name`` -> (file, line its document starts on).
+    policy_locations: Mapping[str, tuple[str, int | None]] = field(default_factory=dict)
+
+
+def _with_lines(errors: Iterable[FieldError], docs: Sequence[SourceDoc]) -> list[FieldError]:
+    """Each error with the line its document starts on, where the documents know it."""
+    lines = {(d.source, d.index): d.line for d in docs}
+    return [
+        e
+        if e.line is not None or e.index is None
+        else replace(e, line=lines.get((e.source, e.index)))
+        for e in errors
+    ]
+
+
+def _policy_locations(
+    docs: Sequence[SourceDoc], namespace: str | None
+) -> dict[str, tuple[str, int | None]]:
+    out: dict[str, tuple[str, int | None]] = {}
+    for d in docs:
+        for entry in expand_lists(d):
+            if isinstance(entry, FieldError) or entry.obj.get("kind") != "NetworkPolicy":
+                continue
+            meta = entry.obj.get("metadata")
+            if isinstance(meta, Mapping):
+                ns = meta.get("namespace") or namespace or DEFAULT_NAMESPACE
+                out.setdefault(f"{ns}/{meta.get('name')}", (entry.source, entry.line))
+    return out
 
 
 def load(
@@ -40,11 +70,19 @@ def load(
     error, as kubectl makes it: a review of nothing must not pass.
     """
     docs = list(extra) + read_sources(paths, sys.stdin)
-    result = load_cluster(docs, namespace)
+    try:
+        result = load_cluster(docs, namespace)
+    except InvalidInputError as exc:
+        raise InvalidInputError(_with_lines(exc.errors, docs)) from None
     if not result.objects:
         where = ", ".join(paths) or "the input"
         raise InvalidInputError([FieldError(where, None, "<input>", "", "no objects in input")])
-    return CompiledInput(result.state, tuple(result.warnings), compile_cluster(result.state))
+    return CompiledInput(
+        result.state,
+        tuple(_with_lines(result.warnings, docs)),
+        compile_cluster(result.state),
+        _policy_locations(docs, namespace),
+    )
 
 
 def _usage_error(msg: str) -> InvalidInputError:
@@ -128,7 +166,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
             for w in c.warnings
         ],
     }
-    if args.output != "table":
+    if args.output == "sarif":
+        log = sarif_log(c.warnings, loaded.warnings, loaded.policy_locations)
+        print(dump(log, "json"))
+    elif args.output != "table":
         print(dump(summary, args.output), end="" if args.output == "yaml" else "\n")
     else:
         print(

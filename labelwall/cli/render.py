@@ -79,5 +79,6 @@ def error_object(err: FieldError) -> dict[str, Any]:
         "document": err.index,
         "object": err.obj,
         "field": err.field,
+        "line": err.line,
         "message": err.message,
     }

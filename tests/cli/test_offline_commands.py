@@ -374,3 +374,39 @@ def test_matrix_grid_with_filters_is_rows_by_columns(capsys: pytest.CaptureFixtu
     header = out.splitlines()[1]
     assert header.split("|")[2].strip() == "SHOP/WEB"
     assert len(header.split("|")) == 4  # title column, one destination column
+
+
+def test_compile_sarif_points_each_finding_at_its_file_and_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(capsys, "compile", "-f", str(EXAMPLES), "-o", "sarif")
+    assert code == 0
+    log = json.loads(out)
+    assert log["version"] == "2.1.0"
+    (sarif_run,) = log["runs"]
+    assert [r["id"] for r in sarif_run["tool"]["driver"]["rules"]] == ["egress-blocks-dns"]
+    text = (EXAMPLES / "policies" / "shop.yaml").read_text().splitlines()
+    for result in sarif_run["results"]:
+        (loc,) = result["locations"]
+        uri = loc["physicalLocation"]["artifactLocation"]["uri"]
+        line = loc["physicalLocation"]["region"]["startLine"]
+        assert uri.endswith("policies/shop.yaml")
+        policy = result["message"]["text"].split()[1]  # "NetworkPolicy shop/x: ..."
+        name = policy.split("/")[1].rstrip(":")
+        # The document starting at that line is the policy the finding names.
+        assert text[line - 1] == "apiVersion: networking.k8s.io/v1"
+        assert f"name: {name}," in text[line + 1]
+
+
+def test_json_errors_carry_the_line_their_document_starts_on(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\n# the bad one\n"
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+        "metadata: {name: bad, namespace: x}\nspec: {podSelector: {}, policyTypes: [Up]}\n"
+    )
+    code, out, _ = run(capsys, "compile", "-f", str(tmp_path), "-o", "json")
+    assert code == 2
+    (error,) = json.loads(out)["errors"]
+    assert (error["document"], error["line"]) == (1, 6)
