@@ -104,6 +104,9 @@ class Pod:
     ports: tuple[ContainerPort, ...] = ()
     node: str | None = None
     host_network: bool = False
+    #: Set (to its kind) for a workload read from a manifest: one row for all its pods, with
+    #: a stand-in address that ipBlocks never select (the real ones are not known).
+    workload: str | None = None
 
     @property
     def key(self) -> str:

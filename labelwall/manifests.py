@@ -8,6 +8,7 @@ kind's decoder (``labelwall.decode.kinds``); this module adds what spans objects
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from labelwall.cluster import IPAddress, Labels, Namespace, Node, Pod
 from labelwall.decode.fields import Problems, child, item
 from labelwall.decode.kinds import KINDS, NAMESPACE, NETWORK_POLICY, NODE, POD, RETIRED, api_group
+from labelwall.decode.workloads import WORKLOAD_KINDS, WorkloadKind, decode_workload
 from labelwall.errors import FieldError, InvalidInputError
 from labelwall.identity.labels import NAMESPACE_NAME_LABEL
 from labelwall.policy.clusterstate import ClusterState
@@ -96,6 +98,10 @@ class _Loader:
     seen: dict[tuple[str, str], SourceDoc] = field(default_factory=dict)
     ip_owner: dict[IPAddress, tuple[str, SourceDoc]] = field(default_factory=dict)
     objects: int = 0  # objects read, lists expanded, of any kind
+    read_workloads: bool = False  # Deployments etc. become one pod row each (offline review)
+    workloads: dict[str, Pod] = field(default_factory=dict)
+    #: (namespace, kind, name) of each object's controller (metadata.ownerReferences).
+    owners: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
     def report(self, doc: SourceDoc, label: str, problems: Problems) -> bool:
         """Turn ``problems`` into FieldErrors for ``doc``; True when there were no errors."""
@@ -147,6 +153,10 @@ class _Loader:
                 )
             )
             return
+        workload = WORKLOAD_KINDS.get(kind) if self.read_workloads else None
+        if workload is not None and api_version == workload.api_version:
+            self._add_workload(doc, workload)
+            return
         want = KINDS.get(kind)
         foreign = want is not None and api_group(api_version) != want.group
         if want is None or (
@@ -190,6 +200,24 @@ class _Loader:
                 self.nodes[value.name] = value
         elif isinstance(value, Pod) and self.claim(doc, POD.name, value.key, label):
             self._add_pod(doc, label, value)
+            self._note_owner(doc, value.key)
+
+    def _add_workload(self, doc: SourceDoc, kind: WorkloadKind) -> None:
+        p = Problems()
+        label, pod = decode_workload(kind, doc.obj, doc.path, p)
+        if not self.report(doc, label, p) or pod is None:
+            return
+        if self.claim(doc, kind.name, pod.key, label):
+            self.workloads[pod.key] = replace(pod, workload=kind.name)
+            self._note_owner(doc, pod.key)
+
+    def _note_owner(self, doc: SourceDoc, key: str) -> None:
+        meta = doc.obj.get("metadata")
+        refs = meta.get("ownerReferences") if isinstance(meta, Mapping) else None
+        for ref in refs if isinstance(refs, list) else []:
+            if isinstance(ref, Mapping) and ref.get("controller"):
+                namespace = key.split("/", 1)[0]
+                self.owners[key] = (namespace, str(ref.get("kind")), str(ref.get("name")))
 
     def _add_pod(self, doc: SourceDoc, label: str, pod: Pod) -> None:
         self.pods[pod.key] = pod
@@ -208,9 +236,54 @@ class _Loader:
                     )
                 )
 
+    def _workload_of(self, key: str) -> str | None:
+        """The workload row ``key`` (a pod or a ReplicaSet) folds into, if it is in the input."""
+        seen: set[str] = set()
+        while key in self.owners and key not in seen:
+            seen.add(key)
+            namespace, kind, name = self.owners[key]
+            owner = f"{namespace}/{name}[{kind}]"
+            if owner not in self.workloads:
+                return None
+            if owner not in self.owners:
+                return owner
+            key = owner
+        return None
+
+    def _workload_pods(self) -> dict[str, Pod]:
+        """Workload rows (ReplicaSets of a Deployment fold into it), each with an address.
+
+        The stand-in addresses come from 198.18.0.0/15 (RFC 2544, never a pod's) and are
+        marked so the compiler gives them no ipBlock prefix.
+        """
+        rows = {k: w for k, w in self.workloads.items() if self._workload_of(k) is None}
+        used = {ip for p in self.pods.values() for ip in p.ips}
+        pool = (a for a in ipaddress.IPv4Network("198.18.0.0/15").hosts() if a not in used)
+        return {k: replace(rows[k], ips=(next(pool),)) for k in sorted(rows)}
+
     def result(self) -> LoadResult:
         if self.errors:
             raise InvalidInputError(self.errors)
+        if self.workloads:
+            folded = {k for k in self.pods if self._workload_of(k) is not None}
+            self.pods = {k: p for k, p in self.pods.items() if k not in folded}
+            self.pods.update(self._workload_pods())
+            if any(
+                peer.ip_block is not None
+                for pol in self.policies.values()
+                for rule in (*pol.ingress, *pol.egress)
+                for peer in rule.peers
+            ):
+                self.warnings.append(
+                    FieldError(
+                        "<input>",
+                        None,
+                        "workloads",
+                        "",
+                        "ipBlock rules are not judged against workloads: their pods' "
+                        "addresses are not in the input (give Pods with status.podIP for that)",
+                    )
+                )
         namespaces = dict(self.namespaces)
         for ns in sorted(
             {p.namespace for p in self.pods.values()}
@@ -242,9 +315,11 @@ def in_namespace(doc: SourceDoc, namespace: str) -> SourceDoc | FieldError:
     Cluster-scoped kinds and kinds we do not read are returned unchanged.
     """
     obj = doc.obj
-    kind = KINDS.get(str(obj.get("kind")))
+    name = str(obj.get("kind"))
+    kind = KINDS.get(name)
+    namespaced = name in WORKLOAD_KINDS or (kind is not None and kind.namespaced)
     meta = obj.get("metadata")
-    if kind is None or not kind.namespaced or not isinstance(meta, Mapping):
+    if not namespaced or not isinstance(meta, Mapping):
         return doc
     given = meta.get("namespace")
     if given in (None, ""):
@@ -261,7 +336,9 @@ def in_namespace(doc: SourceDoc, namespace: str) -> SourceDoc | FieldError:
     return doc
 
 
-def load_cluster(docs: Iterable[SourceDoc], namespace: str | None = None) -> LoadResult:
+def load_cluster(
+    docs: Iterable[SourceDoc], namespace: str | None = None, workloads: bool = False
+) -> LoadResult:
     """Validate every object and build the ClusterState; InvalidInputError lists every error.
 
     Namespaces referenced by a pod or policy but not declared are created with just the
@@ -269,8 +346,11 @@ def load_cluster(docs: Iterable[SourceDoc], namespace: str | None = None) -> Loa
     NetworkPolicy are ignored with a warning; ``*List`` documents are expanded (typed lists
     from the raw API, whose items carry no kind, included). ``namespace`` is kubectl's
     ``-n``: the namespace of namespaced objects that name none (else ``default``).
+    ``workloads``: Deployments, StatefulSets, DaemonSets, ReplicaSets, ReplicationControllers,
+    Jobs and CronJobs become one pod row each, ``namespace/name[Kind]``; a Pod (or
+    ReplicaSet) whose controller is in the input folds into it.
     """
-    loader = _Loader()
+    loader = _Loader(read_workloads=workloads)
     for doc in docs:
         for entry in expand_lists(doc):
             if not isinstance(entry, FieldError) and namespace is not None:

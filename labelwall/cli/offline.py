@@ -71,7 +71,7 @@ def load(
     """
     docs = list(extra) + read_sources(paths, sys.stdin)
     try:
-        result = load_cluster(docs, namespace)
+        result = load_cluster(docs, namespace, workloads=True)
     except InvalidInputError as exc:
         raise InvalidInputError(_with_lines(exc.errors, docs)) from None
     if not result.objects:

@@ -659,6 +659,10 @@ class Engine:
             return
         if kind is ClaimKind.POD:
             ident = self.ls_num[self.pod_ls[pod_key]]
+            if self.pods[pod_key].workload is not None:
+                # A workload's stand-in address: no ipBlock may select it (or exclude it).
+                self.ipcache.set(addr, IpcacheEntry(ident))
+                return
         else:
             ident = self._node_identity(kind)
         self.ipcache.set(addr, IpcacheEntry(ident, self.table.longest(addr)))

@@ -410,3 +410,34 @@ def test_json_errors_carry_the_line_their_document_starts_on(
     assert code == 2
     (error,) = json.loads(out)["errors"]
     assert (error["document"], error["line"]) == (1, 6)
+
+
+def test_matrix_reads_workloads_from_stdin_as_helm_template_pipes_them(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import sys
+
+    def deployment(name: str, port: str) -> str:
+        return (
+            f"apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\n"
+            f"spec:\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n"
+            f"    spec: {{containers: [{{name: c, image: i, ports: [{{name: {port}, "
+            f"containerPort: 8080}}]}}]}}\n---\n"
+        )
+
+    rendered = (
+        deployment("frontend", "http")
+        + deployment("checkout", "grpc")
+        + "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: checkout}\n"
+        "spec:\n  podSelector: {matchLabels: {app: checkout}}\n"
+        "  ingress: [{from: [{podSelector: {matchLabels: {app: frontend}}}],\n"
+        "              ports: [{port: grpc}]}]\n"
+    )
+    monkeypatch.setattr(sys, "stdin", io.StringIO(rendered))
+    code, out, _ = run(capsys, "matrix", "-f", "-", "-n", "shop", "--port", "grpc", "-o", "json")
+    assert code == 0
+    cells = {(c["from"], c["to"]): c["allowed"] for c in json.loads(out)["cells"]}
+    assert cells[("shop/frontend[Deployment]", "shop/checkout[Deployment]")] is True
+    assert cells[("shop/checkout[Deployment]", "shop/checkout[Deployment]")] is True  # itself
+    assert ("shop/frontend[Deployment]", "shop/frontend[Deployment]") in cells

@@ -1,0 +1,138 @@
+"""Workloads straight from manifests: one row per Deployment, StatefulSet, ... with no address."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from hypothesis import assume, given, settings
+from strategies import clusters_with_policies
+
+from labelwall.cluster import Protocol
+from labelwall.errors import FieldError, InvalidInputError
+from labelwall.manifests import SourceDoc, load_cluster
+from labelwall.policy.clusterstate import ClusterState
+from labelwall.policy.matrix import PortProto, reachability
+
+TEMPLATE = {
+    "metadata": {"labels": {"app": "web"}},
+    "spec": {"containers": [{"name": "c", "image": "i", "ports": [
+        {"name": "http", "containerPort": 8080}]}]},
+}  # fmt: skip
+
+
+def workload(kind: str, api: str, name: str = "web", **meta: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"template": TEMPLATE}
+    if kind == "CronJob":
+        spec = {"schedule": "@daily", "jobTemplate": {"spec": {"template": TEMPLATE}}}
+    return {
+        "apiVersion": api,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "shop", **meta},
+        "spec": spec,
+    }
+
+
+def load(*objs: dict[str, Any]) -> tuple[ClusterState, tuple[FieldError, ...]]:
+    result = load_cluster([SourceDoc("w.yaml", i, o) for i, o in enumerate(objs)], workloads=True)
+    return result.state, result.warnings
+
+
+@pytest.mark.parametrize(
+    ("kind", "api"),
+    [
+        ("Deployment", "apps/v1"),
+        ("StatefulSet", "apps/v1"),
+        ("DaemonSet", "apps/v1"),
+        ("ReplicaSet", "apps/v1"),
+        ("ReplicationController", "v1"),
+        ("Job", "batch/v1"),
+        ("CronJob", "batch/v1"),
+    ],
+)
+def test_each_workload_kind_becomes_one_row_with_its_template(kind: str, api: str) -> None:
+    state, _ = load(workload(kind, api))
+    (row,) = state.pods.values()
+    assert row.key == f"shop/web[{kind}]"
+    assert dict(row.labels) == {"app": "web"}
+    assert [(p.name, p.port) for p in row.ports] == [("http", 8080)]
+    assert row.workload == kind
+    assert len(row.ips) == 1  # a stand-in address so the maps can be asked about it
+
+
+def test_without_workloads_asked_for_they_are_ignored_as_before() -> None:
+    result = load_cluster([SourceDoc("w.yaml", 0, workload("Deployment", "apps/v1"))])
+    assert result.state.pods == {}
+    assert "ignored" in result.warnings[0].message
+
+
+def test_pods_and_replicasets_fold_into_their_controller_in_the_input() -> None:
+    owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "u",
+             "controller": True}  # fmt: skip
+    rs = workload("ReplicaSet", "apps/v1", "web-5d8f", ownerReferences=[owner])
+    rs_ref = {**owner, "kind": "ReplicaSet", "name": "web-5d8f"}
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web-5d8f-x", "namespace": "shop", "labels": {"app": "web"},
+                     "ownerReferences": [rs_ref]},
+        "spec": {"containers": [{"name": "c", "image": "i"}]},
+        "status": {"podIP": "10.244.1.5"},
+    }  # fmt: skip
+    bare = {**pod, "metadata": {"name": "debug", "namespace": "shop"}, "status": {}}
+    state, _ = load(workload("Deployment", "apps/v1"), rs, pod, bare)
+    assert sorted(state.pods) == ["shop/debug", "shop/web[Deployment]"]
+
+
+def test_an_invalid_template_is_an_error_naming_the_field() -> None:
+    bad = workload("Deployment", "apps/v1")
+    bad["spec"] = {"template": {"metadata": {"labels": {"app": "-bad-"}}, "spec": {}}}
+    with pytest.raises(InvalidInputError) as info:
+        load(bad)
+    assert any(
+        e.obj == "Deployment shop/web" and e.field.startswith("spec.template.metadata.labels")
+        for e in info.value.errors
+    )
+
+
+def test_ipblock_rules_are_said_not_to_be_judged_against_workloads() -> None:
+    policy = {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "p", "namespace": "shop"},
+        "spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]},
+    }  # fmt: skip
+    state, warnings = load(workload("Deployment", "apps/v1"), policy)
+    assert any("ipBlock rules are not judged against workloads" in w.message for w in warnings)
+    # The stand-in address is never admitted by an ipBlock (it is not the pod's address).
+    other = workload("Deployment", "apps/v1", "client")
+    state, _ = load(workload("Deployment", "apps/v1"), other, policy)
+    cells = {(c.src, c.dst): c.allowed for c in reachability(state, [(8080, Protocol.TCP)])}
+    assert cells[("shop/client[Deployment]", "shop/web[Deployment]")] is False
+
+
+@settings(max_examples=60, deadline=None)
+@given(clusters_with_policies())
+def test_a_cluster_as_workloads_has_the_reachability_of_the_same_cluster_as_pods(
+    state: ClusterState,
+) -> None:
+    assume(
+        not any(
+            peer.ip_block is not None
+            for pol in state.policies.values()
+            for rule in (*pol.ingress, *pol.egress)
+            for peer in rule.peers
+        )
+    )
+    assume(all(not p.host_network for p in state.pods.values()))
+    as_workloads = ClusterState(
+        state.namespaces,
+        {k: replace(p, workload="Deployment") for k, p in state.pods.items()},
+        state.nodes,
+        state.policies,
+    )
+    ports: list[PortProto] = [(80, Protocol.TCP), ("http", Protocol.TCP), (53, Protocol.UDP)]
+    as_pods = {(c.src, c.dst, c.port, c.protocol): c.allowed for c in reachability(state, ports)}
+    rows = {
+        (c.src, c.dst, c.port, c.protocol): c.allowed for c in reachability(as_workloads, ports)
+    }
+    assert rows == as_pods
