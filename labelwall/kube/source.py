@@ -28,11 +28,8 @@ from typing import Any
 from kubernetes.client import (
     ApiClient,
     CoreV1Api,
-    CoreV1Event,
     CustomObjectsApi,
     NetworkingV1Api,
-    V1EventSource,
-    V1ObjectMeta,
     V1ObjectReference,
 )
 from kubernetes.client.exceptions import ApiException
@@ -40,6 +37,7 @@ from urllib3.exceptions import HTTPError
 
 from labelwall.cluster import Namespace, Node, Pod
 from labelwall.kube.client import api_client
+from labelwall.kube.events import Poster, event_body
 from labelwall.kube.objects import (
     GROUP,
     PLURAL,
@@ -212,19 +210,9 @@ class KubernetesSource:
         else:
             return
         now = datetime.datetime.now(datetime.UTC)
-        body = CoreV1Event(
-            metadata=V1ObjectMeta(generate_name=f"{self.node}.", namespace=NODE_EVENTS_NAMESPACE),
-            involved_object=V1ObjectReference(api_version="v1", kind="Node", name=self.node),
-            type=kind,
-            reason=reason,
-            message=message[:1024],
-            source=V1EventSource(component=COMPONENT, host=self.node),
-            reporting_component=COMPONENT,
-            reporting_instance=self.node,
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-        )
+        involved = V1ObjectReference(api_version="v1", kind="Node", name=self.node)
+        poster = Poster(COMPONENT, self.node, host=self.node)
+        body = event_body(poster, involved, NODE_EVENTS_NAMESPACE, kind, reason, message, now)
         try:
             # A short timeout: this runs on the agent's one datapath thread.
             self.core.create_namespaced_event(NODE_EVENTS_NAMESPACE, body, _request_timeout=3)
