@@ -36,8 +36,8 @@ side of the new state instead of stopping:
                             flags of step 2 again; so the old allows the new state drops
                             are deleted (space is freed) and the CIDR prefixes and
                             address moves are written
- c. again, without relaxing the whole plan once more with the final flags in step 2's
-                            place: what the deletes of b made room for is written now
+ c. the plan once more      with nothing relaxed (step 2 deletes only, step 5 the final
+                            flags): what the deletes of b made room for is written now
  d. policy index            re-derived from the trie, which may hold part of step 1
 
 Afterwards each isolated subject is judged by a subset of the new allows: the policy
@@ -172,7 +172,7 @@ class MapWriter:
                 return
 
     def _fail_closed(self, delta: MapDelta, rest: list[Step]) -> MapFullError | None:
-        """Steps a-c of the module docstring; the error to raise (one per full map), or
+        """Steps a-d of the module docstring; the error to raise (one per full map), or
         None if the second pass found room (the first pass's deletes made it).
 
         ``rest``: the plan from the step that failed on, without subject upserts (the
