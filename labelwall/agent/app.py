@@ -93,8 +93,9 @@ def build_agent(
 
     source, published_mode = make_source(source_spec, node)
     defines = sizing.defines_for(map_sizes(config))
-    dp = Datapath.open(sizing.object_for(defines), maps=mapspecs.resized(defines))
-    metrics = AgentMetrics()
+    maps = mapspecs.resized(defines)
+    dp = Datapath.open(sizing.object_for(defines), maps=maps)
+    metrics = AgentMetrics(max_entries={m.name: m.max_entries for m in maps})
     metrics.add_datapath(dp.counters)
     options = CompileOptions(
         exclude=frozenset(config.identity.exclude_labels),

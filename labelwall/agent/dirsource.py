@@ -115,13 +115,23 @@ class DirSource:
     def snapshot(self) -> SourceSnapshot:
         return read_snapshot(self.root, self.require_ips)
 
-    def synced(self, snap: SourceSnapshot, ok: bool, errors: tuple[str, ...], pending: int) -> None:
-        """Report what is enforced in ``.status.json`` (atomically; ignored by the source)."""
+    def synced(
+        self,
+        snap: SourceSnapshot,
+        ok: bool,
+        errors: tuple[str, ...],
+        pending: int,
+        degraded: tuple[str, ...] = (),
+    ) -> None:
+        """Report what is enforced in ``.status.json`` (atomically; ignored by the source).
+
+        ``degraded``: one line per full map (the snapshot is enforced, failing closed)."""
         status = {
             "revision": snap.revision,
             "ok": ok,
             "errors": list(errors),
             "pending": pending,
+            "degraded": list(degraded),
             "pid": os.getpid(),
         }
         tmp = self.root / ".status.json.tmp"

@@ -3,6 +3,13 @@
 One thread does all datapath work (sync, repair, endpoint retries), so writes never
 interleave. A bad snapshot (source errors, two pods with one address, a compiler failure)
 is logged and rejected: the previous good state stays enforced.
+
+A full map is not a rejected snapshot: the writer fails closed and the reconciler keeps
+which maps refused what (``Reconciler.full``); the loop reports it (an error log line per
+map naming its size and what it needed, ``labelwall_agent_enforcement_degraded``, the
+lab's status file) and, because every drift check (and every sync while degraded) diffs
+the whole desired state, retries until the entries fit: a policy removed or a pod gone
+heals it without a restart (the gauge returns to 0, an info line says so).
 """
 
 from __future__ import annotations
@@ -82,6 +89,7 @@ class Agent:
         self.last_good: SourceSnapshot | None = None
         self.heartbeat = clock()
         self.repairs = 0
+        self.reported_full: tuple[tuple[str, int, int], ...] = ()  # (map, max, needed) logged
 
     # ---- one step each ----
 
@@ -184,6 +192,32 @@ class Agent:
         m.record_sizes(sizes)
         m.endpoints.set(len(self.reconciler.endpoints))
         m.pending.set(len(self.reconciler.pending))
+        self._record_full()
+
+    def _record_full(self) -> None:
+        """Metric and log lines for the maps that refused entries (only when that changes)."""
+        full = self.reconciler.full
+        self.metrics.record_full({e.map_name: max(0, e.needed - e.max_entries) for e in full})
+        now = tuple((e.map_name, e.max_entries, e.needed) for e in full)
+        if now == self.reported_full:
+            return
+        for name, size, needed in now:
+            log.error(
+                "map full: enforcement degraded, failing closed (isolated pods stay isolated "
+                "and may lose allowed traffic); retrying",
+                extra={"map": name, "max_entries": size, "needed": needed},
+            )
+        if not now:
+            log.info(
+                "map space returned: the desired state is written whole",
+                extra={"maps": ",".join(n for n, _, _ in self.reported_full)},
+            )
+        self.reported_full = now
+
+    @property
+    def degraded(self) -> tuple[str, ...]:
+        """What the full maps refused, one line each (empty when enforcement is whole)."""
+        return tuple(str(e) for e in self.reconciler.full)
 
     def _on_change(self) -> None:
         snap = self.source.snapshot()
@@ -193,6 +227,13 @@ class Agent:
     def _retry_pending(self) -> None:
         self._record(self.reconciler.sync(self.desired, {}))
         if not self.reconciler.pending and self.last_good is not None:
+            self._report(self.last_good, True, ())
+
+    def _repair_and_report(self) -> None:
+        """A drift check; the status follows when it changed degraded (retry of full maps)."""
+        was = self.degraded
+        self.repair()
+        if self.degraded != was and self.last_good is not None:
             self._report(self.last_good, True, ())
 
     def _guarded(self, step: Callable[[], object]) -> None:
@@ -211,7 +252,7 @@ class Agent:
         synced = getattr(self.source, "synced", None)
         if synced is not None:
             try:
-                synced(snap, ok, errors, len(self.reconciler.pending))
+                synced(snap, ok, errors, len(self.reconciler.pending), self.degraded)
             except OSError as exc:
                 log.warning("cannot report status", extra={"error": str(exc)})
 
@@ -236,7 +277,7 @@ class Agent:
                     self._guarded(self._on_change)
                     continue
                 if self.clock() >= next_repair:
-                    self._guarded(self.repair)
+                    self._guarded(self._repair_and_report)
                     next_repair = self.clock() + self.drift_interval_s
                 elif self.reconciler.pending and self.last_good is not None:
                     self._guarded(self._retry_pending)

@@ -1,4 +1,5 @@
-"""Prometheus metrics: map entries and fill, sync latency, writes, datapath counters."""
+"""Prometheus metrics: map entries and pressure, degraded enforcement, sync latency, writes,
+datapath counters."""
 
 from __future__ import annotations
 
@@ -52,8 +53,17 @@ class DatapathCounters(Collector):
 
 
 class AgentMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    """``max_entries``: pinned map name -> its size as loaded (a build with the config's
+    mapSizes differs from the shipped defaults in ``MAP_SPECS``)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        max_entries: Mapping[str, int] | None = None,
+    ) -> None:
         self.registry = registry or CollectorRegistry()
+        self.max_entries = {s.name: s.max_entries for s in MAP_SPECS.values()}
+        self.max_entries.update(max_entries or {})
         r = self.registry
         self.entries = Gauge(
             "labelwall_map_entries", "Entries in each pinned map (as last written)", ["map"],
@@ -87,6 +97,22 @@ class AgentMetrics:
             "Entries written by the first sync after start (0 = the maps were already right)",
             registry=r,
         )
+        self.pressure = Gauge(
+            "labelwall_bpf_map_pressure",
+            "Fill of each pinned map: entries / max_entries as loaded (1 = full)", ["map"],
+            registry=r,
+        )  # fmt: skip
+        self.degraded = Gauge(
+            "labelwall_agent_enforcement_degraded",
+            "1 while a full map refuses entries the desired state needs (isolated pods stay "
+            "isolated and may lose allowed traffic), 0 when everything is written",
+            registry=r,
+        )
+        self.refused = Gauge(
+            "labelwall_agent_map_refused_entries",
+            "Entries a full map could not take at the last sync (needed - max_entries)",
+            ["map"], registry=r,
+        )  # fmt: skip
         self.endpoints = Gauge("labelwall_agent_endpoints", "Local pods enforced", registry=r)
         self.pending = Gauge(
             "labelwall_agent_pending_endpoints",
@@ -104,6 +130,13 @@ class AgentMetrics:
 
     def record_sizes(self, sizes: Mapping[str, int]) -> None:
         for m, n in sizes.items():
-            spec = MAP_SPECS[m]
-            self.entries.labels(spec.name).set(n)
-            self.fill.labels(spec.name).set(n / spec.max_entries)
+            name = MAP_SPECS[m].name
+            self.entries.labels(name).set(n)
+            self.fill.labels(name).set(n / self.max_entries[name])
+            self.pressure.labels(name).set(n / self.max_entries[name])
+
+    def record_full(self, full: Mapping[str, int]) -> None:
+        """{pinned map name: entries refused} of the last sync (empty: nothing refused)."""
+        self.degraded.set(1 if full else 0)
+        for name in self.max_entries:
+            self.refused.labels(name).set(full.get(name, 0))

@@ -46,13 +46,21 @@ class MemoryDatapath:
     """A datapath in dicts; ``writes`` counts every entry written (upsert, delete, endpoint).
 
     ``record``: ``history`` gets the MapState after every single entry write.
+    ``capacity``: map name -> max_entries from then on (``initial`` is written first, so
+    a map can start fuller than it may grow); tests of full maps change it later.
     """
 
-    def __init__(self, initial: MapState | None = None, record: bool = False) -> None:
+    def __init__(
+        self,
+        initial: MapState | None = None,
+        record: bool = False,
+        capacity: Mapping[str, int] | None = None,
+    ) -> None:
         self.io = DictMapIO()
         self.writer = MapWriter(self.io)
         if initial is not None:
             self.writer.apply(diff(MapState(), initial))
+        self.io.capacity = dict(capacity or {})
         self.attached: set[int] = set()
         self.writes = 0
         self.ops: list[tuple[str, object]] = []  # ("endpoint"|"attach"|"detach"|"apply", arg)

@@ -12,6 +12,14 @@ and an endpoint never points at an identity whose entries are not complete):
 Only differences are written: ``applied`` mirrors what the maps hold (read back from the
 kernel on start), so a restart with nothing changed writes zero entries, and ``repair``
 rewrites only what drifted.
+
+A full map (``MapFullError``) does not stop a sync: the writer has already failed closed
+(datapath/writer.py), ``applied`` is read back from the maps, the endpoints are still
+synced (a pod whose endpoint the full lw_endpoints_v1 refuses is attached anyway when
+the desired state isolates it: a veth without an entry drops everything, closed), and
+``full`` says which maps refused what. While ``full`` is set every sync diffs everything
+(so the refused entries are retried, not only the keys a snapshot touched); it empties
+when a sync writes the whole desired state.
 """
 
 from __future__ import annotations
@@ -24,7 +32,15 @@ from typing import Any
 from labelwall.agent.desired import DesiredState
 from labelwall.agent.port import DatapathPort, RoutesPort
 from labelwall.cluster import Pod
-from labelwall.policy.mapstate import TABLES, MapChanges, MapDelta, MapState, delta_of
+from labelwall.datapath.errors import MapFullError
+from labelwall.policy.mapstate import (
+    TABLES,
+    MapChanges,
+    MapDelta,
+    MapState,
+    SubjectFlags,
+    delta_of,
+)
 
 log = logging.getLogger("labelwall.agent")
 
@@ -55,6 +71,12 @@ def _split(delta: Mapping[str, MapChanges[Any, Any]]) -> tuple[MapDelta, MapDelt
     return ups, dels
 
 
+def _by_map(errors: list[MapFullError]) -> tuple[MapFullError, ...]:
+    """The last error of each map (the latest count of what it needed), by map name."""
+    last = {e.map_name: e for e in errors}
+    return tuple(last[name] for name in sorted(last))
+
+
 def state_dicts(state: MapState) -> dict[str, dict[Any, Any]]:
     return {t.name: dict(t.entries(state)) for t in TABLES}
 
@@ -75,6 +97,8 @@ class Reconciler:
         self.endpoints: dict[int, int] = {}  # ifindex -> identity, as in the endpoints map
         self.attached: set[int] = set()
         self.pending: set[str] = set()  # local pods with an address but no host route yet
+        self.full: tuple[MapFullError, ...] = ()  # maps that refused entries in the last sync
+        self._refused: list[MapFullError] = []  # collected during one sync
 
     # ---- start ----
 
@@ -116,7 +140,12 @@ class Reconciler:
     def _write(self, delta: MapDelta, stats: WriteStats) -> None:
         if delta.is_empty():
             return
-        self.dp.apply(delta)
+        try:
+            self.dp.apply(delta)
+        except MapFullError as full:
+            self._refused.extend(full.all)
+            self.adopt_maps_only()  # what the failed-closed writes left
+            return
         for table in TABLES:
             ch: MapChanges[Any, Any] = table.changes(delta)
             mirror = self.applied[table.name]
@@ -154,21 +183,29 @@ class Reconciler:
         self.pending = pending
         return want
 
-    def _sync_endpoints(self, want: Mapping[int, int], stats: WriteStats, check: bool) -> None:
+    def _isolated(self, desired: DesiredState, ident: int) -> bool:
+        flags = desired.value("subjects", ident) or SubjectFlags.NONE
+        return bool(flags & (SubjectFlags.INGRESS_ISOLATED | SubjectFlags.EGRESS_ISOLATED))
+
+    def _sync_endpoints(
+        self, desired: DesiredState, want: Mapping[int, int], stats: WriteStats, check: bool
+    ) -> None:
         for ifindex, ident in sorted(want.items()):
             if self.endpoints.get(ifindex) != ident:
-                self.dp.set_endpoint(ifindex, ident)
+                try:
+                    self.dp.set_endpoint(ifindex, ident)
+                except MapFullError as full:
+                    self._refused.extend(full.all)
+                    # No entry: attached, the veth drops everything (closed), which only
+                    # a pod the desired state isolates must get; others keep passing.
+                    if ifindex not in self.attached and self._isolated(desired, ident):
+                        self._attach(ifindex, stats)
+                    continue
                 self.endpoints[ifindex] = ident
                 stats.add("endpoints", 1, 0)
             if ifindex not in self.attached or (check and not self._is_attached(ifindex)):
                 # Entry first, then the classifier: it never sees this veth without one.
-                try:
-                    self.dp.attach(ifindex)
-                except Exception as exc:  # link gone (pod deleted): retried
-                    log.warning("attach failed", extra={"ifindex": ifindex, "error": str(exc)})
-                    continue
-                self.attached.add(ifindex)
-                stats.attached += 1
+                self._attach(ifindex, stats)
         for ifindex in sorted(set(self.endpoints) - set(want)):
             if ifindex in self.attached:
                 try:
@@ -183,15 +220,27 @@ class Reconciler:
             stats.add("endpoints", 0, 1)
         self.attached &= set(self.endpoints) | set(want)
 
+    def _attach(self, ifindex: int, stats: WriteStats) -> None:
+        try:
+            self.dp.attach(ifindex)
+        except Exception as exc:  # link gone (pod deleted): retried
+            log.warning("attach failed", extra={"ifindex": ifindex, "error": str(exc)})
+            return
+        self.attached.add(ifindex)
+        stats.attached += 1
+
     # ---- entry points ----
 
     def sync(self, desired: DesiredState, keys: Mapping[str, frozenset[Any]] | None) -> WriteStats:
-        """Write what changed: ``keys`` from DesiredState.update, or None for a full diff."""
+        """Write what changed: ``keys`` from DesiredState.update, or None for a full diff
+        (always while a map is full: the refused entries are retried too)."""
         stats = WriteStats()
-        ups, dels = _split(self._changes(desired, keys))
+        self._refused = []
+        ups, dels = _split(self._changes(desired, None if self.full else keys))
         self._write(ups, stats)
-        self._sync_endpoints(self.desired_endpoints(desired), stats, check=False)
+        self._sync_endpoints(desired, self.desired_endpoints(desired), stats, check=False)
         self._write(dels, stats)
+        self.full = _by_map(self._refused)
         return stats
 
     def repair(self, desired: DesiredState, check_attached: bool = True) -> WriteStats:
@@ -202,11 +251,13 @@ class Reconciler:
         """
         self.adopt_maps_only()
         stats = WriteStats()
+        self._refused = []
         ups, dels = _split(self._changes(desired, None))
         self._write(ups, stats)
         self.endpoints = self.dp.endpoints()
-        self._sync_endpoints(self.desired_endpoints(desired), stats, check=check_attached)
+        self._sync_endpoints(desired, self.desired_endpoints(desired), stats, check=check_attached)
         self._write(dels, stats)
+        self.full = _by_map(self._refused)
         return stats
 
     def adopt_maps_only(self) -> None:

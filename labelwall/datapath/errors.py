@@ -21,3 +21,28 @@ class RingBufferClosedError(DatapathError):
 
 class ProgramNotFoundError(DatapathError):
     """The just-loaded program could not be found in the kernel by name and maps."""
+
+
+class MapFullError(DatapathError):
+    """A map refused a new entry because it holds ``max_entries`` already (E2BIG/ENOSPC).
+
+    ``needed`` is how many entries the write wanted the map to hold (present + refused
+    new keys). The writer raises it only after failing closed (writer.py, "When a write
+    fails"); ``also`` lists the other maps that were full in the same delta.
+    """
+
+    def __init__(
+        self, map_name: str, max_entries: int, needed: int, also: tuple[MapFullError, ...] = ()
+    ) -> None:
+        self.map_name = map_name
+        self.max_entries = max_entries
+        self.needed = needed
+        self.also = also
+        super().__init__(
+            f"map {map_name} is full: it holds {max_entries} entries and needed {needed}"
+        )
+
+    @property
+    def all(self) -> tuple[MapFullError, ...]:
+        """This one and the others, one per map."""
+        return (self, *self.also)

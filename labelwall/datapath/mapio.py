@@ -4,7 +4,8 @@
 delete one entry, update or delete a batch, list the entries. ``LibbpfMapIO`` does it with
 bpf(2) through ``libbpf`` on the loaded maps' fds; ``DictMapIO`` does it on dicts, with the
 kernel's answers where the writer depends on them (LPM tries have no batch operations;
-a batch delete stops at the first absent key), so the one writer (``writer.MapWriter``)
+a batch delete stops at the first absent key; a full map refuses a new key with the
+kernel's errno, ``FULL_ERRNOS``), so the one writer (``writer.MapWriter``)
 runs unchanged in unit tests without root (the idea of httpx's ``MockTransport``, at the
 syscall boundary).
 """
@@ -20,6 +21,11 @@ from labelwall.datapath.mapspecs import MapSpec
 
 #: errnos with which a map type says it has no batch operations (524 = ENOTSUPP).
 NO_BATCH_ERRNOS = frozenset({errno.EINVAL, errno.EOPNOTSUPP, 524})
+
+#: errnos with which a map refuses a NEW key because it holds max_entries already: hash
+#: maps answer E2BIG (kernel/bpf/hashtab.c), LPM tries ENOSPC (kernel/bpf/lpm_trie.c).
+#: Overwriting a key that is present never fails this way.
+FULL_ERRNOS = frozenset({errno.E2BIG, errno.ENOSPC})
 
 
 class MapIO(Protocol):
@@ -43,6 +49,11 @@ class MapIO(Protocol):
         ...
 
     def items(self, spec: MapSpec) -> list[tuple[bytes, bytes]]: ...
+
+    def max_entries(self, spec: MapSpec) -> int:
+        """The map's capacity as created (a build with other size macros differs from
+        ``spec.max_entries``)."""
+        ...
 
 
 class LibbpfMapIO:
@@ -69,6 +80,9 @@ class LibbpfMapIO:
     def delete_batch(self, spec: MapSpec, keys: bytes, count: int) -> tuple[int, bool]:
         return libbpf.delete_batch(self.fd(spec), keys, count)
 
+    def max_entries(self, spec: MapSpec) -> int:
+        return libbpf.map_info(self.fd(spec)).max_entries
+
     def items(self, spec: MapSpec) -> list[tuple[bytes, bytes]]:
         """BPF_MAP_LOOKUP_BATCH where the type has it, else a get_next_key walk (tries)."""
         fd = self.fd(spec)
@@ -92,11 +106,22 @@ class DictMapIO:
     ``on_write`` is called after every single entry written or deleted, batches included
     (the kernel applies a batch one element at a time too), so a test can look at every
     intermediate state.
+
+    ``capacity`` (map name -> max_entries) makes a map as small as a build with that size
+    macro: a new key beyond it is refused with the kernel's errno (E2BIG for hash maps,
+    ENOSPC for LPM tries), an overwrite still succeeds, and a batch stops at the refused
+    element with the earlier ones written, as BPF_MAP_UPDATE_BATCH does. Maps not named
+    there hold ``spec.max_entries``.
     """
 
-    def __init__(self, on_write: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_write: Callable[[], None] | None = None,
+        capacity: Mapping[str, int] | None = None,
+    ) -> None:
         self.maps: dict[str, dict[bytes, bytes]] = {}
         self.on_write = on_write
+        self.capacity: dict[str, int] = dict(capacity or {})
 
     def _map(self, spec: MapSpec) -> dict[bytes, bytes]:
         return self.maps.setdefault(spec.name, {})
@@ -111,7 +136,11 @@ class DictMapIO:
     def update(self, spec: MapSpec, key: bytes, value: bytes) -> None:
         if len(key) != spec.key_size or len(value) != spec.value_size:
             raise OSError(errno.EINVAL, f"{spec.name}: wrong key or value size")
-        self._map(spec)[key] = value
+        entries = self._map(spec)
+        if key not in entries and len(entries) >= self.max_entries(spec):
+            code = errno.ENOSPC if spec.is_trie else errno.E2BIG
+            raise OSError(code, f"{spec.name}: full ({len(entries)} entries)")
+        entries[key] = value
         self._written()
 
     def delete(self, spec: MapSpec, key: bytes) -> bool:
@@ -138,3 +167,6 @@ class DictMapIO:
 
     def items(self, spec: MapSpec) -> list[tuple[bytes, bytes]]:
         return list(self._map(spec).items())
+
+    def max_entries(self, spec: MapSpec) -> int:
+        return self.capacity.get(spec.name, spec.max_entries)

@@ -1,4 +1,5 @@
-"""Apply a MapDelta to the maps, ordered so no flow allowed before and after is dropped.
+"""Apply a MapDelta to the maps: no flow allowed before and after is dropped, and when a
+map is full no subject the new state isolates is left open.
 
 Why this order (``plan``). A flow's verdict grows with the policy entries and with relaxed
 subject flags (isolation bits cleared, audit set), so the writer moves through states that
@@ -19,6 +20,37 @@ With only policy/subject changes this holds after every single entry write (a pr
 test checks it). When an address changes identity *and* its named port *and* policy moves
 with it in one delta, a flow may see the new identity with the old name id for the
 duration of step 3 (documented limitation: such a flow is a different pod anyway).
+
+When a write fails (``_fail_closed``). A map that holds max_entries refuses a new key
+(E2BIG for hash maps, ENOSPC for tries; mapio.FULL_ERRNOS). Stopping there would leave
+step 5 unwritten, so a subject the new state isolates would stay open: the flags are what
+close a pod, and they come last. So on a full map the writer turns toward the *closed*
+side of the new state instead of stopping:
+
+ a. subjects, final         the new flags at once (isolation added, audit cleared); an
+                            identity a full lw_subjects_v1 refuses gets them in its
+                            endpoints' mirror anyway (the classifier reads the mirror),
+                            and so do its pods set later (``_unwritten``)
+ b. the rest of the plan    from the failed step on, entry by entry, skipping what a full
+                            map refuses (overwrites always fit), but never the relaxed
+                            flags of step 2 again; so the old allows the new state drops
+                            are deleted (space is freed) and the CIDR prefixes and
+                            address moves are written
+ c. the plan once more      with nothing relaxed (step 2 deletes only, step 5 the final
+                            flags): what the deletes of b made room for is written now
+ d. policy index            re-derived from the trie, which may hold part of step 1
+
+Afterwards each isolated subject is judged by a subset of the new allows: the policy
+trie holds old & new plus what fitted of new; an address the ipcache refused is looked up
+as world + its longest CIDR prefix, which the new state allows no more than the address's
+own entry (an ipBlock's prefix identity is in that entry too); a refused named port
+matches no named rule. So a full map drops traffic the new state allows (the closed
+failure) and never passes traffic it denies, for every subject the new state isolates.
+If c still met a full map, ``MapFullError`` names each one, its size and what it needed;
+the agent reports it and retries (agent/loop.py), and a retry completes once space
+returns (a policy removed: often within the same delta, through c). One case stays
+open-ended: a full lw_cidrs_v1 can leave an address on a shorter prefix than the new state
+gives it (README, Known limitations).
 
 Batching: hash maps take BPF_MAP_UPDATE_BATCH / DELETE_BATCH (one syscall per chunk); LPM
 tries do not implement batch ops, so they fall back to one syscall per entry.
@@ -52,7 +84,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labelwall.datapath import abi, codecs, groups, mapspecs
-from labelwall.datapath.mapio import NO_BATCH_ERRNOS, MapIO
+from labelwall.datapath.errors import MapFullError
+from labelwall.datapath.mapio import FULL_ERRNOS, NO_BATCH_ERRNOS, MapIO
 from labelwall.policy import mapstate
 from labelwall.policy.mapstate import MapChanges, MapDelta, MapTable, PolicyKey, SubjectFlags
 
@@ -108,6 +141,10 @@ class MapWriter:
         self._no_batch: set[str] = set()  # maps whose type has no batch ops
         # shadow of lw_policy_v1 by group, loaded on first use (sync_policy_index)
         self._groups: dict[groups.GroupKey, _Entries] | None = None
+        # flags of identities a full lw_subjects_v1 refused: their endpoints mirror these
+        self._unwritten: dict[int, SubjectFlags] = {}
+        # while failing closed: the full maps met so far (upserts skip refused entries)
+        self._closing: list[MapFullError] | None = None
 
     def _current_subjects(self, idents: list[int]) -> dict[int, SubjectFlags]:
         table = codecs.SUBJECTS
@@ -116,12 +153,57 @@ class MapWriter:
             raw = self.io.lookup(table.spec, table.encode_key(ident))
             if raw is not None:
                 out[ident] = table.decode_value(raw)
+            elif ident in self._unwritten:
+                out[ident] = self._unwritten[ident]
         return out
 
     def apply(self, delta: MapDelta) -> None:
+        """Write ``delta`` in ``plan`` order; on a full map fail closed, and raise
+        ``MapFullError`` if what the delta needs still does not fit."""
         current = self._current_subjects(list(delta.subjects.upserts))
-        for step in plan(delta, current):
-            self._write_table(step.table, step.upserts, step.deletes)
+        steps = plan(delta, current)
+        for i, step in enumerate(steps):
+            try:
+                self._write_table(step.table, step.upserts, step.deletes)
+            except MapFullError:
+                full = self._fail_closed(delta, steps[i:])
+                if full is not None:
+                    raise full from None
+                return
+
+    def _fail_closed(self, delta: MapDelta, rest: list[Step]) -> MapFullError | None:
+        """Steps a-d of the module docstring; the error to raise (one per full map), or
+        None if the second pass found room (the first pass's deletes made it).
+
+        ``rest``: the plan from the step that failed on, without subject upserts (the
+        relaxed flags of step 2 would open what step a closed). The second pass is the
+        whole plan without relaxing (``plan(delta, {})``: step 2 holds deletes only); it
+        writes what the first pass's deletes made room for. Both go on entry by entry past
+        refused entries (``_closing``)."""
+        subj = delta.subjects
+        self._closing = []
+        try:
+            self._write_table(mapstate.SUBJECTS, subj.upserts, frozenset())
+            for step in rest:
+                upserts = {} if step.table is mapstate.SUBJECTS else step.upserts
+                self._write_table(step.table, upserts, step.deletes)
+            self._closing = []
+            for step in plan(delta, {}):
+                self._write_table(step.table, step.upserts, step.deletes)
+            refused = set(subj.upserts) - set(self._current_subjects(list(subj.upserts)))
+            self._unwritten.update({i: subj.upserts[i] for i in refused})
+            self._groups = None  # the trie may hold entries the shadow lacks
+            self.sync_policy_index()
+            found = self._closing
+        finally:
+            self._closing = None
+        if not found:
+            return None
+        by_map = {e.map_name: e for e in reversed(found)}  # the first error of each map
+        errors = sorted(by_map.values(), key=found.index)
+        return MapFullError(
+            errors[0].map_name, errors[0].max_entries, errors[0].needed, tuple(errors[1:])
+        )
 
     def apply_changes(self, table: MapTable[Any, Any], changes: MapChanges[Any, Any]) -> None:
         """One table, no ordering (initial fills, benchmarks)."""
@@ -145,6 +227,8 @@ class MapWriter:
         if deletes:
             self.delete_raw(codec.spec, [codec.encode_key(k) for k in deletes])
         if table is mapstate.SUBJECTS:
+            for k in (*upserts, *deletes):
+                self._unwritten.pop(k, None)
             self._mirror_subjects({**upserts, **{k: SubjectFlags.NONE for k in deletes}})
 
     # ---- endpoints: the subject-flags mirror ----
@@ -292,6 +376,31 @@ class MapWriter:
             self.delete_raw(table.spec, [r for r, _ in del_raw])
 
     def upsert_raw(self, spec: mapspecs.MapSpec, keys: list[bytes], values: list[bytes]) -> None:
+        """Write ``keys``/``values``; a full map raises ``MapFullError`` (the earlier
+        entries of the call are written)."""
+        try:
+            self._upsert_raw(spec, keys, values)
+        except OSError as e:
+            if e.errno not in FULL_ERRNOS:
+                raise
+            full = self._full(spec, keys)
+            if self._closing is None:
+                raise full from e
+            self._closing.append(full)
+            for k, v in zip(keys, values, strict=True):  # overwrites and what still fits
+                try:
+                    self.io.update(spec, k, v)
+                except OSError as again:
+                    if again.errno not in FULL_ERRNOS:
+                        raise
+
+    def _full(self, spec: mapspecs.MapSpec, keys: list[bytes]) -> MapFullError:
+        """What a refused write needed: the entries present plus the new keys refused."""
+        present = {k for k, _ in self.io.items(spec)}
+        needed = len(present) + len(set(keys) - present)
+        return MapFullError(spec.name, self.io.max_entries(spec), needed)
+
+    def _upsert_raw(self, spec: mapspecs.MapSpec, keys: list[bytes], values: list[bytes]) -> None:
         start = 0
         if spec.name not in self._no_batch:
             while start < len(keys):
@@ -329,11 +438,12 @@ class MapWriter:
             self.io.delete(spec, k)
 
     def set_endpoint(self, ifindex: int, identity: int) -> None:
+        """The endpoint of a pod's veth; ``MapFullError`` if lw_endpoints_v1 is full."""
         flags = self._current_subjects([identity]).get(identity, SubjectFlags.NONE)
-        self.io.update(
+        self.upsert_raw(
             mapspecs.ENDPOINTS_MAP,
-            codecs.encode_u32(ifindex),
-            codecs.encode_endpoint(codecs.Endpoint.mirroring(identity, flags)),
+            [codecs.encode_u32(ifindex)],
+            [codecs.encode_endpoint(codecs.Endpoint.mirroring(identity, flags))],
         )
 
     def delete_endpoint(self, ifindex: int) -> None:

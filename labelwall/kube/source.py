@@ -5,10 +5,19 @@ Pods of the agent's own node come from a watch with the field selector
 stream); every other pod comes from a cluster-wide watch (peers in policies and ipcache
 entries). Identities come from a watch of the Identity objects: ``SourceSnapshot.published``
 holds only numbers whose object exists, so the agent gives other pods ``init``.
+
+``synced`` (called by the agent loop after each sync) posts an Event on the agent's Node
+when a full map degrades enforcement and when it is whole again. The Node, not the
+NetworkPolicies: a map is a node's resource shared by every policy there (as the kubelet
+reports disk pressure on the Node), and a policy's ``labelwall.io/status`` keeps one
+writer, the operator; reporting full maps there would need the agents to publish their
+state for the operator to merge (not done yet).
 """
 
 from __future__ import annotations
 
+import datetime
+import logging
 import os
 import threading
 import time
@@ -21,10 +30,14 @@ from kubernetes.client import (
     CoreV1Api,
     CustomObjectsApi,
     NetworkingV1Api,
+    V1ObjectReference,
 )
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from labelwall.cluster import Namespace, Node, Pod
 from labelwall.kube.client import api_client
+from labelwall.kube.events import Poster, event_body
 from labelwall.kube.objects import (
     GROUP,
     PLURAL,
@@ -42,6 +55,15 @@ from labelwall.kube.snapshot import Listed, build_snapshot
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.model import NetworkPolicy
 from labelwall.source import SourceSnapshot
+
+log = logging.getLogger("labelwall.agent")
+
+#: Who posts the agent's Events (source.component / reportingController).
+COMPONENT = "labelwall-agent"
+#: Node Events are namespaced; the kubelet posts its Node events in "default" too.
+NODE_EVENTS_NAMESPACE = "default"
+#: Event reasons: a full map refuses entries / every entry written again.
+MAP_FULL, MAP_SPACE_RETURNED = "MapFull", "MapSpaceReturned"
 
 
 def _pod(obj: Mapping[str, Any]) -> tuple[str, Pod] | None:
@@ -86,6 +108,8 @@ class KubernetesSource:
         self.node = node if node is not None else os.environ.get("NODE_NAME", "")
         self.client = client if client is not None else api_client()
         core, net = CoreV1Api(self.client), NetworkingV1Api(self.client)
+        self.core = core
+        self._degraded: tuple[str, ...] = ()  # what the last Node Event said
         custom = CustomObjectsApi(self.client)
         self._changed: threading.Event | None = None
         self._lock = threading.Lock()
@@ -160,6 +184,41 @@ class KubernetesSource:
         with self._snapshot_lock:
             snap, self._last_good = build_snapshot(self.node, listed, self._last_good, revision)
         return snap
+
+    def synced(
+        self,
+        snap: SourceSnapshot,
+        ok: bool,
+        errors: tuple[str, ...],
+        pending: int,
+        degraded: tuple[str, ...] = (),
+    ) -> None:
+        """Post a Node Event when ``degraded`` (one line per full map) changes."""
+        if degraded == self._degraded or not self.node:
+            return
+        was, self._degraded = self._degraded, degraded
+        if degraded:
+            kind, reason = "Warning", MAP_FULL
+            message = (
+                "; ".join(degraded) + ". Pods that policy isolates stay isolated and may lose "
+                "allowed traffic until the entries fit (remove policies or pods, or raise "
+                "mapSizes)."
+            )
+        elif was:
+            kind, reason = "Normal", MAP_SPACE_RETURNED
+            message = "Every map entry is written again: enforcement is whole."
+        else:
+            return
+        now = datetime.datetime.now(datetime.UTC)
+        involved = V1ObjectReference(api_version="v1", kind="Node", name=self.node)
+        poster = Poster(COMPONENT, self.node, host=self.node)
+        body = event_body(poster, involved, NODE_EVENTS_NAMESPACE, kind, reason, message, now)
+        try:
+            # A short timeout: this runs on the agent's one datapath thread.
+            self.core.create_namespaced_event(NODE_EVENTS_NAMESPACE, body, _request_timeout=3)
+        except (ApiException, HTTPError, OSError) as e:  # best effort: the log line and
+            # the metric are the record
+            log.warning("could not post a Node event", extra={"reason": reason, "error": str(e)})
 
     def stop(self) -> None:
         # Signal every watch first, then wait a bounded total: stopping them one by one

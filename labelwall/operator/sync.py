@@ -18,18 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes.client import (
-    CoreV1Api,
-    CoreV1Event,
-    NetworkingV1Api,
-    V1EventSource,
-    V1ObjectMeta,
-    V1ObjectReference,
-)
+from kubernetes.client import CoreV1Api, NetworkingV1Api, V1ObjectReference
 from kubernetes.client.exceptions import ApiException
 
 from labelwall.cluster import Namespace, Pod
 from labelwall.decode.kinds import NETWORK_POLICY
+from labelwall.kube.events import Poster, event_body
 from labelwall.kube.objects import (
     STATUS_ANNOTATION,
     IdentityRecord,
@@ -243,25 +237,15 @@ class Syncer:
     def _event(self, entry: PolicyEntry, report: PolicyReport) -> None:
         kind, reason, message = report.event()
         now = self.clock()
-        body = CoreV1Event(
-            metadata=V1ObjectMeta(generate_name=f"{entry.name}.", namespace=entry.namespace),
-            involved_object=V1ObjectReference(
-                api_version=NETWORK_POLICY.api_version,
-                kind=NETWORK_POLICY.name,
-                name=entry.name,
-                namespace=entry.namespace,
-                uid=entry.uid,
-            ),
-            type=kind,
-            reason=reason,
-            message=message[:1024],
-            source=V1EventSource(component=COMPONENT),
-            reporting_component=COMPONENT,
-            reporting_instance=self.instance,
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
+        involved = V1ObjectReference(
+            api_version=NETWORK_POLICY.api_version,
+            kind=NETWORK_POLICY.name,
+            name=entry.name,
+            namespace=entry.namespace,
+            uid=entry.uid,
         )
+        poster = Poster(COMPONENT, self.instance)
+        body = event_body(poster, involved, entry.namespace, kind, reason, message, now)
         try:
             self.core.create_namespaced_event(entry.namespace, body, _request_timeout=self.timeout)
         except ApiException as e:

@@ -42,12 +42,14 @@ IN, OUT = Direction.INGRESS, Direction.EGRESS
 ISO_IN = SubjectFlags.INGRESS_ISOLATED
 
 
-def classify(dp: MemoryDatapath, f: Flow) -> bool:
+def classify(dp: MemoryDatapath, f: Flow, flags: SubjectFlags | None = None) -> bool:
     """The classifier's policy decision read from the maps it reads (policy.h): the
     endpoint-free parts of lookup.py, but the policy match through lw_polgrp_v1's slots
-    or, for an OVERFLOW group, the lw_polovf_v1 trie (never lw_policy_v1)."""
+    or, for an OVERFLOW group, the lw_polovf_v1 trie (never lw_policy_v1). ``flags``:
+    the subject's flags as its endpoint mirrors them (default: lw_subjects_v1's)."""
     state = reader.read_state(dp.io)
-    flags = state.subjects.get(f.subject, SubjectFlags.NONE)
+    if flags is None:
+        flags = state.subjects.get(f.subject, SubjectFlags.NONE)
     iso = SubjectFlags.INGRESS_ISOLATED if f.direction is IN else SubjectFlags.EGRESS_ISOLATED
     if not flags & iso:
         return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import threading
 from collections.abc import Callable, Iterator
 
@@ -15,6 +16,7 @@ from labelwall.identity.labels import LabelSet
 from labelwall.kube.client import api_client
 from labelwall.kube.registry import KubeIdentityRegistry
 from labelwall.kube.source import KubernetesSource
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.source import SourceSnapshot
 from labelwall.testenv import TestEnv
 
@@ -122,3 +124,40 @@ def test_published_holds_exactly_the_label_sets_whose_identity_exists(
 
     crds.kubectl("delete", "identity", str(number))
     _snap_where(src, lambda s: ls not in (s.published or {}), "identity unpublished")
+
+
+def test_a_full_map_and_its_recovery_are_posted_as_events_on_the_agents_node(
+    crds: TestEnv,
+) -> None:
+    from kubernetes.client import CoreV1Api
+
+    from labelwall.kube.source import MAP_FULL, MAP_SPACE_RETURNED, NODE_EVENTS_NAMESPACE
+
+    node = f"node-full-{os.getpid()}"
+    client = api_client(str(crds.kubeconfig))
+    try:
+        src = KubernetesSource(node, client)  # not started: synced needs no watch
+        snap = SourceSnapshot(ClusterState())
+        line = "map lw_ipcache_v1 is full: it holds 4 entries and needed 6"
+        src.synced(snap, True, (), 0, (line,))
+        src.synced(snap, True, (), 0, (line,))  # unchanged: no second Event
+        src.synced(snap, True, (), 0, ())
+
+        def events() -> list[tuple[str, str, str]] | None:
+            got = CoreV1Api(client).list_namespaced_event(
+                NODE_EVENTS_NAMESPACE, field_selector=f"involvedObject.name={node}"
+            )
+            out = sorted(
+                ((e.last_timestamp, e.reason), (str(e.type), str(e.reason), str(e.message)))
+                for e in got.items
+            )
+            return [x for _, x in out] if len(out) >= 2 else None
+
+        got = wait_for(events, 30, "two Node events")
+        assert [(t, r) for t, r, _ in got] == [
+            ("Warning", MAP_FULL),
+            ("Normal", MAP_SPACE_RETURNED),
+        ]
+        assert line in got[0][2]
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
