@@ -43,6 +43,8 @@ class Reason(IntEnum):
     CT_REPLY = 6
     NON_IP = 7
     ICMP_ND = 8
+    FRAGMENT_OF_ALLOWED = 9
+    ICMP_RELATED = 10
     # drops
     POLICY_DENIED = 16
     UNKNOWN_ENDPOINT = 17
