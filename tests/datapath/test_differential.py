@@ -91,14 +91,18 @@ def test_the_kernel_verdict_equals_the_lookup_model_for_every_new_flow(
             _check_flow(dp, events, state, f)
 
 
+def _src_dst(f: Flow) -> tuple[IPAddress, IPAddress]:
+    """The flow's first packet's source and destination (the subject's address is one)."""
+    if f.direction is Direction.EGRESS:
+        return f.subject_addr, f.peer_addr
+    return f.peer_addr, f.subject_addr
+
+
 def _check_flow(dp: Datapath, events: EventStream, state: MapState, f: Flow) -> None:
     """One first packet: verdict, reason and event fields equal the model's."""
     dp.set_endpoint(LO, f.subject)
     dp.clear_conntrack()  # the model decides new flows only
-    if f.direction is Direction.EGRESS:
-        src, dst = f.subject_addr, f.peer_addr
-    else:
-        src, dst = f.peer_addr, f.subject_addr
+    src, dst = _src_dst(f)
     packet = packets.packet(src, dst, int(f.protocol), f.sport, f.dport)
     want = decide(state, f.subject, f.direction, f.peer_addr, dst, f.protocol, f.dport)
     got = run(dp, f.direction, packet)
@@ -130,10 +134,7 @@ def _check_fragments_and_error(dp: Datapath, state: MapState, f: Flow) -> None:
     dp.set_endpoint(LO, f.subject)
     dp.clear_conntrack()
     dp.clear_fragments()
-    if f.direction is Direction.EGRESS:
-        src, dst = f.subject_addr, f.peer_addr
-    else:
-        src, dst = f.peer_addr, f.subject_addr
+    src, dst = _src_dst(f)
     ident = next(_datagram_ids)
     first, later, other = _fragments(src, dst, int(f.protocol), f.sport, f.dport, ident)
     want = decide(state, f.subject, f.direction, f.peer_addr, dst, f.protocol, f.dport)
