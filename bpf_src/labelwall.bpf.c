@@ -14,6 +14,7 @@
 #include "labelwall/identity.h"
 #include "labelwall/policy.h"
 #include "labelwall/conntrack.h"
+#include "labelwall/frag.h"
 #include "labelwall/telemetry.h"
 
 /*
@@ -58,7 +59,23 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 		ct_key = lw_ct_key_of(&pkt, dir, skb->ifindex, &ct_buf, &flipped);
 		ct = lw_ct_lookup(ct_key, flipped, &pkt, now);
 		if (ct) {
+			/* a first fragment of a tracked flow: its later fragments follow it */
+			if (pkt.frag == LW_FRAG_FIRST)
+				lw_frag_create(&pkt, dir, skb->ifindex, now);
 			lw_allow(&d, ct);
+			return lw_finish(skb, dir, 0, &pkt, &d, 0, now);
+		}
+		/* 2b. An ICMP error about a tracked flow passes with that flow (frag.h and
+		 * conntrack.h: both are "part of a flow already judged", so no endpoint). */
+		if (pkt.icmp_inner && lw_ct_related(skb, &pkt, dir, now)) {
+			lw_allow(&d, LW_REASON_ICMP_RELATED);
+			return lw_finish(skb, dir, 0, &pkt, &d, 0, now);
+		}
+	} else if (status == LW_REASON_FRAGMENT) {
+		/* 2c. A later fragment of a datagram whose first fragment passed here. */
+		now = lw_now_ns();
+		if (lw_frag_lookup(&pkt, dir, skb->ifindex, now)) {
+			lw_allow(&d, LW_REASON_FRAGMENT_OF_ALLOWED);
 			return lw_finish(skb, dir, 0, &pkt, &d, 0, now);
 		}
 	}
@@ -80,16 +97,22 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 		return lw_finish(skb, dir, subject, &pkt, &d, 0, 0);
 	}
 	if (status) {
-		now = lw_now_ns();
+		now = now ? now : lw_now_ns();
 		lw_unparsed_decide(lw_endpoint_subject_flags(subject, flags), dir, status, &d);
 		return lw_finish(skb, dir, subject, &pkt, &d,
 				 d.verdict == LW_VERDICT_DROP || d.reason == LW_REASON_AUDIT, now);
 	}
 
-	/* 5. New flow: the lookup.py order; track every allowed flow, report every verdict. */
+	/* 5. New flow: the lookup.py order; track every allowed flow, report every verdict.
+	 * An allowed first fragment also opens its datagram's fragment entry, except where
+	 * the direction is not isolated (later fragments pass there anyway: no entry, so
+	 * such a pod cannot fill the table; lw_frag_key in abi.h). */
 	lw_policy_decide(&pkt, subject, lw_endpoint_subject_flags(subject, flags), dir, &d);
 	if (d.verdict == LW_VERDICT_ALLOW && ct_key)
 		lw_ct_create(ct_key, flipped, &pkt, now);
+	if (d.verdict == LW_VERDICT_ALLOW && pkt.frag == LW_FRAG_FIRST &&
+	    d.reason != LW_REASON_NOT_ISOLATED)
+		lw_frag_create(&pkt, dir, skb->ifindex, now);
 	return lw_finish(skb, dir, subject, &pkt, &d, 1, now);
 }
 

@@ -80,6 +80,7 @@ CT_TCP_CLOSE_TIMEOUT_S = 10
 CT_UDP_TIMEOUT_S = 60
 CT_ICMP_TIMEOUT_S = 30
 CT_OTHER_TIMEOUT_S = 60
+FRAG_TIMEOUT_S = 5  # LW_FRAG_TIMEOUT_S: a fragment entry's lifetime from its first fragment
 
 EVENTS_PER_S_DEFAULT = 1000  # per CPU
 EVENTS_BURST_DEFAULT = 200  # per CPU
@@ -166,6 +167,18 @@ CT_KEY = _s(
     F("ifindex", "I"),
 )
 CT_VALUE = _s("lw_ct_value", F("expires_ns", "Q"), F("flags", "I"), F("pad", "I"))
+FRAG_KEY = _s(
+    "lw_frag_key",
+    F("family", "B"),
+    F("proto", "B"),
+    F("dir", "B"),
+    F("pad", "B"),
+    F("id", "I"),
+    F("saddr", "16s", True),
+    F("daddr", "16s", True),
+    F("ifindex", "I"),
+)
+FRAG_VALUE = _s("lw_frag_value", F("expires_ns", "Q"))
 COUNTER = _s("lw_counter", F("packets", "Q"), F("bytes", "Q"))
 EVENT = _s(
     "lw_event",
@@ -209,6 +222,8 @@ STRUCTS: tuple[CStruct, ...] = (
     PORT_VALUE,
     CT_KEY,
     CT_VALUE,
+    FRAG_KEY,
+    FRAG_VALUE,
     COUNTER,
     EVENT,
     EVRATE,

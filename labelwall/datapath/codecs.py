@@ -28,6 +28,8 @@ from labelwall.datapath.abi import (
     EP_SUBJECT_MASK,
     EVENT,
     EVRATE,
+    FRAG_KEY,
+    FRAG_VALUE,
     IP_KEY,
     IPCACHE_VALUE,
     POLICY_KEY,
@@ -261,6 +263,43 @@ class CtValue:
 def decode_ct_value(raw: bytes) -> CtValue:
     expires, flags, _pad = CT_VALUE.codec.unpack(raw)
     return CtValue(expires, CtFlags(flags))
+
+
+@dataclass(frozen=True)
+class FragKey:
+    """lw_frag_key: one fragmented datagram at one veth and hook; ``id`` host order."""
+
+    family: int
+    proto: int
+    dir: int
+    id: int
+    saddr: IPAddress
+    daddr: IPAddress
+    ifindex: int = 0
+
+
+def encode_frag_key(k: FragKey) -> bytes:
+    return FRAG_KEY.codec.pack(
+        k.family, k.proto, k.dir, 0, k.id, _addr16(k.saddr), _addr16(k.daddr), k.ifindex
+    )
+
+
+def decode_frag_key(raw: bytes) -> FragKey:
+    family, proto, dir_, _pad, ident, saddr, daddr, ifindex = FRAG_KEY.codec.unpack(raw)
+    return FragKey(
+        family,
+        proto,
+        dir_,
+        ident,
+        _addr_from16(family, saddr),
+        _addr_from16(family, daddr),
+        ifindex,
+    )
+
+
+def decode_frag_value(raw: bytes) -> int:
+    """lw_frag_value: the entry's deadline, CLOCK_MONOTONIC_COARSE ns."""
+    return int(FRAG_VALUE.codec.unpack(raw)[0])
 
 
 def counter_index(direction: Direction, reason: Reason) -> int:

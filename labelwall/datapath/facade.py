@@ -116,6 +116,13 @@ class Datapath:
     def conntrack(self) -> dict[codecs.CtKey, codecs.CtValue]:
         return reader.read_conntrack(self.io)
 
+    def fragments(self) -> dict[codecs.FragKey, int]:
+        return reader.read_fragments(self.io)
+
+    def clear_fragments(self) -> None:
+        spec = mapspecs.FRAGS_MAP
+        self.writer.delete_raw(spec, [k for k, _ in self.io.items(spec)])
+
     def event_rate(self) -> codecs.EventRate:
         return reader.read_event_rate(self._loaded.map_fds)
 

@@ -19,6 +19,8 @@ from labelwall.datapath.abi import (
     CT_VALUE,
     ENDPOINT,
     EVRATE,
+    FRAG_KEY,
+    FRAG_VALUE,
     GROUP,
     GROUP_KEY,
     IP_KEY,
@@ -67,6 +69,7 @@ IPCACHE_MAX = 1 << 20
 CIDRS_MAX = 65536
 PORTS_MAX = 262144
 CT_MAX = 262144
+FRAGS_MAX = 8192  # LW_FRAGS_MAX: datagrams in flight whose first fragment was allowed
 EVENTS_BYTES = 256 * 1024
 COUNTERS_MAX = 2 * REASON_MAX
 
@@ -79,6 +82,7 @@ IPCACHE_MAP = MapSpec("lw_ipcache_v1", _HASH, IP_KEY.size, IPCACHE_VALUE.size, I
 CIDRS_MAP = MapSpec("lw_cidrs_v1", _LPM_TRIE, CIDR_KEY.size, CIDR_VALUE.size, CIDRS_MAX)
 PORTS_MAP = MapSpec("lw_ports_v1", _HASH, PORT_KEY.size, PORT_VALUE.size, PORTS_MAX)
 CT_MAP = MapSpec("lw_ct_v3", _LRU_HASH, CT_KEY.size, CT_VALUE.size, CT_MAX)
+FRAGS_MAP = MapSpec("lw_frags_v1", _LRU_HASH, FRAG_KEY.size, FRAG_VALUE.size, FRAGS_MAX)
 COUNTERS_MAP = MapSpec("lw_counters_v1", _PERCPU_ARRAY, U32, COUNTER.size, COUNTERS_MAX)
 EVENTS_MAP = MapSpec("lw_events_v1", _RINGBUF, 0, 0, EVENTS_BYTES)
 EVRATE_MAP = MapSpec("lw_evrate_v1", _PERCPU_ARRAY, U32, EVRATE.size, 1)
@@ -95,6 +99,7 @@ MAPS: tuple[MapSpec, ...] = (
     CIDRS_MAP,
     PORTS_MAP,
     CT_MAP,
+    FRAGS_MAP,
     COUNTERS_MAP,
     EVENTS_MAP,
     EVRATE_MAP,
@@ -114,6 +119,7 @@ SIZE_MACROS: dict[str, str] = {
     CIDRS_MAP.name: "LW_CIDRS_MAX",
     PORTS_MAP.name: "LW_PORTS_MAX",
     CT_MAP.name: "LW_CT_MAX",
+    FRAGS_MAP.name: "LW_FRAGS_MAX",
 }
 
 

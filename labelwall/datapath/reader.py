@@ -42,6 +42,12 @@ def read_conntrack(io: MapIO) -> dict[codecs.CtKey, codecs.CtValue]:
     return {codecs.decode_ct_key(k): codecs.decode_ct_value(v) for k, v in raw}
 
 
+def read_fragments(io: MapIO) -> dict[codecs.FragKey, int]:
+    """lw_frags_v1: datagram -> deadline (ns)."""
+    raw = io.items(mapspecs.FRAGS_MAP)
+    return {codecs.decode_frag_key(k): codecs.decode_frag_value(v) for k, v in raw}
+
+
 @cache
 def possible_cpus() -> int:
     """Per-CPU map values hold one slot per *possible* CPU (kernel ABI)."""

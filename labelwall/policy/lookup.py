@@ -17,6 +17,17 @@ Order (bounded: at most 1 + 1 + 1 + 3 x 2 map lookups, independent of policy cou
     found, of (subject, peer, direction|NAMED, protocol, name id). First hit -> ALLOW
     (POLICY) with the entry's cookie.
  6. Subject has AUDIT -> ALLOW (AUDIT). Otherwise DROP (POLICY_DENIED).
+
+Packets that belong to a flow already judged (before any of the steps above, like
+conntrack; ``decide_later_fragment`` and ``decide_icmp_error``):
+ 0a. A non-first fragment whose datagram's first fragment was allowed at this veth and
+     hook -> ALLOW (FRAGMENT_OF_ALLOWED); the first fragment carries the ports and is
+     judged as a first packet. No entry is made where the direction is not isolated (the
+     fragment passes as NOT_ISOLATED there anyway). Any other non-first fragment is an
+     unparsed packet: NOT_ISOLATED, AUDIT, or DROP (FRAGMENT).
+ 0b. An ICMP/ICMPv6 error whose quoted packet belongs to a tracked flow at this veth (every
+     allowed first packet is tracked) -> ALLOW (ICMP_RELATED); any other error is a new
+     ICMP packet, judged by steps 1-6 by protocol.
 """
 
 from __future__ import annotations
@@ -43,6 +54,8 @@ class Reason(IntEnum):
     CT_REPLY = 6
     NON_IP = 7
     ICMP_ND = 8
+    FRAGMENT_OF_ALLOWED = 9
+    ICMP_RELATED = 10
     # drops
     POLICY_DENIED = 16
     UNKNOWN_ENDPOINT = 17
@@ -62,6 +75,13 @@ class Verdict:
     entry: PolicyKey | None = None  # the policy-map entry that matched, if any
     peer_identity: int = 0
     cidr_identity: int = 0
+
+
+def isolation_flag(direction: Direction) -> SubjectFlags:
+    """The subject flag that isolates ``direction``."""
+    if direction is Direction.INGRESS:
+        return SubjectFlags.INGRESS_ISOLATED
+    return SubjectFlags.EGRESS_ISOLATED
 
 
 def lpm_policy(state: MapState, key: PolicyKey) -> tuple[PolicyKey, int] | None:
@@ -118,12 +138,7 @@ def decide(
 ) -> Verdict:
     """The verdict for the first packet of a flow seen at ``subject``'s veth."""
     flags = state.subjects.get(subject, SubjectFlags.NONE)
-    isolated = (
-        SubjectFlags.INGRESS_ISOLATED
-        if direction is Direction.INGRESS
-        else SubjectFlags.EGRESS_ISOLATED
-    )
-    if not flags & isolated:
+    if not flags & isolation_flag(direction):
         return Verdict(True, Reason.NOT_ISOLATED)
     entry = state.ipcache.get(peer_addr)
     if entry is not None:
@@ -146,3 +161,44 @@ def decide(
     if flags & SubjectFlags.AUDIT:
         return Verdict(True, Reason.AUDIT, peer_identity=peer, cidr_identity=cidr)
     return Verdict(False, Reason.POLICY_DENIED, peer_identity=peer, cidr_identity=cidr)
+
+
+def decide_unparsed(state: MapState, subject: int, direction: Direction, reason: Reason) -> Verdict:
+    """A packet the classifier cannot judge by ports (malformed, non-first fragment, ...)."""
+    flags = state.subjects.get(subject, SubjectFlags.NONE)
+    if not flags & isolation_flag(direction):
+        return Verdict(True, Reason.NOT_ISOLATED)
+    if flags & SubjectFlags.AUDIT:
+        return Verdict(True, Reason.AUDIT)
+    return Verdict(False, reason)
+
+
+def opens_fragment_entry(first: Verdict) -> bool:
+    """Step 0a: does this verdict on a first fragment let its later fragments through?"""
+    return first.allowed and first.reason is not Reason.NOT_ISOLATED
+
+
+def decide_later_fragment(
+    state: MapState, subject: int, direction: Direction, first: Verdict | None
+) -> Verdict:
+    """Step 0a. ``first``: the verdict on the same datagram's first fragment at this veth
+    and hook within the fragment timeout, or None (not seen, another id, expired)."""
+    if first is not None and opens_fragment_entry(first):
+        return Verdict(True, Reason.FRAGMENT_OF_ALLOWED)
+    return decide_unparsed(state, subject, direction, Reason.FRAGMENT)
+
+
+def decide_icmp_error(
+    state: MapState,
+    subject: int,
+    direction: Direction,
+    peer_addr: IPAddress,
+    dst_addr: IPAddress,
+    protocol: Protocol,
+    quoted_flow: Verdict | None,
+) -> Verdict:
+    """Step 0b. ``quoted_flow``: the verdict on the first packet of the flow the error
+    quotes at this veth (still tracked), or None (no such flow)."""
+    if quoted_flow is not None and quoted_flow.allowed:
+        return Verdict(True, Reason.ICMP_RELATED)
+    return decide(state, subject, direction, peer_addr, dst_addr, protocol, 0)

@@ -61,12 +61,13 @@ def l4(proto: int, sport: int, dport: int, flags: int = SYN) -> bytes:
 
 def ipv4(
     src: str, dst: str, proto: int, payload: bytes, frag_offset: int = 0, more_frags: bool = False,
-    ihl: int = 5,
+    ihl: int = 5, ident: int = 7,
 ) -> bytes:  # fmt: skip
+    """``frag_offset`` in 8-byte units; ``ident`` is the IPv4 id fragments share."""
     frag = (0x2000 if more_frags else 0) | frag_offset
     options = b"\x01" * ((ihl - 5) * 4)  # NOP options
     hdr = struct.pack(
-        "!BBHHHBBH4s4s", (4 << 4) | ihl, 0, ihl * 4 + len(payload), 7, frag, 64, proto, 0,
+        "!BBHHHBBH4s4s", (4 << 4) | ihl, 0, ihl * 4 + len(payload), ident, frag, 64, proto, 0,
         ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed,
     )  # fmt: skip
     return eth(ETH_P_IP, hdr + options + payload)
@@ -89,6 +90,11 @@ def ipv6_ext(nexthdr: int, body: bytes = b"\0" * 6) -> bytes:
 
 def ipv6_frag(nexthdr: int, offset_units: int, more: bool, ident: int = 1) -> bytes:
     return struct.pack("!BBHI", nexthdr, 0, (offset_units << 3) | (1 if more else 0), ident)
+
+
+def icmp_error(type_: int, quoted: bytes, code: int = 0) -> bytes:
+    """An ICMP/ICMPv6 error quoting ``quoted`` (a packet from this module, Ethernet dropped)."""
+    return struct.pack("!BBHI", type_, code, 0, 0) + quoted[14:]
 
 
 def packet(src: IPAddress, dst: IPAddress, proto: int, sport: int, dport: int,

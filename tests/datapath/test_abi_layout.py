@@ -46,6 +46,8 @@ CONSTANTS: dict[str, int] = {
     "LW_CT_UDP_TIMEOUT_S": abi.CT_UDP_TIMEOUT_S,
     "LW_CT_ICMP_TIMEOUT_S": abi.CT_ICMP_TIMEOUT_S,
     "LW_CT_OTHER_TIMEOUT_S": abi.CT_OTHER_TIMEOUT_S,
+    "LW_FRAG_TIMEOUT_S": abi.FRAG_TIMEOUT_S,
+    "LW_FRAGS_MAX": mapspecs.FRAGS_MAX,
     "LW_EVENTS_PER_S_DEFAULT": abi.EVENTS_PER_S_DEFAULT,
     "LW_EVENTS_BURST_DEFAULT": abi.EVENTS_BURST_DEFAULT,
     "LW_CFG_NO_ALLOW_EVENTS": abi.ConfigFlags.NO_ALLOW_EVENTS,
@@ -136,6 +138,10 @@ def test_map_specs_agree_with_the_struct_sizes() -> None:
     assert mapspecs.POLICY_MAP.key_size == abi.POLICY_KEY.size
     assert mapspecs.IPCACHE_MAP.value_size == abi.IPCACHE_VALUE.size
     assert mapspecs.CT_MAP.key_size == abi.CT_KEY.size
+    assert (mapspecs.FRAGS_MAP.key_size, mapspecs.FRAGS_MAP.value_size) == (
+        abi.FRAG_KEY.size,
+        abi.FRAG_VALUE.size,
+    )
     assert all(len(m.name) <= 15 for m in mapspecs.MAPS)  # BPF_OBJ_NAME_LEN - 1: no truncation
 
 
@@ -244,6 +250,15 @@ def test_ct_key_encodes_ports_and_addresses_in_network_order() -> None:
         "040602009c40005001020304" + "00" * 12 + "05060708" + "00" * 12 + "02010000"
     )  # the veth ifindex last, host order (little-endian here)
     assert codecs.decode_ct_key(codecs.encode_ct_key(key)) == key
+
+
+def test_frag_key_encodes_the_datagram_id_host_order_and_addresses_network_order() -> None:
+    key = codecs.FragKey(6, 17, 1, 0x01020304, ipaddress.ip_address("fd00::1"),
+                         ipaddress.ip_address("fd00::2"), 7)  # fmt: skip
+    assert codecs.encode_frag_key(key).hex() == (
+        "06110100" "04030201" "fd00" + "00" * 13 + "01" "fd00" + "00" * 13 + "02" "07000000"
+    )  # fmt: skip
+    assert codecs.decode_frag_key(codecs.encode_frag_key(key)) == key
 
 
 @pytest.mark.parametrize(

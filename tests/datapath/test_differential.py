@@ -6,21 +6,25 @@ BPF_PROG_TEST_RUN with conntrack cleared, and the verdict *and* reason must equa
 ``labelwall.policy.lookup.decide``; so must the event the packet emits: its peer identity,
 CIDR identity and cookie (the cookie of the longest-prefix entry, which the classifier
 finds in a group's slots or, for a group too large for its slots, in the trie).
+The packets of a flow already judged are covered too: the later fragments of a
+fragmented first packet (same datagram id and another one) and an ICMP error quoting the
+first packet follow ``decide_later_fragment`` / ``decide_icmp_error``.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from labelwall.cluster import Direction, Protocol
+from labelwall.cluster import Direction, IPAddress, Protocol
 from labelwall.datapath import codecs
 from labelwall.datapath.events import EventStream
 from labelwall.datapath.facade import Datapath
-from labelwall.policy.lookup import decide
+from labelwall.policy.lookup import PORT_PROTOCOLS, decide, decide_icmp_error, decide_later_fragment
 from labelwall.policy.mapstate import MapState
 
 from . import packets
@@ -35,6 +39,8 @@ from .helpers import (
     write,
 )
 from .mapstate_strategies import Flow, flows, map_states
+
+_datagram_ids = itertools.count(1)
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
 
@@ -85,14 +91,18 @@ def test_the_kernel_verdict_equals_the_lookup_model_for_every_new_flow(
             _check_flow(dp, events, state, f)
 
 
+def _src_dst(f: Flow) -> tuple[IPAddress, IPAddress]:
+    """The flow's first packet's source and destination (the subject's address is one)."""
+    if f.direction is Direction.EGRESS:
+        return f.subject_addr, f.peer_addr
+    return f.peer_addr, f.subject_addr
+
+
 def _check_flow(dp: Datapath, events: EventStream, state: MapState, f: Flow) -> None:
     """One first packet: verdict, reason and event fields equal the model's."""
     dp.set_endpoint(LO, f.subject)
     dp.clear_conntrack()  # the model decides new flows only
-    if f.direction is Direction.EGRESS:
-        src, dst = f.subject_addr, f.peer_addr
-    else:
-        src, dst = f.peer_addr, f.subject_addr
+    src, dst = _src_dst(f)
     packet = packets.packet(src, dst, int(f.protocol), f.sport, f.dport)
     want = decide(state, f.subject, f.direction, f.peer_addr, dst, f.protocol, f.dport)
     got = run(dp, f.direction, packet)
@@ -104,3 +114,68 @@ def _check_flow(dp: Datapath, events: EventStream, state: MapState, f: Flow) -> 
         want.cidr_identity,
         want.cookie,
     ), (f, want)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(state=map_states(), data=st.data())
+def test_the_kernel_equals_the_model_for_later_fragments_and_related_icmp_errors(
+    shared_dp: Datapath, state: MapState, data: st.DataObject
+) -> None:
+    dp = shared_dp
+    write(dp, state)
+    cases = data.draw(st.lists(st.one_of(flows(), targeted_flows(state)), min_size=1, max_size=4))
+    for f in cases:
+        if f.protocol in PORT_PROTOCOLS:
+            _check_fragments_and_error(dp, state, f)
+
+
+def _check_fragments_and_error(dp: Datapath, state: MapState, f: Flow) -> None:
+    """A fragmented first packet, its later fragments, another datagram's, an ICMP error."""
+    dp.set_endpoint(LO, f.subject)
+    dp.clear_conntrack()
+    dp.clear_fragments()
+    src, dst = _src_dst(f)
+    ident = next(_datagram_ids)
+    first, later, other = _fragments(src, dst, int(f.protocol), f.sport, f.dport, ident)
+    want = decide(state, f.subject, f.direction, f.peer_addr, dst, f.protocol, f.dport)
+    got = run(dp, f.direction, first)
+    assert (got.verdict == 1, got.reason) == (want.allowed, want.reason), (f, want)
+    for packet, seen in ((later, want), (other, None)):
+        w = decide_later_fragment(state, f.subject, f.direction, seen)
+        g = run(dp, f.direction, packet)
+        event(f"later fragment {w.reason.name}")
+        assert (g.verdict == 1, g.reason) == (w.allowed, w.reason), (f, seen, w)
+    # the error goes back to the quoted packet's source, through the opposite hook
+    back = Direction.INGRESS if f.direction is Direction.EGRESS else Direction.EGRESS
+    icmp = Protocol.ICMP if src.version == 4 else Protocol.ICMPV6
+    quoted = packets.packet(src, dst, int(f.protocol), f.sport, f.dport)
+    body = packets.icmp_error(3 if src.version == 4 else 1, quoted)
+    error = packets.ipv4(str(dst), str(src), 1, body) if src.version == 4 else (
+        packets.ipv6(str(dst), str(src), 58, body)
+    )  # fmt: skip
+    w = decide_icmp_error(state, f.subject, back, f.peer_addr, src, icmp, want)
+    g = run(dp, back, error)
+    event(f"icmp error {w.reason.name}")
+    assert (g.verdict == 1, g.reason) == (w.allowed, w.reason), (f, want, w)
+
+
+def _fragments(
+    src: IPAddress, dst: IPAddress, proto: int, sport: int, dport: int, ident: int
+) -> tuple[bytes, bytes, bytes]:
+    """First fragment (L4 header, more fragments), a later one, a later one of id + 1."""
+    head = packets.l4(proto, sport, dport) + b"\0" * 24
+    if src.version == 4:
+        return (
+            packets.ipv4(str(src), str(dst), proto, head, 0, True, ident=ident),
+            packets.ipv4(str(src), str(dst), proto, b"\0" * 64, 4, False, ident=ident),
+            packets.ipv4(str(src), str(dst), proto, b"\0" * 64, 4, False, ident=ident + 1),
+        )
+    return (
+        packets.ipv6(str(src), str(dst), 44, packets.ipv6_frag(proto, 0, True, ident) + head),
+        packets.ipv6(
+            str(src), str(dst), 44, packets.ipv6_frag(proto, 4, False, ident) + b"\0" * 64
+        ),
+        packets.ipv6(
+            str(src), str(dst), 44, packets.ipv6_frag(proto, 4, False, ident + 1) + b"\0" * 64
+        ),
+    )

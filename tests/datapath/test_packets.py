@@ -456,7 +456,9 @@ def test_ipv6_fragments_non_first_dropped_first_judged_by_ports(pod: Datapath) -
                      {PolicyKey(A, B, IN, Protocol.TCP, 80, 16): 1}))  # fmt: skip
     first = P.ipv6(str(B6), str(A6), 44, P.ipv6_frag(P.TCP, 0, True) + P.tcp(999, 80))
     assert run(pod, IN, first) == Outcome(ALLOW, Reason.POLICY)
-    later = P.ipv6(str(B6), str(A6), 44, P.ipv6_frag(P.TCP, 100, False) + b"\0" * 32)
+    # another datagram (id 2): its first fragment was never seen (test_fragments_icmp.py
+    # pins that id 1's own later fragments now follow their allowed first fragment)
+    later = P.ipv6(str(B6), str(A6), 44, P.ipv6_frag(P.TCP, 100, False, ident=2) + b"\0" * 32)
     assert run(pod, IN, later) == Outcome(DROP, Reason.FRAGMENT)
 
 

@@ -38,10 +38,17 @@
  *  - Address family codes are 4 and 6 (as Python's ipaddress .version), not AF_INET*.
  *    IPv4 addresses occupy addr[0..3], addr[4..15] are zero.
  *  - Non-first fragments carry no L4 header: conntrack cannot admit them (its key needs
- *    ports), so they pass only a subject that is not isolated in that direction (or is
- *    in audit mode) and are dropped otherwise (LW_REASON_FRAGMENT). The same holds for
- *    truncated/malformed headers (LW_REASON_MALFORMED) and headers we refuse to walk
- *    (LW_REASON_UNSUPPORTED: too many IPv6 extension headers, VLAN tags).
+ *    ports). One passes when the first fragment of its datagram was allowed at the same
+ *    veth and hook (lw_frags_v1, LW_REASON_FRAGMENT_OF_ALLOWED); otherwise only a subject
+ *    that is not isolated in that direction (or is in audit mode) lets it through, and
+ *    it is dropped (LW_REASON_FRAGMENT). The same holds for truncated/malformed headers
+ *    (LW_REASON_MALFORMED) and headers we refuse to walk (LW_REASON_UNSUPPORTED: too
+ *    many IPv6 extension headers, VLAN tags).
+ *  - ICMP errors (ICMP 3/11/12, ICMPv6 1-4) whose quoted inner header is a packet of a
+ *    live conntrack entry of this veth pass (LW_REASON_ICMP_RELATED), as in Cilium and
+ *    Calico; any other error (unknown flow, inner header truncated, fragmented, with
+ *    IPv6 extension headers, or not addressed to the inner packet's source) is judged
+ *    by policy by protocol, as before.
  *  - Audit (LW_SUBJECT_AUDIT): every would-drop of that subject becomes a pass with
  *    reason LW_REASON_AUDIT (and an event); the flow is then tracked like any allow.
  *  - Event rate limit: a per-CPU token bucket (lw_evrate_v1) refilled at
@@ -101,6 +108,8 @@
 #define LW_REASON_CT_REPLY 6
 #define LW_REASON_NON_IP 7
 #define LW_REASON_ICMP_ND 8
+#define LW_REASON_FRAGMENT_OF_ALLOWED 9 /* non-first fragment of an allowed first (frag.h) */
+#define LW_REASON_ICMP_RELATED 10       /* ICMP/ICMPv6 error about a tracked flow */
 #define LW_REASON_FIRST_DROP 16 /* reasons >= this drop */
 #define LW_REASON_POLICY_DENIED 16
 #define LW_REASON_UNKNOWN_ENDPOINT 17
@@ -126,6 +135,16 @@
 #define LW_CT_ICMP_TIMEOUT_S 30          /* ICMP/ICMPv6 echo (ports = echo id) */
 #define LW_CT_OTHER_TIMEOUT_S 60         /* any other protocol (ports = 0) */
 #define LW_CT_REFRESH_S 1                /* rewrite expires_ns at most once per second */
+
+/*
+ * Fragment tracking lifetime, in seconds, counted from the first fragment (never
+ * refreshed). A sender emits all fragments of a datagram back to back, so on a pod
+ * network they arrive within microseconds; a few seconds cover queueing and a slow
+ * receiver, while staying far below the time a busy sender takes to reuse an IPv4 id
+ * (16 bits per source, destination and protocol) and below the reassembly timeout
+ * (Linux ipfrag_time: 30 s), after which the fragments are useless anyway.
+ */
+#define LW_FRAG_TIMEOUT_S 5
 
 /* ---- config defaults (lw_config fields that are 0 take these) ---- */
 #define LW_EVENTS_PER_S_DEFAULT 1000 /* events per second per CPU */
@@ -157,6 +176,9 @@
 #endif
 #ifndef LW_CT_MAX
 #define LW_CT_MAX 262144
+#endif
+#ifndef LW_FRAGS_MAX
+#define LW_FRAGS_MAX 8192 /* datagrams in flight whose first fragment was allowed */
 #endif
 #ifndef LW_EVENTS_BYTES
 #define LW_EVENTS_BYTES (256 * 1024) /* ring buffer size: a power of two multiple of 4 KiB */
@@ -355,6 +377,42 @@ struct lw_ct_value {
 	__u32 pad;        /* zero */
 };
 _Static_assert(sizeof(struct lw_ct_value) == 16, "lw_ct_value");
+
+/*
+ * lw_frags_v1 (LRU hash): one fragmented datagram whose first fragment (offset 0, more
+ * fragments set) was allowed at this veth and hook: its later fragments (which carry no
+ * L4 header, so neither policy nor conntrack can judge them) pass with
+ * LW_REASON_FRAGMENT_OF_ALLOWED until expires_ns. The key is what identifies a datagram
+ * for reassembly (RFC 791: source, destination, protocol, id; RFC 8200: source,
+ * destination, identification) plus the veth and hook direction, so an entry admits only
+ * the fragments of that one datagram at the veth that judged its first fragment.
+ * id: the IPv4 identification (16 bits, zero-extended) or the IPv6 fragment header's
+ * identification (32 bits), host order. proto: the IPv4 protocol, or the IPv6 fragment
+ * header's next header (the same in every fragment of one datagram).
+ * Why this bounds one pod (ARCHITECTURE §5): entries are created only for first
+ * fragments that were allowed (never for a denied or a non-first fragment), only where
+ * they are needed (not when the direction is not isolated: later fragments pass there
+ * anyway), they live LW_FRAG_TIMEOUT_S at most, and the table is its own map, so a
+ * fragment flood can at worst evict in-flight entries (those datagrams lose their later
+ * fragments and are retried like any lost datagram); it cannot admit a fragment of a
+ * denied datagram, reach another veth, or evict a conntrack entry.
+ */
+struct lw_frag_key {
+	__u8 family;    /* LW_FAMILY_* */
+	__u8 proto;     /* IPv4 protocol / IPv6 fragment header next header */
+	__u8 dir;       /* LW_DIR_* of the hook */
+	__u8 pad;       /* zero */
+	__u32 id;       /* host order: IPv4 id (16 bits) or IPv6 fragment identification */
+	__u8 saddr[16]; /* network order */
+	__u8 daddr[16]; /* network order */
+	__u32 ifindex;  /* host order: host-side veth ifindex of the hook (skb->ifindex) */
+};
+_Static_assert(sizeof(struct lw_frag_key) == 44, "lw_frag_key");
+
+struct lw_frag_value {
+	__u64 expires_ns; /* deadline, bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC_COARSE, ns) */
+};
+_Static_assert(sizeof(struct lw_frag_value) == 8, "lw_frag_value");
 
 /* lw_counters_v1 (per-CPU array): index (dir - 1) * LW_REASON_MAX + reason. */
 struct lw_counter {

@@ -141,6 +141,29 @@ static __always_inline __u8 lw_ct_lookup(const struct lw_ct_key *key, __u32 flip
 	return LW_REASON_CT_REPLY;
 }
 
+/*
+ * 1 when pkt is an ICMP error (pkt->icmp_inner set) that quotes a packet of a live flow
+ * tracked at this veth. The quoted packet crossed this veth the other way (it went out
+ * where the error comes in), so its key is built for the opposite hook direction; the
+ * lookup is read-only (an error never extends a flow's lifetime). Slow path only: runs
+ * after the packet's own conntrack lookup missed.
+ */
+static __always_inline int lw_ct_related(struct __sk_buff *skb, const struct lw_packet *pkt,
+					 __u8 dir, __u64 now)
+{
+	struct lw_packet in = {};
+	struct lw_ct_key buf;
+	const struct lw_ct_key *key;
+	const struct lw_ct_value *v;
+	__u32 flipped;
+
+	if (lw_parse_inner(skb, pkt, &in) < 0)
+		return 0;
+	key = lw_ct_key_of(&in, lw_dir_opposite(dir), skb->ifindex, &buf, &flipped);
+	v = bpf_map_lookup_elem(&lw_ct_v3, key);
+	return v && v->expires_ns > now;
+}
+
 /* Track an allowed new flow (also when not isolated: the other side may be). */
 static __always_inline void lw_ct_create(const struct lw_ct_key *key, __u32 flipped,
 					 const struct lw_packet *pkt, __u64 now)

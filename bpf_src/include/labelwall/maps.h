@@ -102,6 +102,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lw_ct_v3 SEC(".maps");
 
+/* Fragmented datagrams whose first fragment was allowed -> deadline (frag.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, LW_FRAGS_MAX);
+	__type(key, struct lw_frag_key);
+	__type(value, struct lw_frag_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_frags_v1 SEC(".maps");
+
 /* Per-CPU packet/byte counters by direction x reason. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
