@@ -14,6 +14,7 @@
 #include "labelwall/identity.h"
 #include "labelwall/policy.h"
 #include "labelwall/conntrack.h"
+#include "labelwall/source.h"
 #include "labelwall/telemetry.h"
 
 /*
@@ -46,8 +47,10 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 	int status;
 	__u8 ct;
 
-	/* 1. Parse. */
+	/* 1. Parse. ND leaving a pod towards a routed address is ordinary ICMPv6 (source.h). */
 	status = lw_parse(skb, &pkt);
+	if (status == LW_REASON_ICMP_ND && !lw_nd_in_scope(&pkt, dir))
+		status = 0;
 
 	/* 2. Conntrack first, one lookup for both directions of a flow: an established flow
 	 * or the reply of an allowed one passes with no identity at all (its first packet was judged on a known endpoint), so the hot
@@ -72,7 +75,17 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 	subject = ep->identity;
 	flags = ep->flags;
 
-	/* 4. ARP and IPv6 neighbour discovery (hop limit 255) always pass; anything else we
+	/* 3b. Leaving the pod: its source must be one of the pod's addresses, whatever the
+	 * policy, before any conntrack entry exists (source.h: why after the conntrack miss).
+	 * Every IP packet whose addresses were read (family set) is checked, fragments and
+	 * unsupported header chains included. */
+	if (dir == LW_DIR_EGRESS && pkt.t.family &&
+	    !lw_source_valid(skb->ifindex, &pkt, status == LW_REASON_ICMP_ND)) {
+		d.reason = LW_REASON_SOURCE_INVALID;
+		return lw_finish(skb, dir, subject, &pkt, &d, 1, now ? now : lw_now_ns());
+	}
+
+	/* 4. ARP and IPv6 neighbour discovery (hop limit 255, in scope) always pass; anything else we
 	 * could not parse (other ethertypes included) only when the subject is not isolated
 	 * in this direction (or audited). */
 	if (status == LW_REASON_NON_IP || status == LW_REASON_ICMP_ND) {

@@ -47,10 +47,11 @@ shadow, this assumes one writer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from labelwall.cluster import IPAddress
 from labelwall.datapath import abi, codecs, groups, mapspecs
 from labelwall.datapath.mapio import NO_BATCH_ERRNOS, MapIO
 from labelwall.policy import mapstate
@@ -108,6 +109,8 @@ class MapWriter:
         self._no_batch: set[str] = set()  # maps whose type has no batch ops
         # shadow of lw_policy_v1 by group, loaded on first use (sync_policy_index)
         self._groups: dict[groups.GroupKey, _Entries] | None = None
+        # shadow of lw_epaddr_v1 (ifindex -> addresses), loaded on first use
+        self._addrs: dict[int, frozenset[IPAddress]] | None = None
 
     def _current_subjects(self, idents: list[int]) -> dict[int, SubjectFlags]:
         table = codecs.SUBJECTS
@@ -328,16 +331,58 @@ class MapWriter:
         for k in keys[start:]:
             self.io.delete(spec, k)
 
-    def set_endpoint(self, ifindex: int, identity: int) -> None:
+    def set_endpoint(
+        self, ifindex: int, identity: int, addresses: Iterable[IPAddress] = ()
+    ) -> None:
+        """The pod behind ``ifindex``: identity and the addresses it may send from.
+
+        Order: new addresses (lw_epaddr_v1), the endpoint entry, then addresses it no
+        longer has; so the classifier never judges this veth's packets against an address
+        set older than its entry's pod (a pod without addresses sends nothing).
+        """
+        want = frozenset(addresses)
+        have = self.endpoint_addresses(refresh=False).get(ifindex, frozenset())
+        self._write_addrs(ifindex, want - have, frozenset())
         flags = self._current_subjects([identity]).get(identity, SubjectFlags.NONE)
         self.io.update(
             mapspecs.ENDPOINTS_MAP,
             codecs.encode_u32(ifindex),
             codecs.encode_endpoint(codecs.Endpoint.mirroring(identity, flags)),
         )
+        self._write_addrs(ifindex, frozenset(), have - want)
 
     def delete_endpoint(self, ifindex: int) -> None:
+        """The entry first (the veth then drops everything), then its addresses."""
         self.io.delete(mapspecs.ENDPOINTS_MAP, codecs.encode_u32(ifindex))
+        have = self.endpoint_addresses(refresh=False).get(ifindex, frozenset())
+        self._write_addrs(ifindex, frozenset(), have)
+
+    def endpoint_addresses(self, refresh: bool = True) -> dict[int, frozenset[IPAddress]]:
+        """ifindex -> the addresses lw_epaddr_v1 lets it send from (re-read unless
+        ``refresh`` is False and the shadow is loaded)."""
+        if refresh or self._addrs is None:
+            out: dict[int, set[IPAddress]] = {}
+            for raw, _ in self.io.items(mapspecs.EPADDR_MAP):
+                ifindex, addr = codecs.decode_epaddr_key(raw)
+                out.setdefault(ifindex, set()).add(addr)
+            self._addrs = {i: frozenset(a) for i, a in out.items()}
+        return dict(self._addrs)
+
+    def _write_addrs(
+        self, ifindex: int, add: frozenset[IPAddress], remove: frozenset[IPAddress]
+    ) -> None:
+        assert self._addrs is not None
+        spec = mapspecs.EPADDR_MAP
+        if add:
+            keys = [codecs.encode_epaddr_key(ifindex, a) for a in sorted(add, key=str)]
+            self.upsert_raw(spec, keys, [codecs.encode_epaddr_value()] * len(keys))
+        if remove:
+            self.delete_raw(spec, [codecs.encode_epaddr_key(ifindex, a) for a in remove])
+        now = (self._addrs.get(ifindex, frozenset()) | add) - remove
+        if now:
+            self._addrs[ifindex] = now
+        else:
+            self._addrs.pop(ifindex, None)
 
     def set_config(self, config: codecs.DatapathConfig) -> None:
         self.io.update(mapspecs.CONFIG_MAP, codecs.encode_u32(0), codecs.encode_config(config))

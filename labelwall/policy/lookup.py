@@ -49,6 +49,7 @@ class Reason(IntEnum):
     MALFORMED = 18
     FRAGMENT = 19
     UNSUPPORTED = 20
+    SOURCE_INVALID = 21  # leaving a pod with a source that is not one of its addresses
 
 
 DROP_REASONS = frozenset(r for r in Reason if r >= Reason.POLICY_DENIED)
