@@ -5,6 +5,16 @@ property test runs random packets through both and requires equal verdicts. Conn
 not modelled here: this is the decision for a *new* flow (conntrack only ever turns a
 later packet of an allowed flow into a pass).
 
+Before the policy decision, two checks on the packet itself (bpf_src/include/labelwall/
+source.h); ``decide`` models them when it is given the packet's source and, for a packet
+leaving the pod, the addresses the pod may send from:
+ 0a. ND (ICMPv6 133..137, hop limit 255) leaving a pod keeps its free pass only towards
+     link-local (fe80::/10), ff02::1, ff02::2, solicited-node (ff02::1:ff00:0/104) or an
+     address whose ipcache identity is HOST; otherwise it is ordinary ICMPv6.
+ 0b. Leaving the pod (EGRESS), the source must be one of the pod's addresses (link-local
+     and :: only for ND that passed 0a), else DROP (SOURCE_INVALID), whatever the policy.
+ 0c. ND that passed 0a -> ALLOW (ICMP_ND).
+
 Order (bounded: at most 1 + 1 + 1 + 3 x 2 map lookups, independent of policy count):
  1. ``subjects[subject]``: not isolated in ``direction`` -> ALLOW (NOT_ISOLATED).
  2. Peer identity: ``ipcache[peer_addr]`` -> (identity, cidr_identity); on a miss the peer
@@ -21,6 +31,8 @@ Order (bounded: at most 1 + 1 + 1 + 3 x 2 map lookups, independent of policy cou
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -108,6 +120,33 @@ def lpm_cidr(state: MapState, addr: IPAddress) -> int:
     return best
 
 
+LINK_LOCAL6 = ipaddress.IPv6Network("fe80::/10")
+SOLICITED_NODE6 = ipaddress.IPv6Network("ff02::1:ff00:0/104")
+ND_GROUPS6 = frozenset({ipaddress.IPv6Address("ff02::1"), ipaddress.IPv6Address("ff02::2")})
+UNSPECIFIED6 = ipaddress.IPv6Address("::")
+
+
+def nd_in_scope(state: MapState, direction: Direction, dst_addr: IPAddress) -> bool:
+    """Step 0a: does ND keep its free pass? Arriving ND (hop limit 255: sent on the link,
+    by the node) always does; leaving ND only towards where ND goes."""
+    if direction is Direction.INGRESS:
+        return True
+    if not isinstance(dst_addr, ipaddress.IPv6Address):
+        return False
+    if dst_addr in LINK_LOCAL6 or dst_addr in SOLICITED_NODE6 or dst_addr in ND_GROUPS6:
+        return True
+    entry = state.ipcache.get(dst_addr)
+    return entry is not None and entry.identity == Reserved.HOST
+
+
+def source_valid(src_addr: IPAddress, own_addrs: Collection[IPAddress], nd: bool) -> bool:
+    """Step 0b: may a pod with ``own_addrs`` send from ``src_addr``?"""
+    on_link = isinstance(src_addr, ipaddress.IPv6Address) and (
+        src_addr in LINK_LOCAL6 or src_addr == UNSPECIFIED6
+    )
+    return (nd and on_link) or src_addr in own_addrs
+
+
 def decide(
     state: MapState,
     subject: int,
@@ -116,8 +155,28 @@ def decide(
     dst_addr: IPAddress,
     protocol: Protocol,
     dport: int,
+    *,
+    src_addr: IPAddress | None = None,
+    own_addrs: Collection[IPAddress] | None = None,
+    nd: bool = False,
 ) -> Verdict:
-    """The verdict for the first packet of a flow seen at ``subject``'s veth."""
+    """The verdict for the first packet of a flow seen at ``subject``'s veth.
+
+    ``src_addr``/``own_addrs``: the packet's source and the addresses the subject may send
+    from (steps 0a-0c; None: not checked, as offline, where a pod sends from its own
+    address by construction). ``nd``: the packet is ND with hop limit 255.
+    """
+    if nd and not nd_in_scope(state, direction, dst_addr):
+        nd = False
+    if (
+        direction is Direction.EGRESS
+        and src_addr is not None
+        and own_addrs is not None
+        and not source_valid(src_addr, own_addrs, nd)
+    ):
+        return Verdict(False, Reason.SOURCE_INVALID)
+    if nd:
+        return Verdict(True, Reason.ICMP_ND)
     flags = state.subjects.get(subject, SubjectFlags.NONE)
     isolated = (
         SubjectFlags.INGRESS_ISOLATED

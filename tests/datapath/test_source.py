@@ -51,7 +51,9 @@ IPCACHE = {
 _sports = itertools.count(30000)
 
 
-def state(subjects: dict[int, SubjectFlags], policy: dict[PolicyKey, int] | None = None) -> MapState:
+def state(
+    subjects: dict[int, SubjectFlags], policy: dict[PolicyKey, int] | None = None
+) -> MapState:
     return MapState(
         subjects=subjects,
         policy=policy or {},
