@@ -12,7 +12,8 @@ leaving the pod, the addresses the pod may send from:
      link-local (fe80::/10), ff02::1, ff02::2, solicited-node (ff02::1:ff00:0/104) or an
      address whose ipcache identity is HOST; otherwise it is ordinary ICMPv6.
  0b. Leaving the pod (EGRESS), the source must be one of the pod's addresses (link-local
-     and :: only for ND that passed 0a), else DROP (SOURCE_INVALID), whatever the policy.
+     and :: only for ND that passed 0a or towards a link-scoped destination: fe80::/10,
+     ffx2::/16), else DROP (SOURCE_INVALID), whatever the policy.
  0c. ND that passed 0a -> ALLOW (ICMP_ND).
 
 Order (bounded: at most 1 + 1 + 1 + 3 x 2 map lookups, independent of policy count):
@@ -139,12 +140,21 @@ def nd_in_scope(state: MapState, direction: Direction, dst_addr: IPAddress) -> b
     return entry is not None and entry.identity == Reserved.HOST
 
 
-def source_valid(src_addr: IPAddress, own_addrs: Collection[IPAddress], nd: bool) -> bool:
-    """Step 0b: may a pod with ``own_addrs`` send from ``src_addr``?"""
+def link_scoped(addr: IPAddress) -> bool:
+    """fe80::/10 or multicast of link-local scope (ffx2::): never forwarded by the node."""
+    return isinstance(addr, ipaddress.IPv6Address) and (
+        addr in LINK_LOCAL6 or (addr.packed[0] == 0xFF and addr.packed[1] & 0x0F == 0x02)
+    )
+
+
+def source_valid(
+    src_addr: IPAddress, own_addrs: Collection[IPAddress], nd: bool, dst_addr: IPAddress
+) -> bool:
+    """Step 0b: may a pod with ``own_addrs`` send from ``src_addr`` (to ``dst_addr``)?"""
     on_link = isinstance(src_addr, ipaddress.IPv6Address) and (
         src_addr in LINK_LOCAL6 or src_addr == UNSPECIFIED6
     )
-    return (nd and on_link) or src_addr in own_addrs
+    return (on_link and (nd or link_scoped(dst_addr))) or src_addr in own_addrs
 
 
 def decide(
@@ -172,7 +182,7 @@ def decide(
         direction is Direction.EGRESS
         and src_addr is not None
         and own_addrs is not None
-        and not source_valid(src_addr, own_addrs, nd)
+        and not source_valid(src_addr, own_addrs, nd, dst_addr)
     ):
         return Verdict(False, Reason.SOURCE_INVALID)
     if nd:

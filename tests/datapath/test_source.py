@@ -175,6 +175,21 @@ def test_a_pod_whose_addresses_are_removed_sends_nothing_and_arp_still_passes(
     assert pod.endpoint_addresses() == {}
 
 
+def test_mld_reports_from_link_local_or_unspecified_sources_are_judged_not_source_dropped(
+    pod: Datapath,
+) -> None:
+    # DAD's MLD report (ICMPv6 143 to ff02::16, hop limit 1) leaves from fe80:: or ::
+    for src in ("fe80::5", "::"):
+        mld = P.ipv6(src, "ff02::16", P.ICMPV6, P.icmp(143) + b"\0" * 20, hop_limit=1)
+        write(pod, state({}))
+        assert run(pod, OUT, mld) == Outcome(ALLOW, Reason.NOT_ISOLATED)
+        pod.clear_conntrack()  # (that allow was tracked; the next packet is a new flow)
+        write(pod, state({A: BOTH}))
+        assert run(pod, OUT, mld) == Outcome(DROP, Reason.POLICY_DENIED)
+    to_peer = P.ipv6("fe80::5", str(B6), P.ICMPV6, P.icmp(143) + b"\0" * 20, hop_limit=1)
+    assert run(pod, OUT, to_peer) == Outcome(DROP, Reason.SOURCE_INVALID)
+
+
 # ---- neighbour discovery ----
 
 
@@ -189,7 +204,8 @@ def test_nd_leaving_a_pod_towards_a_routed_address_is_judged_by_policy(
     write(pod, state({A: BOTH}))
     for dst in (B6, WORLD6, ip("ff05::1"), ip("ff02::3"), ip("ff02::1:fe00:1")):
         assert run(pod, OUT, _nd(A6, dst, nd_type)) == Outcome(DROP, Reason.POLICY_DENIED), dst
-        # from a link-local source, only real ND may leave: this one is not
+    for dst in (B6, WORLD6, ip("ff05::1")):
+        # from a link-local source, only real ND or link-scoped traffic may leave
         assert run(pod, OUT, _nd("fe80::5", dst, nd_type)) == Outcome(
             DROP, Reason.SOURCE_INVALID
         ), dst

@@ -61,6 +61,16 @@ static __always_inline int lw_ipv6_nd_multicast(const __u8 *a)
 }
 
 /*
+ * A link-scoped destination: link-local unicast or multicast of link-local scope (ffx2::,
+ * RFC 4291 2.7: the low nibble of byte 1 is the scope). The node never forwards these,
+ * so such a packet reaches only the node itself, never another pod or the world.
+ */
+static __always_inline int lw_ipv6_link_scoped(const __u8 *a)
+{
+	return lw_ipv6_link_local(a) || (a[0] == 0xff && (a[1] & 0x0f) == 0x02);
+}
+
+/*
  * ND (ICMPv6 133..137 with hop limit 255) passes without policy only towards where ND
  * goes: link-local unicast, the all-nodes / all-routers / solicited-node groups, or the
  * node itself (an ipcache entry of identity host). In the egress direction anything else
@@ -83,9 +93,12 @@ static __always_inline int lw_nd_in_scope(const struct lw_packet *pkt, __u8 dir)
 
 /*
  * Is the source of a packet leaving the pod behind `ifindex` one of that pod's addresses?
- * One lw_epaddr_v1 lookup; link-local (fe80::/10) and unspecified (::) IPv6 sources only
- * for ND (`nd`: the packet passed lw_nd_in_scope), since the agent does not know a pod's
- * link-local address and DAD sends from ::.
+ * One lw_epaddr_v1 lookup. Link-local (fe80::/10) and unspecified (::) IPv6 sources, which
+ * the agent cannot know (the kernel in the pod picks the link-local address; DAD sends
+ * from ::), only for ND that passed lw_nd_in_scope (`nd`) and for packets to a
+ * link-scoped destination (the MLD reports of DAD, RFC 4862 5.4.2): those stay on the
+ * veth's link, so the source names no one else the node could deliver them to. Both are
+ * then judged like any packet (ND passes, the rest goes to policy).
  */
 static __always_inline int lw_source_valid(__u32 ifindex, const struct lw_packet *pkt, int nd)
 {
@@ -95,7 +108,8 @@ static __always_inline int lw_source_valid(__u32 ifindex, const struct lw_packet
 		.pad = { 0, 0, 0 },
 	};
 
-	if (nd && (lw_ipv6_link_local(pkt->t.saddr) || lw_ipv6_unspecified(pkt->t.saddr)))
+	if (pkt->t.family == LW_FAMILY_IPV6 && (nd || lw_ipv6_link_scoped(pkt->t.daddr)) &&
+	    (lw_ipv6_link_local(pkt->t.saddr) || lw_ipv6_unspecified(pkt->t.saddr)))
 		return 1;
 	__builtin_memcpy(key.addr, pkt->t.saddr, 16);
 	return bpf_map_lookup_elem(&lw_epaddr_v1, &key) != 0;
