@@ -22,7 +22,10 @@
  *  - Per packet: parse -> conntrack (forward key = established, reverse key = reply,
  *    skipped for a bare TCP SYN; no identity needed, so an established flow costs one
  *    hash lookup) -> endpoint (a miss drops; its value mirrors the subject's flags) ->
- *    (ARP / ND with hop limit 255 pass; other non-IP as unparseable) -> the lookup
+ *    at handle_from_pod, source validation (lw_epaddr_v1, source.h: a source that is not
+ *    the pod's drops with LW_REASON_SOURCE_INVALID) ->
+ *    (ARP / ND with hop limit 255 pass, ND leaving a pod only towards on-link and node
+ *    destinations; other non-IP as unparseable) -> the lookup
  *    order of labelwall/policy/lookup.py, with one lw_polgrp_v1 hash lookup per peer instead of trie walks and the named port looked
  *    up only when a group needs it -> on allow, create a conntrack entry (isolated or
  *    not, so replies pass when the other side is isolated). A conntrack hit passes even
