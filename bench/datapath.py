@@ -274,7 +274,7 @@ def packet_costs(dp: Datapath, base: Baselines, size: int, repeat: int) -> dict[
     # The server's answer at its own veth (FROM_POD): a conntrack reply (second lookup).
     reply = ipv4_tcp(server, CLIENT_V4, ESTABLISHED_PORT, 40001, ACK)
     to_pod, from_pod = dp.prog_fd(TO_POD), dp.prog_fd(FROM_POD)
-    dp.set_endpoint(testrun.LOOPBACK_IFINDEX, SUBJECT)
+    dp.set_endpoint(testrun.LOOPBACK_IFINDEX, SUBJECT, (ipaddress.ip_address(server),))
     # The SYN is allowed by policy and creates the conntrack entry the ACKs then hit.
     if testrun.run(to_pod, first, testrun.LOOPBACK_IFINDEX, 1).retval != testrun.TC_ACT_OK:
         raise RuntimeError("the established flow's SYN was not allowed")
@@ -514,8 +514,9 @@ def run_all(quick: bool) -> dict[str, Any]:
         node_net = L.setup_node(LAB_NODE)
         client = L.create_pod(PREFIX + "a", CLIENT_V4, CLIENT_V6, node=LAB_NODE)
         server = L.create_pod(PREFIX + "b", SERVER_V4, SERVER_V6, node=LAB_NODE)
-        dp.set_endpoint(client.host_ifindex, PEER)
-        dp.set_endpoint(server.host_ifindex, SUBJECT)
+        ips = {a: ipaddress.ip_address(a) for a in (CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6)}
+        dp.set_endpoint(client.host_ifindex, PEER, (ips[CLIENT_V4], ips[CLIENT_V6]))
+        dp.set_endpoint(server.host_ifindex, SUBJECT, (ips[SERVER_V4], ips[SERVER_V6]))
         write_real_entries(dp, ipaddress.IPv6Address(CLIENT_V6), ipaddress.IPv6Address(SERVER_V6))
         traffic = Traffic(dp, lwperf, client, server, secs)
         traffic.start_server()

@@ -163,7 +163,7 @@ def setup_subjects(dp: Datapath) -> None:
     """The measured subjects, isolated both ways. Every peer the worst paths consult (the
     peer's identity, its CIDR identity, ANY) has a group with named entries, so the named
     port is looked up too; SUBJECT's groups fit their slots, SUBJECT_OVF's overflow."""
-    dp.set_endpoint(LO, SUBJECT)
+    dp.set_endpoint(LO, SUBJECT, (SUBJECT_ADDR, SUBJECT_ADDR6))
     w = dp.writer
     iso = SF.INGRESS_ISOLATED | SF.EGRESS_ISOLATED
     w.apply_changes(mapstate.SUBJECTS, MapChanges({SUBJECT: iso, SUBJECT_OVF: iso}))
@@ -266,10 +266,10 @@ def main() -> None:
                     ("worst: same, groups overflow to trie", SUBJECT_OVF, worst_hit),
                     ("worst: ipcache miss, cidr trie", SUBJECT, worst_miss),
                 ):
-                    dp.set_endpoint(LO, subject)
+                    dp.set_endpoint(LO, subject, (SUBJECT_ADDR, SUBJECT_ADDR6))
                     assert dp.test_run(FROM_POD, pkt, LO).verdict == abi.TcVerdict.DROP, name
                     rows.append((name, label, _fmt(_time(from_pod, pkt, args.runs))))
-                dp.set_endpoint(LO, SUBJECT)
+                dp.set_endpoint(LO, SUBJECT, (SUBJECT_ADDR, SUBJECT_ADDR6))
                 rows.append(("established (forward)", label, _fmt(_time(from_pod, est, args.runs))))
                 rows.append(("established (reply)", label, _fmt(_time(to_pod, reply, args.runs))))
                 est6 = P.packet(SUBJECT_ADDR6, PEER_ADDR6, P.TCP, 40001, ALLOW_ANY_PORT, P.ACK)

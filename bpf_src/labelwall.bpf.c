@@ -15,6 +15,7 @@
 #include "labelwall/policy.h"
 #include "labelwall/conntrack.h"
 #include "labelwall/frag.h"
+#include "labelwall/source.h"
 #include "labelwall/telemetry.h"
 
 /*
@@ -47,8 +48,10 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 	int status;
 	__u8 ct;
 
-	/* 1. Parse. */
+	/* 1. Parse. ND leaving a pod towards a routed address is ordinary ICMPv6 (source.h). */
 	status = lw_parse(skb, &pkt);
+	if (status == LW_REASON_ICMP_ND && !lw_nd_in_scope(&pkt, dir))
+		status = 0;
 
 	/* 2. Conntrack first, one lookup for both directions of a flow: an established flow
 	 * or the reply of an allowed one passes with no identity at all (its first packet was judged on a known endpoint), so the hot
@@ -66,8 +69,13 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 			return lw_finish(skb, dir, 0, &pkt, &d, 0, now);
 		}
 		/* 2b. An ICMP error about a tracked flow passes with that flow (frag.h and
-		 * conntrack.h: both are "part of a flow already judged", so no endpoint). */
-		if (pkt.icmp_inner && lw_ct_related(skb, &pkt, dir, now)) {
+		 * conntrack.h: both are "part of a flow already judged", so no endpoint). The
+		 * lookup is on the quoted packet, not on the error's own source, so an error
+		 * leaving a pod must pass the source check first (else it goes on to 3b and
+		 * drops there): one more lookup, for ICMP errors only. */
+		if (pkt.icmp_inner &&
+		    (dir != LW_DIR_EGRESS || lw_source_valid(skb->ifindex, &pkt, 0)) &&
+		    lw_ct_related(skb, &pkt, dir, now)) {
 			lw_allow(&d, LW_REASON_ICMP_RELATED);
 			return lw_finish(skb, dir, 0, &pkt, &d, 0, now);
 		}
@@ -89,7 +97,17 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 	subject = ep->identity;
 	flags = ep->flags;
 
-	/* 4. ARP and IPv6 neighbour discovery (hop limit 255) always pass; anything else we
+	/* 3b. Leaving the pod: its source must be one of the pod's addresses, whatever the
+	 * policy, before any conntrack entry exists (source.h: why after the conntrack miss).
+	 * Every IP packet whose addresses were read (family set) is checked, fragments and
+	 * unsupported header chains included. */
+	if (dir == LW_DIR_EGRESS && pkt.t.family &&
+	    !lw_source_valid(skb->ifindex, &pkt, status == LW_REASON_ICMP_ND)) {
+		d.reason = LW_REASON_SOURCE_INVALID;
+		return lw_finish(skb, dir, subject, &pkt, &d, 1, now ? now : lw_now_ns());
+	}
+
+	/* 4. ARP and IPv6 neighbour discovery (hop limit 255, in scope) always pass; anything else we
 	 * could not parse (other ethertypes included) only when the subject is not isolated
 	 * in this direction (or audited). */
 	if (status == LW_REASON_NON_IP || status == LW_REASON_ICMP_ND) {

@@ -75,6 +75,7 @@ def map_sizes(config: Config) -> dict[str, int]:
     ms = config.map_sizes
     return {
         mapspecs.ENDPOINTS_MAP.name: ms.endpoints,
+        mapspecs.EPADDR_MAP.name: 2 * ms.endpoints,  # one IPv4 + one IPv6 address per pod
         mapspecs.SUBJECTS_MAP.name: ms.subjects,
         mapspecs.POLICY_MAP.name: ms.policy,
         mapspecs.POLOVF_MAP.name: ms.policy,  # the overflow trie holds a subset of the policy

@@ -8,7 +8,7 @@ twin is the real writer (``datapath.writer.MapWriter``) over dict maps
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from labelwall.cluster import IPAddress
@@ -25,7 +25,13 @@ class DatapathPort(Protocol):
 
     def endpoints(self) -> dict[int, int]: ...
 
-    def set_endpoint(self, ifindex: int, identity: int) -> None: ...
+    def endpoint_addresses(self) -> dict[int, frozenset[IPAddress]]:
+        """ifindex -> the addresses its pod may send from, as the maps hold them."""
+        ...
+
+    def set_endpoint(
+        self, ifindex: int, identity: int, addresses: Iterable[IPAddress] = ()
+    ) -> None: ...
 
     def delete_endpoint(self, ifindex: int) -> None: ...
 
@@ -79,10 +85,15 @@ class MemoryDatapath:
     def endpoints(self) -> dict[int, int]:
         return {i: e.identity for i, e in reader.read_endpoints(self.io).items()}
 
-    def set_endpoint(self, ifindex: int, identity: int) -> None:
+    def endpoint_addresses(self) -> dict[int, frozenset[IPAddress]]:
+        return self.writer.endpoint_addresses()
+
+    def set_endpoint(
+        self, ifindex: int, identity: int, addresses: Iterable[IPAddress] = ()
+    ) -> None:
         self.writes += 1
         self.ops.append(("endpoint", (ifindex, identity)))
-        self.writer.set_endpoint(ifindex, identity)
+        self.writer.set_endpoint(ifindex, identity, addresses)
 
     def delete_endpoint(self, ifindex: int) -> None:
         self.writes += 1

@@ -4,9 +4,10 @@ Write order for one sync (why: no flow allowed before and after a change is ever
 and an endpoint never points at an identity whose entries are not complete):
 
  1. map upserts (the writer orders them: policy, relaxed subjects, ipcache, final subjects)
- 2. endpoints: new or relabelled pods get their entry, new pods are attached only after
+ 2. endpoints: new or relabelled pods get their entry (with the addresses the pod may
+    send from: status.podIPs, written before the entry), new pods are attached only after
     their entry exists (an attached veth without an entry would be classified as unknown);
-    pods that left are detached, then their entry is deleted
+    pods that left are detached, then their entry is deleted (and its addresses after it)
  3. map deletes (entries of identities no endpoint or address uses any more)
 
 Only differences are written: ``applied`` mirrors what the maps hold (read back from the
@@ -31,7 +32,7 @@ from typing import Any
 
 from labelwall.agent.desired import DesiredState
 from labelwall.agent.port import DatapathPort, RoutesPort
-from labelwall.cluster import Pod
+from labelwall.cluster import IPAddress, Pod
 from labelwall.datapath.errors import MapFullError
 from labelwall.policy.mapstate import (
     TABLES,
@@ -95,6 +96,9 @@ class Reconciler:
         self.node = node or None
         self.applied: dict[str, dict[Any, Any]] = {t.name: {} for t in TABLES}
         self.endpoints: dict[int, int] = {}  # ifindex -> identity, as in the endpoints map
+        # ifindex -> addresses its pod may send from, as in lw_epaddr_v1 (source check)
+        self.endpoint_addrs: dict[int, frozenset[IPAddress]] = {}
+        self.want_addrs: dict[int, frozenset[IPAddress]] = {}  # from desired_endpoints
         self.attached: set[int] = set()
         self.pending: set[str] = set()  # local pods with an address but no host route yet
         self.full: tuple[MapFullError, ...] = ()  # maps that refused entries in the last sync
@@ -106,6 +110,7 @@ class Reconciler:
         """Read the pinned maps back: what a previous agent wrote is kept, not flushed."""
         self.applied = state_dicts(self.dp.read_state())
         self.endpoints = self.dp.endpoints()
+        self.endpoint_addrs = self.dp.endpoint_addresses()
         self.attached = {i for i in self.endpoints if self._is_attached(i)}
 
     # ---- map writes ----
@@ -172,6 +177,7 @@ class Reconciler:
     def desired_endpoints(self, desired: DesiredState) -> dict[int, int]:
         routes = self.routes.host_routes()
         want: dict[int, int] = {}
+        addrs: dict[int, frozenset[IPAddress]] = {}
         pending: set[str] = set()
         for pod in self.local_pods(desired):
             ifindex = next((routes[ip] for ip in pod.ips if ip in routes), None)
@@ -180,7 +186,9 @@ class Reconciler:
                 pending.add(pod.key)
                 continue
             want[ifindex] = ident
+            addrs[ifindex] = frozenset(pod.ips)  # status.podIPs: what it may send from
         self.pending = pending
+        self.want_addrs = addrs
         return want
 
     def _isolated(self, desired: DesiredState, ident: int) -> bool:
@@ -191,9 +199,10 @@ class Reconciler:
         self, desired: DesiredState, want: Mapping[int, int], stats: WriteStats, check: bool
     ) -> None:
         for ifindex, ident in sorted(want.items()):
-            if self.endpoints.get(ifindex) != ident:
+            addrs = self.want_addrs.get(ifindex, frozenset())
+            if self.endpoints.get(ifindex) != ident or self.endpoint_addrs.get(ifindex) != addrs:
                 try:
-                    self.dp.set_endpoint(ifindex, ident)
+                    self.dp.set_endpoint(ifindex, ident, addrs)
                 except MapFullError as full:
                     self._refused.extend(full.all)
                     # No entry: attached, the veth drops everything (closed), which only
@@ -202,6 +211,7 @@ class Reconciler:
                         self._attach(ifindex, stats)
                     continue
                 self.endpoints[ifindex] = ident
+                self.endpoint_addrs[ifindex] = addrs
                 stats.add("endpoints", 1, 0)
             if ifindex not in self.attached or (check and not self._is_attached(ifindex)):
                 # Entry first, then the classifier: it never sees this veth without one.
@@ -217,6 +227,7 @@ class Reconciler:
                 stats.detached += 1
             self.dp.delete_endpoint(ifindex)
             del self.endpoints[ifindex]
+            self.endpoint_addrs.pop(ifindex, None)
             stats.add("endpoints", 0, 1)
         self.attached &= set(self.endpoints) | set(want)
 
@@ -255,6 +266,7 @@ class Reconciler:
         ups, dels = _split(self._changes(desired, None))
         self._write(ups, stats)
         self.endpoints = self.dp.endpoints()
+        self.endpoint_addrs = self.dp.endpoint_addresses()
         self._sync_endpoints(desired, self.desired_endpoints(desired), stats, check=check_attached)
         self._write(dels, stats)
         self.full = _by_map(self._refused)

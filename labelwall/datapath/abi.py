@@ -52,6 +52,7 @@ class ConfigFlags(IntFlag):
 
 EP_F_SUBJECT = 0x80000000  # LW_EP_F_SUBJECT: lw_endpoint.flags mirrors the subject's flags
 EP_SUBJECT_MASK = 0xFF  # LW_EP_SUBJECT_MASK
+EPADDR_F_POD = 1  # LW_EPADDR_F_POD: lw_epaddr_value.flags, one of the pod's status.podIPs
 
 
 class GroupFlags(IntFlag):
@@ -131,6 +132,10 @@ def _s(c_name: str, *fields: Field) -> CStruct:
 F = Field
 ENDPOINT = _s("lw_endpoint", F("identity", "I"), F("flags", "I"))
 SUBJECT = _s("lw_subject", F("flags", "I"))
+EPADDR_KEY = _s(
+    "lw_epaddr_key", F("ifindex", "I"), F("family", "B"), F("pad", "3s"), F("addr", "16s", True)
+)
+EPADDR_VALUE = _s("lw_epaddr_value", F("flags", "I"))
 POLICY_KEY = _s(
     "lw_policy_key",
     F("prefixlen", "I"),
@@ -208,6 +213,8 @@ CONFIG = _s(
 
 STRUCTS: tuple[CStruct, ...] = (
     ENDPOINT,
+    EPADDR_KEY,
+    EPADDR_VALUE,
     SUBJECT,
     POLICY_KEY,
     POLICY_VALUE,

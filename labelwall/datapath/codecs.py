@@ -26,6 +26,9 @@ from labelwall.datapath.abi import (
     ENDPOINT,
     EP_F_SUBJECT,
     EP_SUBJECT_MASK,
+    EPADDR_F_POD,
+    EPADDR_KEY,
+    EPADDR_VALUE,
     EVENT,
     EVRATE,
     FRAG_KEY,
@@ -102,6 +105,20 @@ def encode_endpoint(v: Endpoint) -> bytes:
 def decode_endpoint(raw: bytes) -> Endpoint:
     identity, flags = ENDPOINT.codec.unpack(raw)
     return Endpoint(identity, flags)
+
+
+def encode_epaddr_key(ifindex: int, addr: IPAddress) -> bytes:
+    """lw_epaddr_key: (host veth ifindex, family, address), the source-validation key."""
+    return EPADDR_KEY.codec.pack(ifindex, addr.version, b"\0\0\0", _addr16(addr))
+
+
+def decode_epaddr_key(raw: bytes) -> tuple[int, IPAddress]:
+    ifindex, family, _pad, addr = EPADDR_KEY.codec.unpack(raw)
+    return ifindex, _addr_from16(family, addr)
+
+
+def encode_epaddr_value(flags: int = EPADDR_F_POD) -> bytes:
+    return EPADDR_VALUE.codec.pack(flags)
 
 
 def encode_subject(flags: SubjectFlags) -> bytes:

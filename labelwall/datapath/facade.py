@@ -12,10 +12,11 @@ filters) keep enforcing. ``unpin_all()`` removes the pins (tests, uninstall).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
-from labelwall.cluster import Direction
+from labelwall.cluster import Direction, IPAddress
 from labelwall.datapath import codecs, libbpf, loader, mapspecs, reader, tc, testrun
 from labelwall.datapath.events import EventStream
 from labelwall.datapath.mapio import LibbpfMapIO
@@ -90,8 +91,11 @@ class Datapath:
 
     # ---- writes ----
 
-    def set_endpoint(self, ifindex: int, identity: int) -> None:
-        self.writer.set_endpoint(ifindex, identity)
+    def set_endpoint(
+        self, ifindex: int, identity: int, addresses: Iterable[IPAddress] = ()
+    ) -> None:
+        """The pod behind ``ifindex`` and the addresses it may send from (source check)."""
+        self.writer.set_endpoint(ifindex, identity, addresses)
 
     def delete_endpoint(self, ifindex: int) -> None:
         self.writer.delete_endpoint(ifindex)
@@ -109,6 +113,9 @@ class Datapath:
 
     def endpoints(self) -> dict[int, int]:
         return {i: e.identity for i, e in reader.read_endpoints(self.io).items()}
+
+    def endpoint_addresses(self) -> dict[int, frozenset[IPAddress]]:
+        return self.writer.endpoint_addresses()
 
     def counters(self) -> dict[tuple[Direction, Reason], codecs.Counter]:
         return reader.read_counters(self._loaded.map_fds)

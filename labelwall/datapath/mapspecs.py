@@ -18,6 +18,8 @@ from labelwall.datapath.abi import (
     CT_KEY,
     CT_VALUE,
     ENDPOINT,
+    EPADDR_KEY,
+    EPADDR_VALUE,
     EVRATE,
     FRAG_KEY,
     FRAG_VALUE,
@@ -62,6 +64,7 @@ class MapSpec:
 _HASH, _ARRAY, _PERCPU_ARRAY, _LRU_HASH, _LPM_TRIE, _RINGBUF = 1, 2, 6, 9, 11, 27
 
 ENDPOINTS_MAX = 4096
+EPADDRS_MAX = 2 * ENDPOINTS_MAX  # status.podIPs: one IPv4 and one IPv6 address per pod
 SUBJECTS_MAX = 65536
 POLICY_MAX = 1 << 20
 POLGRP_MAX = 1 << 20
@@ -74,6 +77,7 @@ EVENTS_BYTES = 256 * 1024
 COUNTERS_MAX = 2 * REASON_MAX
 
 ENDPOINTS_MAP = MapSpec("lw_endpoints_v1", _HASH, U32, ENDPOINT.size, ENDPOINTS_MAX)
+EPADDR_MAP = MapSpec("lw_epaddr_v1", _HASH, EPADDR_KEY.size, EPADDR_VALUE.size, EPADDRS_MAX)
 SUBJECTS_MAP = MapSpec("lw_subjects_v1", _HASH, U32, SUBJECT.size, SUBJECTS_MAX)
 POLICY_MAP = MapSpec("lw_policy_v1", _LPM_TRIE, POLICY_KEY.size, POLICY_VALUE.size, POLICY_MAX)
 POLOVF_MAP = MapSpec("lw_polovf_v1", _LPM_TRIE, POLICY_KEY.size, POLICY_VALUE.size, POLICY_MAX)
@@ -91,6 +95,7 @@ CONFIG_MAP = MapSpec("lw_config_v1", _ARRAY, U32, CONFIG.size, 1)
 
 MAPS: tuple[MapSpec, ...] = (
     ENDPOINTS_MAP,
+    EPADDR_MAP,
     SUBJECTS_MAP,
     POLICY_MAP,
     POLGRP_MAP,
@@ -111,6 +116,7 @@ MAPS: tuple[MapSpec, ...] = (
 #: with other sizes (``-DLW_CT_MAX=...``) and the loader can expect exactly those.
 SIZE_MACROS: dict[str, str] = {
     ENDPOINTS_MAP.name: "LW_ENDPOINTS_MAX",
+    EPADDR_MAP.name: "LW_EPADDRS_MAX",
     SUBJECTS_MAP.name: "LW_SUBJECTS_MAX",
     POLICY_MAP.name: "LW_POLICY_MAX",
     POLOVF_MAP.name: "LW_POLICY_MAX",

@@ -79,10 +79,11 @@ shadow, this assumes one writer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from labelwall.cluster import IPAddress
 from labelwall.datapath import abi, codecs, groups, mapspecs
 from labelwall.datapath.errors import MapFullError
 from labelwall.datapath.mapio import FULL_ERRNOS, NO_BATCH_ERRNOS, MapIO
@@ -145,6 +146,8 @@ class MapWriter:
         self._unwritten: dict[int, SubjectFlags] = {}
         # while failing closed: the full maps met so far (upserts skip refused entries)
         self._closing: list[MapFullError] | None = None
+        # shadow of lw_epaddr_v1 (ifindex -> addresses), loaded on first use
+        self._addrs: dict[int, frozenset[IPAddress]] | None = None
 
     def _current_subjects(self, idents: list[int]) -> dict[int, SubjectFlags]:
         table = codecs.SUBJECTS
@@ -437,17 +440,59 @@ class MapWriter:
         for k in keys[start:]:
             self.io.delete(spec, k)
 
-    def set_endpoint(self, ifindex: int, identity: int) -> None:
-        """The endpoint of a pod's veth; ``MapFullError`` if lw_endpoints_v1 is full."""
+    def set_endpoint(
+        self, ifindex: int, identity: int, addresses: Iterable[IPAddress] = ()
+    ) -> None:
+        """The pod behind ``ifindex``: identity and the addresses it may send from.
+
+        Order: new addresses (lw_epaddr_v1), the endpoint entry, then addresses it no
+        longer has; so the classifier never judges this veth's packets against an address
+        set older than its entry's pod (a pod without addresses sends nothing).
+        ``MapFullError`` if lw_endpoints_v1 (or lw_epaddr_v1) is full.
+        """
+        want = frozenset(addresses)
+        have = self.endpoint_addresses(refresh=False).get(ifindex, frozenset())
+        self._write_addrs(ifindex, want - have, frozenset())
         flags = self._current_subjects([identity]).get(identity, SubjectFlags.NONE)
         self.upsert_raw(
             mapspecs.ENDPOINTS_MAP,
             [codecs.encode_u32(ifindex)],
             [codecs.encode_endpoint(codecs.Endpoint.mirroring(identity, flags))],
         )
+        self._write_addrs(ifindex, frozenset(), have - want)
 
     def delete_endpoint(self, ifindex: int) -> None:
+        """The entry first (the veth then drops everything), then its addresses."""
         self.io.delete(mapspecs.ENDPOINTS_MAP, codecs.encode_u32(ifindex))
+        have = self.endpoint_addresses(refresh=False).get(ifindex, frozenset())
+        self._write_addrs(ifindex, frozenset(), have)
+
+    def endpoint_addresses(self, refresh: bool = True) -> dict[int, frozenset[IPAddress]]:
+        """ifindex -> the addresses lw_epaddr_v1 lets it send from (re-read unless
+        ``refresh`` is False and the shadow is loaded)."""
+        if refresh or self._addrs is None:
+            out: dict[int, set[IPAddress]] = {}
+            for raw, _ in self.io.items(mapspecs.EPADDR_MAP):
+                ifindex, addr = codecs.decode_epaddr_key(raw)
+                out.setdefault(ifindex, set()).add(addr)
+            self._addrs = {i: frozenset(a) for i, a in out.items()}
+        return dict(self._addrs)
+
+    def _write_addrs(
+        self, ifindex: int, add: frozenset[IPAddress], remove: frozenset[IPAddress]
+    ) -> None:
+        assert self._addrs is not None
+        spec = mapspecs.EPADDR_MAP
+        if add:
+            keys = [codecs.encode_epaddr_key(ifindex, a) for a in sorted(add, key=str)]
+            self.upsert_raw(spec, keys, [codecs.encode_epaddr_value()] * len(keys))
+        if remove:
+            self.delete_raw(spec, [codecs.encode_epaddr_key(ifindex, a) for a in remove])
+        now = (self._addrs.get(ifindex, frozenset()) | add) - remove
+        if now:
+            self._addrs[ifindex] = now
+        else:
+            self._addrs.pop(ifindex, None)
 
     def set_config(self, config: codecs.DatapathConfig) -> None:
         self.io.update(mapspecs.CONFIG_MAP, codecs.encode_u32(0), codecs.encode_config(config))

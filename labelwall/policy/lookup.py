@@ -5,6 +5,17 @@ property test runs random packets through both and requires equal verdicts. Conn
 not modelled here: this is the decision for a *new* flow (conntrack only ever turns a
 later packet of an allowed flow into a pass).
 
+Before the policy decision, two checks on the packet itself (bpf_src/include/labelwall/
+source.h); ``decide`` models them when it is given the packet's source and, for a packet
+leaving the pod, the addresses the pod may send from:
+ 0a. ND (ICMPv6 133..137, hop limit 255) leaving a pod keeps its free pass only towards
+     link-local (fe80::/10), ff02::1, ff02::2, solicited-node (ff02::1:ff00:0/104) or an
+     address whose ipcache identity is HOST; otherwise it is ordinary ICMPv6.
+ 0b. Leaving the pod (EGRESS), the source must be one of the pod's addresses (link-local
+     and :: only for ND that passed 0a or towards a link-scoped destination: fe80::/10,
+     ffx2::/16), else DROP (SOURCE_INVALID), whatever the policy.
+ 0c. ND that passed 0a -> ALLOW (ICMP_ND).
+
 Order (bounded: at most 1 + 1 + 1 + 3 x 2 map lookups, independent of policy count):
  1. ``subjects[subject]``: not isolated in ``direction`` -> ALLOW (NOT_ISOLATED).
  2. Peer identity: ``ipcache[peer_addr]`` -> (identity, cidr_identity); on a miss the peer
@@ -20,18 +31,21 @@ Order (bounded: at most 1 + 1 + 1 + 3 x 2 map lookups, independent of policy cou
 
 Packets that belong to a flow already judged (before any of the steps above, like
 conntrack; ``decide_later_fragment`` and ``decide_icmp_error``):
- 0a. A non-first fragment whose datagram's first fragment was allowed at this veth and
+ F1. A non-first fragment whose datagram's first fragment was allowed at this veth and
      hook -> ALLOW (FRAGMENT_OF_ALLOWED); the first fragment carries the ports and is
      judged as a first packet. No entry is made where the direction is not isolated (the
      fragment passes as NOT_ISOLATED there anyway). Any other non-first fragment is an
      unparsed packet: NOT_ISOLATED, AUDIT, or DROP (FRAGMENT).
- 0b. An ICMP/ICMPv6 error whose quoted packet belongs to a tracked flow at this veth (every
+ F2. An ICMP/ICMPv6 error whose quoted packet belongs to a tracked flow at this veth (every
      allowed first packet is tracked) -> ALLOW (ICMP_RELATED); any other error is a new
-     ICMP packet, judged by steps 1-6 by protocol.
+     ICMP packet, judged by steps 1-6 by protocol. An error leaving a pod must pass the
+     source check (0b) first; one with a forged source drops as SOURCE_INVALID.
 """
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -62,6 +76,7 @@ class Reason(IntEnum):
     MALFORMED = 18
     FRAGMENT = 19
     UNSUPPORTED = 20
+    SOURCE_INVALID = 21  # leaving a pod with a source that is not one of its addresses
 
 
 DROP_REASONS = frozenset(r for r in Reason if r >= Reason.POLICY_DENIED)
@@ -127,6 +142,42 @@ def lpm_cidr(state: MapState, addr: IPAddress) -> int:
     return best
 
 
+LINK_LOCAL6 = ipaddress.IPv6Network("fe80::/10")
+SOLICITED_NODE6 = ipaddress.IPv6Network("ff02::1:ff00:0/104")
+ND_GROUPS6 = frozenset({ipaddress.IPv6Address("ff02::1"), ipaddress.IPv6Address("ff02::2")})
+UNSPECIFIED6 = ipaddress.IPv6Address("::")
+
+
+def nd_in_scope(state: MapState, direction: Direction, dst_addr: IPAddress) -> bool:
+    """Step 0a: does ND keep its free pass? Arriving ND (hop limit 255: sent on the link,
+    by the node) always does; leaving ND only towards where ND goes."""
+    if direction is Direction.INGRESS:
+        return True
+    if not isinstance(dst_addr, ipaddress.IPv6Address):
+        return False
+    if dst_addr in LINK_LOCAL6 or dst_addr in SOLICITED_NODE6 or dst_addr in ND_GROUPS6:
+        return True
+    entry = state.ipcache.get(dst_addr)
+    return entry is not None and entry.identity == Reserved.HOST
+
+
+def link_scoped(addr: IPAddress) -> bool:
+    """fe80::/10 or multicast of link-local scope (ffx2::): never forwarded by the node."""
+    return isinstance(addr, ipaddress.IPv6Address) and (
+        addr in LINK_LOCAL6 or (addr.packed[0] == 0xFF and addr.packed[1] & 0x0F == 0x02)
+    )
+
+
+def source_valid(
+    src_addr: IPAddress, own_addrs: Collection[IPAddress], nd: bool, dst_addr: IPAddress
+) -> bool:
+    """Step 0b: may a pod with ``own_addrs`` send from ``src_addr`` (to ``dst_addr``)?"""
+    on_link = isinstance(src_addr, ipaddress.IPv6Address) and (
+        src_addr in LINK_LOCAL6 or src_addr == UNSPECIFIED6
+    )
+    return (on_link and (nd or link_scoped(dst_addr))) or src_addr in own_addrs
+
+
 def decide(
     state: MapState,
     subject: int,
@@ -135,8 +186,28 @@ def decide(
     dst_addr: IPAddress,
     protocol: Protocol,
     dport: int,
+    *,
+    src_addr: IPAddress | None = None,
+    own_addrs: Collection[IPAddress] | None = None,
+    nd: bool = False,
 ) -> Verdict:
-    """The verdict for the first packet of a flow seen at ``subject``'s veth."""
+    """The verdict for the first packet of a flow seen at ``subject``'s veth.
+
+    ``src_addr``/``own_addrs``: the packet's source and the addresses the subject may send
+    from (steps 0a-0c; None: not checked, as offline, where a pod sends from its own
+    address by construction). ``nd``: the packet is ND with hop limit 255.
+    """
+    if nd and not nd_in_scope(state, direction, dst_addr):
+        nd = False
+    if (
+        direction is Direction.EGRESS
+        and src_addr is not None
+        and own_addrs is not None
+        and not source_valid(src_addr, own_addrs, nd, dst_addr)
+    ):
+        return Verdict(False, Reason.SOURCE_INVALID)
+    if nd:
+        return Verdict(True, Reason.ICMP_ND)
     flags = state.subjects.get(subject, SubjectFlags.NONE)
     if not flags & isolation_flag(direction):
         return Verdict(True, Reason.NOT_ISOLATED)
@@ -174,14 +245,14 @@ def decide_unparsed(state: MapState, subject: int, direction: Direction, reason:
 
 
 def opens_fragment_entry(first: Verdict) -> bool:
-    """Step 0a: does this verdict on a first fragment let its later fragments through?"""
+    """Step F1: does this verdict on a first fragment let its later fragments through?"""
     return first.allowed and first.reason is not Reason.NOT_ISOLATED
 
 
 def decide_later_fragment(
     state: MapState, subject: int, direction: Direction, first: Verdict | None
 ) -> Verdict:
-    """Step 0a. ``first``: the verdict on the same datagram's first fragment at this veth
+    """Step F1. ``first``: the verdict on the same datagram's first fragment at this veth
     and hook within the fragment timeout, or None (not seen, another id, expired)."""
     if first is not None and opens_fragment_entry(first):
         return Verdict(True, Reason.FRAGMENT_OF_ALLOWED)
@@ -197,7 +268,7 @@ def decide_icmp_error(
     protocol: Protocol,
     quoted_flow: Verdict | None,
 ) -> Verdict:
-    """Step 0b. ``quoted_flow``: the verdict on the first packet of the flow the error
+    """Step F2. ``quoted_flow``: the verdict on the first packet of the flow the error
     quotes at this veth (still tracked), or None (no such flow)."""
     if quoted_flow is not None and quoted_flow.allowed:
         return Verdict(True, Reason.ICMP_RELATED)

@@ -11,6 +11,7 @@ from builders import cluster, ns, pod, pods_peer, policy, port, rule, sel
 from labelwall.agent.loop import ATTACH_CHECK_EVERY, Agent
 from labelwall.agent.port import MemoryDatapath, StaticRoutes
 from labelwall.cluster import Direction, Protocol
+from labelwall.datapath import codecs, mapspecs
 from labelwall.identity.labels import LabelSet
 from labelwall.identity.numbers import Reserved
 from labelwall.policy.clusterstate import ClusterState
@@ -309,3 +310,30 @@ def test_udp_ports_compile_into_written_entries() -> None:
     s = replace(s, policies={**s.policies, udp.key: udp})
     agent.handle(Snapshot(s))
     assert any(k.protocol == Protocol.UDP and k.port == 53 for k in dp.read_state().policy)
+
+
+def test_each_local_pod_may_send_only_from_its_own_addresses() -> None:
+    agent, dp, _ = make(grace_s=0)
+    agent.handle(Snapshot(shop()))
+    assert dp.endpoint_addresses() == {
+        10: frozenset({IP("10.244.1.10")}),
+        11: frozenset({IP("10.244.1.11")}),
+        12: frozenset({IP("10.244.1.12")}),
+    }
+    gone = replace(shop(), pods={k: v for k, v in shop().pods.items() if k != "shop/db"})
+    agent.handle(Snapshot(gone))
+    assert 12 not in dp.endpoint_addresses()
+    restarted, _, _ = make(dp)  # adopts the addresses: nothing to rewrite
+    before = dp.writes
+    restarted.handle(Snapshot(gone))
+    assert dp.writes == before
+
+
+def test_drifted_endpoint_addresses_are_repaired() -> None:
+    agent, dp, _ = make()
+    agent.handle(Snapshot(shop()))
+    dp.io.delete(
+        mapspecs.EPADDR_MAP, codecs.encode_epaddr_key(11, IP("10.244.1.11"))
+    )  # behind the agent's back
+    agent.repair()
+    assert dp.endpoint_addresses()[11] == frozenset({IP("10.244.1.11")})

@@ -53,6 +53,8 @@ CONSTANTS: dict[str, int] = {
     "LW_CFG_NO_ALLOW_EVENTS": abi.ConfigFlags.NO_ALLOW_EVENTS,
     "LW_CFG_NO_EVENTS": abi.ConfigFlags.NO_EVENTS,
     "LW_ENDPOINTS_MAX": mapspecs.ENDPOINTS_MAX,
+    "LW_EPADDRS_MAX": mapspecs.EPADDRS_MAX,
+    "LW_EPADDR_F_POD": abi.EPADDR_F_POD,
     "LW_SUBJECTS_MAX": mapspecs.SUBJECTS_MAX,
     "LW_POLICY_MAX": mapspecs.POLICY_MAX,
     "LW_IPCACHE_MAX": mapspecs.IPCACHE_MAX,
@@ -234,6 +236,16 @@ def test_named_port_key_encodes_port_in_network_order() -> None:
 def test_an_endpoint_mirroring_its_subject_flags_encodes_byte_exact() -> None:
     mirror = codecs.Endpoint.mirroring(257, SubjectFlags.EGRESS_ISOLATED | SubjectFlags.AUDIT)
     assert codecs.encode_endpoint(mirror).hex() == "0101000006000080"
+
+
+def test_an_endpoint_address_key_is_ifindex_family_and_address_in_network_order() -> None:
+    v4 = codecs.encode_epaddr_key(0x0102, ipaddress.ip_address("10.244.0.9"))
+    assert v4.hex() == "02010000" + "04000000" + "0af40009" + "00" * 12
+    v6 = codecs.encode_epaddr_key(7, ipaddress.ip_address("fd00::1"))
+    assert v6.hex() == "07000000" + "06000000" + "fd00" + "00" * 13 + "01"
+    assert codecs.decode_epaddr_key(v6) == (7, ipaddress.ip_address("fd00::1"))
+    assert codecs.encode_epaddr_value().hex() == "01000000"
+    assert mapspecs.EPADDR_MAP.key_size == abi.EPADDR_KEY.size == 24
 
 
 def test_subject_and_endpoint_values_encode_byte_exact() -> None:

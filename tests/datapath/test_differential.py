@@ -9,10 +9,15 @@ finds in a group's slots or, for a group too large for its slots, in the trie).
 The packets of a flow already judged are covered too: the later fragments of a
 fragmented first packet (same datagram id and another one) and an ICMP error quoting the
 first packet follow ``decide_later_fragment`` / ``decide_icmp_error``.
+
+The subject's own addresses (lw_epaddr_v1) are drawn too, so a packet leaving it may carry
+a source that is not its own (the model's source check, steps 0a-0c), and neighbour
+discovery packets towards random destinations check the scope of the ND pass.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 from collections.abc import Iterator
 
@@ -24,7 +29,13 @@ from labelwall.cluster import Direction, IPAddress, Protocol
 from labelwall.datapath import codecs
 from labelwall.datapath.events import EventStream
 from labelwall.datapath.facade import Datapath
-from labelwall.policy.lookup import PORT_PROTOCOLS, decide, decide_icmp_error, decide_later_fragment
+from labelwall.policy.lookup import (
+    PORT_PROTOCOLS,
+    Reason,
+    decide,
+    decide_icmp_error,
+    decide_later_fragment,
+)
 from labelwall.policy.mapstate import MapState
 
 from . import packets
@@ -38,7 +49,7 @@ from .helpers import (
     run,
     write,
 )
-from .mapstate_strategies import Flow, flows, map_states
+from .mapstate_strategies import ADDRS, SUBJECTS, Flow, flows, map_states
 
 _datagram_ids = itertools.count(1)
 
@@ -88,7 +99,7 @@ def test_the_kernel_verdict_equals_the_lookup_model_for_every_new_flow(
     with dp.events() as events:
         events.poll(0)
         for f in cases:
-            _check_flow(dp, events, state, f)
+            _check_flow(dp, events, state, f, frozenset({f.subject_addr}))
 
 
 def _src_dst(f: Flow) -> tuple[IPAddress, IPAddress]:
@@ -98,16 +109,79 @@ def _src_dst(f: Flow) -> tuple[IPAddress, IPAddress]:
     return f.peer_addr, f.subject_addr
 
 
-def _check_flow(dp: Datapath, events: EventStream, state: MapState, f: Flow) -> None:
-    """One first packet: verdict, reason and event fields equal the model's."""
-    dp.set_endpoint(LO, f.subject)
+_ON_LINK = ("fe80::1", "ff02::1", "ff02::2", "ff02::1:ff00:1", "ff02::1:fe00:1", "ff05::2")
+ND_PEERS: list[IPAddress] = [a for a in ADDRS if a.version == 6]
+ND_PEERS += [ipaddress.ip_address(a) for a in _ON_LINK]
+ND_SOURCES: list[IPAddress] = [a for a in ADDRS if a.version == 6]
+ND_SOURCES += [ipaddress.ip_address("fe80::5"), ipaddress.ip_address("::")]
+
+
+@st.composite
+def nd_flows(draw: st.DrawFn) -> Flow:
+    """ND (hop limit 255, types 133..137 as dport) between random addresses."""
+    return Flow(
+        draw(st.sampled_from(SUBJECTS)),
+        draw(st.sampled_from(list(Direction))),
+        draw(st.sampled_from(ND_SOURCES)),
+        draw(st.sampled_from(ND_PEERS)),
+        Protocol.ICMPV6,
+        0,
+        draw(st.integers(133, 137)),
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(state=map_states(), data=st.data())
+def test_the_kernel_equals_the_model_for_forged_sources_and_neighbour_discovery(
+    shared_dp: Datapath, state: MapState, data: st.DataObject
+) -> None:
+    dp = shared_dp
+    write(dp, state)
+    cases = data.draw(
+        st.lists(
+            st.tuples(
+                st.one_of(flows(), targeted_flows(state), nd_flows()),
+                st.frozensets(st.sampled_from(ADDRS), max_size=3),
+            ),
+            min_size=1,
+            max_size=8,
+        )
+    )
+    with dp.events() as events:
+        events.poll(0)
+        for f, own in cases:
+            _check_flow(dp, events, state, f, own)
+
+
+def _check_flow(
+    dp: Datapath, events: EventStream, state: MapState, f: Flow, own: frozenset[IPAddress]
+) -> None:
+    """One first packet: verdict, reason and event fields equal the model's.
+
+    ``own``: the subject's addresses; a Flow with protocol ICMPv6 and sport 0 whose dport
+    is 133..137 is sent as neighbour discovery (hop limit 255)."""
+    dp.set_endpoint(LO, f.subject, own)
     dp.clear_conntrack()  # the model decides new flows only
-    src, dst = _src_dst(f)
-    packet = packets.packet(src, dst, int(f.protocol), f.sport, f.dport)
-    want = decide(state, f.subject, f.direction, f.peer_addr, dst, f.protocol, f.dport)
+    if f.direction is Direction.EGRESS:
+        src, dst = f.subject_addr, f.peer_addr
+    else:
+        src, dst = f.peer_addr, f.subject_addr
+    nd = f.protocol is Protocol.ICMPV6 and f.sport == 0 and 133 <= f.dport <= 137
+    if nd:
+        body = packets.icmp(f.dport) + b"\0" * 16
+        packet = packets.ipv6(str(src), str(dst), packets.ICMPV6, body, hop_limit=255)
+    else:
+        packet = packets.packet(src, dst, int(f.protocol), f.sport, f.dport)
+    want = decide(
+        state, f.subject, f.direction, f.peer_addr, dst, f.protocol, f.dport,
+        src_addr=src, own_addrs=own, nd=nd,
+    )  # fmt: skip
     got = run(dp, f.direction, packet)
     event(f"reason {want.reason.name}")
     assert (got.verdict == 1, got.reason) == (want.allowed, want.reason), (f, want)
+    if want.reason is Reason.ICMP_ND:
+        assert events.poll(0) == []  # the ND pass reports nothing, as NON_IP
+        return
     (ev,) = events.poll(0)
     assert (ev.peer, ev.cidr_identity, ev.cookie) == (
         want.peer_identity,
@@ -131,7 +205,7 @@ def test_the_kernel_equals_the_model_for_later_fragments_and_related_icmp_errors
 
 def _check_fragments_and_error(dp: Datapath, state: MapState, f: Flow) -> None:
     """A fragmented first packet, its later fragments, another datagram's, an ICMP error."""
-    dp.set_endpoint(LO, f.subject)
+    dp.set_endpoint(LO, f.subject, frozenset({f.subject_addr}))
     dp.clear_conntrack()
     dp.clear_fragments()
     src, dst = _src_dst(f)

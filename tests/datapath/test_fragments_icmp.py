@@ -68,7 +68,7 @@ def fragments(src: IPAddress, dst: IPAddress, dport: int, ident: int) -> list[by
 
 @pytest.fixture
 def pod(dp: Datapath) -> Datapath:
-    dp.set_endpoint(LO, A)
+    dp.set_endpoint(LO, A, (A4, A6))  # the addresses A may send from (source validation)
     return dp
 
 
@@ -236,3 +236,17 @@ def test_an_error_the_pod_sends_about_a_tracked_inbound_flow_passes_its_egress(
     assert run(pod, IN, query) == Outcome(ALLOW, Reason.POLICY)
     assert run(pod, OUT, _error(A6, B6, 1, query)) == Outcome(ALLOW, Reason.ICMP_RELATED)
     assert run(pod, OUT, _error(A6, ip("fd00:10:244:2::9"), 1, query)).verdict is DROP
+
+
+def test_an_error_leaving_the_pod_with_a_forged_source_drops_before_the_related_pass(
+    pod: Datapath,
+) -> None:
+    # The related-flow lookup reads the quoted packet, not the error's own source: without
+    # the source check first, A could send errors about its own flows from any address.
+    write(pod, state({A: SubjectFlags.INGRESS_ISOLATED | SubjectFlags.EGRESS_ISOLATED},
+                     {PolicyKey(A, B, IN, Protocol.UDP, 53, 16): 1}))  # fmt: skip
+    query = P.packet(B6, A6, P.UDP, next(_sports), 53)
+    assert run(pod, IN, query) == Outcome(ALLOW, Reason.POLICY)
+    forged = _error(ip("fd00:10:244:2::9"), B6, 1, query)
+    assert run(pod, OUT, forged) == Outcome(DROP, Reason.SOURCE_INVALID)
+    assert run(pod, OUT, _error(A6, B6, 1, query)) == Outcome(ALLOW, Reason.ICMP_RELATED)

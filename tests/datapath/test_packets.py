@@ -86,7 +86,7 @@ def flow(
 
 @pytest.fixture
 def pod(dp: Datapath) -> Datapath:
-    dp.set_endpoint(LO, A)
+    dp.set_endpoint(LO, A, (A4, A6))  # the pod behind lo sends from its own addresses
     return dp
 
 
@@ -112,8 +112,12 @@ def test_icmpv6_neighbour_discovery_with_hop_limit_255_passes_an_isolated_pod(
     for nd_type in range(133, 138):
         nd_in = P.ipv6(str(B6), str(A6), P.ICMPV6, P.icmp(nd_type) + b"\0" * 16, hop_limit=255)
         assert run(pod, IN, nd_in) == Outcome(ALLOW, Reason.ICMP_ND)
-        nd_out = P.ipv6(str(A6), str(B6), P.ICMPV6, P.icmp(nd_type) + b"\0" * 16, hop_limit=255)
-        assert run(pod, OUT, nd_out) == Outcome(ALLOW, Reason.ICMP_ND)
+        # leaving the pod, ND passes towards where ND goes (link-local, the ND groups);
+        # towards a routed address it is judged by policy (tests/datapath/test_source.py)
+        for src, dst in [(A6, "fe80::1"), (A6, "ff02::1:ff00:1"), ("fe80::5", "ff02::2"),
+                         ("::", "ff02::1:ff00:5"), ("fe80::5", "ff02::1")]:  # fmt: skip
+            nd_out = P.ipv6(str(src), dst, P.ICMPV6, P.icmp(nd_type) + b"\0" * 16, hop_limit=255)
+            assert run(pod, OUT, nd_out) == Outcome(ALLOW, Reason.ICMP_ND), (nd_type, src, dst)
     echo = P.ipv6(str(B6), str(A6), P.ICMPV6, P.icmp(128, ident=9), hop_limit=255)
     assert run(pod, IN, echo) == Outcome(DROP, Reason.POLICY_DENIED)
 
@@ -373,12 +377,17 @@ def test_one_conntrack_entry_serves_both_directions_whichever_end_sorts_first(
 
 def test_a_conntrack_entry_made_at_one_veth_is_not_found_at_another(pod: Datapath) -> None:
     # Pod A (behind lo, not isolated) spoofs isolated pod B's address: B:80 -> world:5555.
-    # Its entry must not make world:5555 -> B:80 a "reply" at B's veth, nor B's answer.
+    # Source validation drops it and tracks nothing. Even when A's veth is allowed to send
+    # from B4 (two veths claiming one address: a broken CNI), its entry must not make
+    # world:5555 -> B:80 a "reply" at B's veth, nor B's answer.
     with second_device() as b_veth:
-        pod.set_endpoint(b_veth, B)
+        pod.set_endpoint(b_veth, B, (B4,))
         both = SubjectFlags.INGRESS_ISOLATED | SubjectFlags.EGRESS_ISOLATED
         write(pod, state({B: both}))
         spoofed = P.packet(B4, WORLD4, P.TCP, 80, 5555, P.SYN | P.ACK)
+        assert run(pod, OUT, spoofed) == Outcome(DROP, Reason.SOURCE_INVALID)
+        assert pod.conntrack() == {}
+        pod.set_endpoint(LO, A, (A4, A6, B4))
         assert run(pod, OUT, spoofed) == Outcome(ALLOW, Reason.NOT_ISOLATED)
         (key,) = pod.conntrack()
         assert key.ifindex == LO

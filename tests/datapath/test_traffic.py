@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 from typing import Any
 
 import pytest
@@ -120,7 +121,7 @@ class Lab:
         pod = L.create_pod(PREFIX + name, v4, v6, node=LAB_NODE)
         self.pods[name] = pod
         self.ips[name] = (v4, v6)
-        self.dp.set_endpoint(pod.host_ifindex, identity)
+        self.dp.set_endpoint(pod.host_ifindex, identity, (ip_address(v4), ip_address(v6)))
         with L.in_netns(NODE):  # the host-side veth lives in the lab's node netns
             self.dp.attach(pod.host_ifname)
         agent = self.agents[name] = ProbeHelper.start(pod.name)

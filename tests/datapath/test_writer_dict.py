@@ -7,6 +7,8 @@ the way the classifier reads it (``classify``: slots, else the overflow trie).
 
 from __future__ import annotations
 
+import ipaddress
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -190,3 +192,28 @@ def test_sync_at_open_rebuilds_a_stale_index_and_mirror() -> None:
     assert read_groups(dp) == expected_groups(state)
     assert read_overflow(dp) == expected_overflow(state)
     assert reader.read_endpoints(dp.io)[7] == codecs.Endpoint.mirroring(300, ISO_IN)
+
+
+def test_endpoint_addresses_are_written_before_the_entry_and_removed_after_it() -> None:
+    a4, a6, b4 = (ipaddress.ip_address(a) for a in ("10.0.0.1", "fd00::1", "10.0.0.2"))
+    dp = MemoryDatapath()
+    seen: list[tuple[bool, set[IPAddress]]] = []  # (entry present, addresses) per write
+
+    def record() -> None:
+        has_entry = codecs.encode_u32(7) in dp.io.maps.get(mapspecs.ENDPOINTS_MAP.name, {})
+        addrs = {
+            codecs.decode_epaddr_key(k)[1] for k in dp.io.maps.get(mapspecs.EPADDR_MAP.name, {})
+        }
+        seen.append((has_entry, addrs))
+
+    dp.io.on_write = record
+    dp.set_endpoint(7, 300, (a4, a6))
+    assert seen == [(False, {a4}), (False, {a4, a6}), (True, {a4, a6})]
+    seen.clear()
+    dp.set_endpoint(7, 300, (a6, b4))  # b4 in before the entry is rewritten, a4 out after
+    assert seen == [(True, {a4, a6, b4}), (True, {a4, a6, b4}), (True, {a6, b4})]
+    seen.clear()
+    dp.delete_endpoint(7)
+    assert seen[0] == (False, {a6, b4})
+    assert seen[-1] == (False, set())
+    assert dp.endpoint_addresses() == {}

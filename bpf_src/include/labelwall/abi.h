@@ -22,7 +22,10 @@
  *  - Per packet: parse -> conntrack (forward key = established, reverse key = reply,
  *    skipped for a bare TCP SYN; no identity needed, so an established flow costs one
  *    hash lookup) -> endpoint (a miss drops; its value mirrors the subject's flags) ->
- *    (ARP / ND with hop limit 255 pass; other non-IP as unparseable) -> the lookup
+ *    at handle_from_pod, source validation (lw_epaddr_v1, source.h: a source that is not
+ *    the pod's drops with LW_REASON_SOURCE_INVALID) ->
+ *    (ARP / ND with hop limit 255 pass, ND leaving a pod only towards on-link and node
+ *    destinations; other non-IP as unparseable) -> the lookup
  *    order of labelwall/policy/lookup.py, with one lw_polgrp_v1 hash lookup per peer instead of trie walks and the named port looked
  *    up only when a group needs it -> on allow, create a conntrack entry (isolated or
  *    not, so replies pass when the other side is isolated). A conntrack hit passes even
@@ -116,6 +119,7 @@
 #define LW_REASON_MALFORMED 18
 #define LW_REASON_FRAGMENT 19
 #define LW_REASON_UNSUPPORTED 20
+#define LW_REASON_SOURCE_INVALID 21 /* from a pod, source not one of its addresses (source.h) */
 #define LW_REASON_MAX 32 /* exclusive bound; counters reserve this many slots per direction */
 
 /* ---- conntrack entry flags (lw_ct_value.flags) ---- */
@@ -155,6 +159,9 @@
 /* ---- map sizes (max_entries); the loader checks the sizes it expects ---- */
 #ifndef LW_ENDPOINTS_MAX
 #define LW_ENDPOINTS_MAX 4096
+#endif
+#ifndef LW_EPADDRS_MAX
+#define LW_EPADDRS_MAX (2 * LW_ENDPOINTS_MAX) /* status.podIPs: one IPv4 + one IPv6 per pod */
 #endif
 #ifndef LW_SUBJECTS_MAX
 #define LW_SUBJECTS_MAX 65536
@@ -211,6 +218,30 @@ struct lw_endpoint {
 	__u32 flags;    /* LW_EP_F_SUBJECT | mirrored LW_SUBJECT_* bits, or 0 */
 };
 _Static_assert(sizeof(struct lw_endpoint) == 8, "lw_endpoint");
+
+/* ---- endpoint address flags (lw_epaddr_value.flags) ---- */
+#define LW_EPADDR_F_POD 1 /* one of the pod's status.podIPs */
+
+/*
+ * lw_epaddr_v1: (host-side veth ifindex, family, address) -> lw_epaddr_value: the
+ * addresses the pod behind that veth may send from (source validation, source.h). A hash
+ * keyed by the whole triple, so the check is one exact lookup whatever the number of pods,
+ * and an address listed for one veth says nothing at another (two pods never vouch for
+ * each other). Written by the agent with the endpoint entry: addresses before the endpoint,
+ * removed after it. No entry = not this pod's address (the packet is dropped).
+ */
+struct lw_epaddr_key {
+	__u32 ifindex; /* host order: host-side veth ifindex (skb->ifindex) */
+	__u8 family;   /* LW_FAMILY_IPV4 / LW_FAMILY_IPV6 */
+	__u8 pad[3];   /* zero */
+	__u8 addr[16]; /* network order; IPv4 in addr[0..3], rest zero */
+};
+_Static_assert(sizeof(struct lw_epaddr_key) == 24, "lw_epaddr_key");
+
+struct lw_epaddr_value {
+	__u32 flags; /* LW_EPADDR_F_* (presence is what the classifier checks) */
+};
+_Static_assert(sizeof(struct lw_epaddr_value) == 4, "lw_epaddr_value");
 
 /*
  * lw_subjects_v1: identity (u32, host order) -> lw_subject. No entry = not isolated in

@@ -17,6 +17,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lw_endpoints_v1 SEC(".maps");
 
+/* (veth ifindex, family, address) -> flags: the addresses a pod may send from. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, LW_EPADDRS_MAX);
+	__type(key, struct lw_epaddr_key);
+	__type(value, struct lw_epaddr_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_epaddr_v1 SEC(".maps");
+
 /* Subject identity -> isolation/audit flags; a miss means not isolated. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
