@@ -290,6 +290,19 @@ class _Loader:
             | {p.namespace for p in self.policies.values()}
         ):
             # Referenced but not declared: it exists on a real cluster, with only its name label.
+            if ns not in namespaces and self.read_workloads:
+                # A review of manifests says what it assumed (namespaceSelectors on other
+                # labels will not select it); the lab and the agent create them silently.
+                self.warnings.append(
+                    FieldError(
+                        "<input>",
+                        None,
+                        f"Namespace {ns}",
+                        "",
+                        "referenced but not in the input: assumed to exist with only its "
+                        f"{NAMESPACE_NAME_LABEL} label",
+                    )
+                )
             namespaces.setdefault(ns, Namespace(ns, Labels({NAMESPACE_NAME_LABEL: ns})))
         state = ClusterState(
             namespaces=dict(sorted(namespaces.items())),

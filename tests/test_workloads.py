@@ -136,3 +136,12 @@ def test_a_cluster_as_workloads_has_the_reachability_of_the_same_cluster_as_pods
         (c.src, c.dst, c.port, c.protocol): c.allowed for c in reachability(as_workloads, ports)
     }
     assert rows == as_pods
+
+
+def test_a_namespace_referenced_but_not_given_is_named_in_a_warning() -> None:
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}
+    state, warnings = load(workload("Deployment", "apps/v1"), namespace)
+    assert "shop" in state.namespaces
+    (warning,) = [w for w in warnings if w.obj.startswith("Namespace")]
+    assert warning.obj == "Namespace shop"
+    assert "assumed to exist" in warning.message
