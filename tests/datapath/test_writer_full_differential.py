@@ -53,7 +53,7 @@ def small_dp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Datapath]:
 
 
 def _verdict(dp: Datapath, state: MapState, want: MapState, f: Flow) -> bool:
-    dp.set_endpoint(LO, f.subject)
+    dp.set_endpoint(LO, f.subject, frozenset({f.subject_addr}))  # its own address (source check)
     dp.clear_conntrack()
     src, dst = (
         (f.subject_addr, f.peer_addr) if f.direction is Direction.EGRESS
