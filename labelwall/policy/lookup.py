@@ -70,6 +70,7 @@ class Reason(IntEnum):
     ICMP_ND = 8
     FRAGMENT_OF_ALLOWED = 9
     ICMP_RELATED = 10
+    SERVICE_DEFERRED = 11  # tc: to a Service address, judged after DNAT (step S)
     # drops
     POLICY_DENIED = 16
     UNKNOWN_ENDPOINT = 17
