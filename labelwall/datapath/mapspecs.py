@@ -77,6 +77,8 @@ FRAGS_MAX = 8192  # LW_FRAGS_MAX: datagrams in flight whose first fragment was a
 EVENTS_BYTES = 256 * 1024
 COUNTERS_MAX = 2 * REASON_MAX
 SVCNETS_MAX = 64  # LW_SVCNETS_MAX: the cluster's Service CIDRs
+#: The agent's default serviceCIDRs: kubeadm's IPv4 Service range and kind's IPv6 one.
+DEFAULT_SERVICE_CIDRS = ("10.96.0.0/12", "fd00:10:96::/112")
 
 ENDPOINTS_MAP = MapSpec("lw_endpoints_v1", _HASH, U32, ENDPOINT.size, ENDPOINTS_MAX)
 EPADDR_MAP = MapSpec("lw_epaddr_v1", _HASH, EPADDR_KEY.size, EPADDR_VALUE.size, EPADDRS_MAX)

@@ -46,11 +46,9 @@ PRIORITY = -99  # NF_IP_PRI_NAT_DST (-100) + 1: right after kube-proxy's DNAT
 FLAGS = libbpf.BPF_F_NETFILTER_IP_DEFRAG
 SVCNET_VALUE = b"\0\0\0\0"  # struct lw_svcnet_value: flags 0
 
-#: The defaults of the agent's ``serviceCIDRs``: kubeadm's IPv4 service range and kind's
-#: IPv6 one.
-DEFAULT_SERVICE_CIDRS: tuple[IPNetwork, ...] = (
-    ipaddress.ip_network("10.96.0.0/12"),
-    ipaddress.ip_network("fd00:10:96::/112"),
+#: The defaults of the agent's ``serviceCIDRs`` (config.py), as networks.
+DEFAULT_SERVICE_CIDRS: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(c) for c in mapspecs.DEFAULT_SERVICE_CIDRS
 )
 
 
