@@ -1,6 +1,6 @@
 """Datapath benchmark: per-packet cost, pod-to-pod and Service traffic, firewalls, write rate.
 
-    sudo .venv/bin/python bench/datapath.py [--quick] [--json]
+    sudo .venv/bin/python bench/datapath.py [--quick] [--service-only] [--json]
 
 Four parts, measured in one run on this machine, side by side with their baselines:
 
@@ -536,8 +536,9 @@ def paired_ratio(a: list[dict[str, float]], b: list[dict[str, float]], key: str)
     return float(statistics.median(x[key] / y[key] for x, y in zip(a, b, strict=True)))
 
 
-def run_all(quick: bool) -> dict[str, Any]:
+def run_all(quick: bool, service_only: bool = False) -> dict[str, Any]:
     sizes = [10, 1_000, 10_000, 1_000_000] if not quick else [10, 1_000]
+    sizes = [] if service_only else sizes
     testrun_sizes = {10, 10_000, 1_000_000} if not quick else {10, 1_000}
     repeat = 1_000_000 if not quick else 100_000
     rounds, secs = (5, 1.0) if not quick else (1, 0.3)
@@ -545,6 +546,7 @@ def run_all(quick: bool) -> dict[str, Any]:
     report: dict[str, Any] = {
         "machine": _machine.facts(),
         "quick": quick,
+        "service_only": service_only,
         "repeat": repeat,
         "rounds": rounds,
         "seconds_per_rr": secs,
@@ -563,7 +565,8 @@ def run_all(quick: bool) -> dict[str, Any]:
         )  # fmt: skip
         base = build_baselines(tmp)
         dp = Datapath.open()
-        report["writes"] = write_rates(dp, [10_000, 100_000] if not quick else [10_000])
+        if not service_only:
+            report["writes"] = write_rates(dp, [10_000, 100_000] if not quick else [10_000])
 
         node_net = L.setup_node(LAB_NODE)
         client = L.create_pod(PREFIX + "a", CLIENT_V4, CLIENT_V6, node=LAB_NODE)
@@ -624,8 +627,14 @@ def run_all(quick: bool) -> dict[str, Any]:
             else:
                 path.unlink(missing_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
-    report["summary"] = summarize(report, sizes)
+    if service_only:
+        report["summary"] = {k: report["service"][k] for k in SERVICE_KEYS}
+    else:
+        report["summary"] = summarize(report, sizes)
     return report
+
+
+SERVICE_KEYS = ("service_rr_overhead_pct", "service_crr_vs_none")
 
 
 def measure_services(t: Traffic, rounds: int) -> dict[str, Any]:
@@ -689,6 +698,10 @@ def _size(n: str | int) -> str:
 
 def print_tables(r: dict[str, Any]) -> None:
     print(f"machine: {_machine.describe()}")
+    if r["service_only"]:
+        print(f"mode: service only; {r['rounds']} interleaved rounds, {r['seconds_per_rr']} s RR")
+        print_service(r["service"])
+        return
     print(f"mode: {'quick' if r['quick'] else 'full'}; BPF_PROG_TEST_RUN repeat {r['repeat']}, "
           f"median of 5; traffic: {r['rounds']} interleaved rounds, "
           f"{r['seconds_per_rr']} s RR each")  # fmt: skip
@@ -711,13 +724,7 @@ def print_tables(r: dict[str, Any]) -> None:
         print(f"{'':>8} {'ratios':>12} labelwall RR overhead {t['rr_overhead_pct']:+.1f}% vs none, "
               f"{t['rr_vs_nft']:.3f}x nft RR, {t['crr_vs_nft']:.3f}x nft CRR/s, "
               f"iptables RR {t['iptables_rr_vs_labelwall']:.1f}x labelwall")  # fmt: skip
-    s = r["service"]
-    print("\nPod -> Service (ClusterIP, DNAT) -> pod, IPv4 TCP, client egress-isolated (medians)")
-    print(f"{'config':>12} {'RR us':>8} {'RR/s':>9} {'CRR/s':>8}")
-    for name, m in s["median"].items():
-        print(f"{name:>12} {m['rr_ns'] / 1000:8.2f} {m['rr_per_s']:9.0f} {m['crr_per_s']:8.0f}")
-    print(f"{'ratios':>12} labelwall RR overhead {s['service_rr_overhead_pct']:+.1f}% vs none, "
-          f"CRR/s {s['service_crr_vs_none']:.3f}x none")  # fmt: skip
+    print_service(r["service"])
     print("\nMap writes through the writer")
     for k, v in r["writes"].items():
         print(f"  {k:32} {v:12,.0f} entries/s")
@@ -726,10 +733,22 @@ def print_tables(r: dict[str, Any]) -> None:
         print(f"  {k:34} {v:10.3f}")
 
 
+def print_service(s: dict[str, Any]) -> None:
+    print("\nPod -> Service (ClusterIP, DNAT) -> pod, IPv4 TCP, client egress-isolated (medians)")
+    print(f"{'config':>12} {'RR us':>8} {'RR/s':>9} {'CRR/s':>8}")
+    for name, m in s["median"].items():
+        print(f"{name:>12} {m['rr_ns'] / 1000:8.2f} {m['rr_per_s']:9.0f} {m['crr_per_s']:8.0f}")
+    print(f"{'ratios':>12} labelwall RR overhead {s['service_rr_overhead_pct']:+.1f}% vs none, "
+          f"CRR/s {s['service_crr_vs_none']:.3f}x none")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="small sizes, short runs (smoke test)")
+    parser.add_argument(
+        "--service-only", action="store_true", help="only part 3 (pod -> Service -> pod)"
+    )
     parser.add_argument(INNER_FLAG, action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -755,7 +774,7 @@ def main() -> int:
     subprocess.run(["mount", "-t", "bpf", "bpf", mapspecs.PIN_ROOT], check=True)
     os.makedirs(L.NETNS_DIR, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "lwbench", L.NETNS_DIR], check=True)
-    report = run_all(args.quick)
+    report = run_all(args.quick, args.service_only)
     if args.json:
         slim = {**report["summary"], "details": {k: v for k, v in report.items() if k != "summary"}}
         print(json.dumps(slim, indent=1, sort_keys=False))
