@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from labelwall.cli.exits import EXIT_FINDINGS, EXIT_OK
-from labelwall.cli.render import dump, grid, markdown_table, table
+from labelwall.cli.render import dump, grid_rows, markdown_table, table
 from labelwall.cli.sarif import sarif_log
 from labelwall.cluster import Protocol
 from labelwall.decode.fields import DEFAULT_NAMESPACE
@@ -19,7 +19,8 @@ from labelwall.manifests import SourceDoc, expand_lists, load_cluster
 from labelwall.policy.attribution import attribute
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import Compiled, compile_cluster
-from labelwall.policy.matrix import Cell, explain, reachability
+from labelwall.policy.matrix import explain
+from labelwall.policy.reachgroups import ALLOWED, BLOCKED, NO_CELL, NO_PORT, GroupedMatrix
 
 PortProto = tuple[int | str, Protocol]
 
@@ -128,19 +129,6 @@ def _label(pp: PortProto) -> str:
     return f"{pp[1].name}/{pp[0]}"
 
 
-def cells_json(cells: Iterable[Cell]) -> list[dict[str, Any]]:
-    return [
-        {
-            "from": c.src,
-            "to": c.dst,
-            "port": c.port,
-            "protocol": c.protocol.name,
-            "allowed": c.allowed,
-        }
-        for c in cells
-    ]
-
-
 def cmd_compile(args: argparse.Namespace) -> int:
     loaded = load(args.filename, namespace=args.namespace)
     c = loaded.compiled
@@ -212,6 +200,65 @@ def _pod_filter(
     return keep
 
 
+def _verdict_filter(rows: list[str], only_denied: bool, only_allowed: bool) -> list[str]:
+    """Cells the filter leaves out become ``-`` (not shown), as cells with no probe."""
+    if only_denied:
+        return [r.replace(ALLOWED, NO_CELL) for r in rows]
+    if only_allowed:
+        return [r.replace(BLOCKED, NO_CELL).replace(NO_PORT, NO_CELL) for r in rows]
+    return rows
+
+
+def _shown(text: str) -> str:
+    """A row as the grid shows it: a missing named port is blocked (``X``)."""
+    return text.replace(NO_PORT, BLOCKED)
+
+
+def matrix_grids(
+    m: GroupedMatrix,
+    sources: Sequence[str],
+    columns: Sequence[str],
+    only_denied: bool = False,
+    only_allowed: bool = False,
+) -> tuple[list[str], list[tuple[list[PortProto], list[str], list[str]]]]:
+    """(columns, [(ports, row names, rows)]): ports whose grids agree share one grid.
+
+    Rows are strings over ``columns``, one character per cell (``.`` allowed, ``X``
+    blocked, ``-`` no cell or filtered out). Rows and columns with nothing to show are
+    dropped when a verdict filter is on.
+    """
+    grids: dict[tuple[str, ...], list[PortProto]] = {}
+    for pp in m.ports:
+        rows = _verdict_filter(
+            [_shown(r) for r in m.rows(sources, columns, pp)], only_denied, only_allowed
+        )
+        grids.setdefault(tuple(rows), []).append(pp)
+    out: list[tuple[list[PortProto], list[str], list[str]]] = []
+    cols = list(columns)
+    if only_denied or only_allowed:
+        used = [False] * len(cols)
+        for rows_t in grids:
+            for r in rows_t:
+                if r.strip(NO_CELL):
+                    for j, ch in enumerate(r):
+                        if ch != NO_CELL:
+                            used[j] = True
+        keep = [j for j, u in enumerate(used) if u]
+        cols = [cols[j] for j in keep]
+    else:
+        keep = list(range(len(cols)))
+    for rows_t, pps in grids.items():
+        names, kept = [], []
+        for src, r in zip(sources, rows_t, strict=True):
+            if (only_denied or only_allowed) and not r.strip(NO_CELL):
+                continue
+            names.append(src)
+            kept.append(r if len(keep) == len(r) else "".join(r[j] for j in keep))
+        if names or not (only_denied or only_allowed):
+            out.append((pps, names, kept))
+    return cols, out
+
+
 def cmd_matrix(args: argparse.Namespace) -> int:
     loaded = load(args.filename, namespace=args.namespace)
     ports = probe_ports(loaded.state, args.port, args.protocol)
@@ -221,22 +268,26 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     dst_ok = _pod_filter(
         loaded.state, args.to_namespace, _label_filter(args.to_label, "--to-label")
     )
-    cells = [
-        c
-        for c in reachability(loaded.compiled, ports, per_node=True)
-        if src_ok(c.src)
-        and dst_ok(c.dst)
-        and not (args.only_denied and c.allowed)
-        and not (args.only_allowed and not c.allowed)
-    ]
+    m = GroupedMatrix(loaded.compiled, ports, per_node=True)
+    sources = [k for k in m.pods if src_ok(k)]
+    columns = [k for k in m.pods if dst_ok(k)]
+    cols, grids = matrix_grids(m, sources, columns, args.only_denied, args.only_allowed)
     if args.output != "grid":
-        print(dump({"cells": cells_json(cells)}, args.output))
+        doc = {
+            "columns": cols,
+            "grids": [
+                {
+                    "ports": [{"port": p, "protocol": pr.name} for p, pr in pps],
+                    "rows": [{"from": n, "to": r} for n, r in zip(names, rows, strict=True)],
+                }
+                for pps, names, rows in grids
+            ],
+            "groups": len(m.groups),
+        }
+        print(dump(doc, args.output))
         return EXIT_OK
-    for pp in ports:
-        sel = {(c.src, c.dst): c.allowed for c in cells if (c.port, c.protocol) == pp}
-        rows = sorted({src for src, _ in sel})
-        cols = sorted({dst for _, dst in sel})
-        print(grid(_label(pp), rows, sel, cols))
+    for pps, names, rows in grids:
+        print(grid_rows(", ".join(_label(pp) for pp in pps), names, rows, cols))
         print()
     return EXIT_OK
 
@@ -258,6 +309,49 @@ def _policy_docs(paths: Sequence[str]) -> list[SourceDoc]:
     return read_sources(paths, sys.stdin)
 
 
+def _cell_value(ch: str) -> bool | None:
+    """A row character as the cell's verdict; None: no such cell on that side."""
+    if ch == ALLOWED:
+        return True
+    if ch in (BLOCKED, NO_PORT):
+        return False
+    return None
+
+
+def diff_changes(was: GroupedMatrix, now: GroupedMatrix) -> list[dict[str, Any]]:
+    """Every cell whose verdict differs, attributed to the rules behind it on each side.
+
+    Rows are compared as strings (one per source and port); only the cells of rows that
+    differ are looked at, and only changed cells are judged in full for the attribution.
+    """
+    pods = sorted(set(was.pods) | set(now.pods))
+    found: list[tuple[str, str, PortProto, bool | None, bool | None]] = []
+    for pp in was.ports:
+        for src, x, y in zip(pods, was.rows(pods, pods, pp), now.rows(pods, pods, pp), strict=True):
+            if x == y:
+                continue
+            for dst, cx, cy in zip(pods, x, y, strict=True):
+                b, a = _cell_value(cx), _cell_value(cy)
+                if b != a:
+                    found.append((src, dst, pp, b, a))
+    found.sort(key=lambda f: (f[0], f[1], f[2][1].name, str(f[2][0])))
+    changes: list[dict[str, Any]] = []
+    for src, dst, pp, b, a in found:
+        cb, ca = was.cell(src, dst, pp), now.cell(src, dst, pp)
+        changes.append(
+            {
+                "from": src,
+                "to": dst,
+                "port": pp[0],
+                "protocol": pp[1].name,
+                "before": b,
+                "after": a,
+                "because": attribute(cb, ca, was.compiled, now.compiled),
+            }
+        )
+    return changes
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
     before = load(args.filename, _policy_docs(args.before), args.namespace)
     after = load(args.filename, _policy_docs(args.after), args.namespace)
@@ -266,31 +360,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
         | set(probe_ports(after.state, args.port, args.protocol)),
         key=lambda pp: (pp[1].name, isinstance(pp[0], str), str(pp[0]).zfill(5)),
     )
-    old = {
-        (c.src, c.dst, c.port, c.protocol): c
-        for c in reachability(before.compiled, ports, per_node=True)
-    }
-    new = {
-        (c.src, c.dst, c.port, c.protocol): c
-        for c in reachability(after.compiled, ports, per_node=True)
-    }
-    changes: list[dict[str, Any]] = []
-    for key in sorted(set(old) | set(new), key=lambda k: (k[0], k[1], k[3].name, str(k[2]))):
-        b, a = old.get(key), new.get(key)
-        was = None if b is None else b.allowed
-        now = None if a is None else a.allowed
-        if was != now:
-            changes.append(
-                {
-                    "from": key[0],
-                    "to": key[1],
-                    "port": key[2],
-                    "protocol": key[3].name,
-                    "before": was,
-                    "after": now,
-                    "because": attribute(b, a, before.compiled, after.compiled),
-                }
-            )
+    changes = diff_changes(
+        GroupedMatrix(before.compiled, ports, per_node=True),
+        GroupedMatrix(after.compiled, ports, per_node=True),
+    )
     opened = sum(1 for c in changes if c["after"])
     pairs = len({(c["from"], c["to"]) for c in changes})
     summary = (
