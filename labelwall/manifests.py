@@ -16,11 +16,13 @@ from typing import Any
 from labelwall.cluster import IPAddress, Labels, Namespace, Node, Pod
 from labelwall.decode.fields import Problems, child, item
 from labelwall.decode.kinds import KINDS, NAMESPACE, NETWORK_POLICY, NODE, POD, RETIRED, api_group
+from labelwall.decode.services import decode_service
 from labelwall.decode.workloads import WORKLOAD_KINDS, WorkloadKind, decode_workload
 from labelwall.errors import FieldError, InvalidInputError
 from labelwall.identity.labels import NAMESPACE_NAME_LABEL
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.model import NetworkPolicy
+from labelwall.policy.services import Service
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class LoadResult:
     state: ClusterState
     warnings: tuple[FieldError, ...] = ()
     objects: int = 0  # how many objects the input held (0: nothing to judge)
+    #: Services (read with ``workloads``): they name flows, they change no verdict.
+    services: tuple[Service, ...] = ()
 
 
 def is_list_kind(obj: Mapping[str, Any]) -> bool:
@@ -102,6 +106,7 @@ class _Loader:
     workloads: dict[str, Pod] = field(default_factory=dict)
     #: (namespace, kind, name) of each object's controller (metadata.ownerReferences).
     owners: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
 
     def report(self, doc: SourceDoc, label: str, problems: Problems) -> bool:
         """Turn ``problems`` into FieldErrors for ``doc``; True when there were no errors."""
@@ -157,6 +162,9 @@ class _Loader:
         if workload is not None and api_version == workload.api_version:
             self._add_workload(doc, workload)
             return
+        if self.read_workloads and kind == "Service" and api_version == "v1":
+            self._add_service(doc)
+            return
         want = KINDS.get(kind)
         foreign = want is not None and api_group(api_version) != want.group
         if want is None or (
@@ -210,6 +218,13 @@ class _Loader:
         if self.claim(doc, kind.name, pod.key, label):
             self.workloads[pod.key] = replace(pod, workload=kind.name)
             self._note_owner(doc, pod.key)
+
+    def _add_service(self, doc: SourceDoc) -> None:
+        p = Problems()
+        label, service = decode_service(doc.obj, doc.path, p)
+        ok = self.report(doc, label, p) and service is not None
+        if ok and service is not None and self.claim(doc, "Service", service.key, label):
+            self.services[service.key] = service
 
     def _note_owner(self, doc: SourceDoc, key: str) -> None:
         meta = doc.obj.get("metadata")
@@ -310,7 +325,8 @@ class _Loader:
             nodes=dict(sorted(self.nodes.items())),
             policies=dict(sorted(self.policies.items())),
         )
-        return LoadResult(state, tuple(self.warnings), self.objects)
+        services = tuple(self.services[k] for k in sorted(self.services))
+        return LoadResult(state, tuple(self.warnings), self.objects, services)
 
 
 def _name_of(obj: Mapping[str, Any]) -> str:
@@ -330,7 +346,9 @@ def in_namespace(doc: SourceDoc, namespace: str) -> SourceDoc | FieldError:
     obj = doc.obj
     name = str(obj.get("kind"))
     kind = KINDS.get(name)
-    namespaced = name in WORKLOAD_KINDS or (kind is not None and kind.namespaced)
+    namespaced = (
+        name in WORKLOAD_KINDS or name == "Service" or (kind is not None and kind.namespaced)
+    )
     meta = obj.get("metadata")
     if not namespaced or not isinstance(meta, Mapping):
         return doc

@@ -19,8 +19,9 @@ from labelwall.manifests import SourceDoc, expand_lists, load_cluster
 from labelwall.policy.attribution import attribute
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import Compiled, compile_cluster
-from labelwall.policy.matrix import explain
+from labelwall.policy.matrix import explain, resolve_port
 from labelwall.policy.reachgroups import ALLOWED, BLOCKED, NO_CELL, NO_PORT, GroupedMatrix
+from labelwall.policy.services import Service, ServicePort, backing, describe
 
 PortProto = tuple[int | str, Protocol]
 
@@ -34,6 +35,19 @@ class CompiledInput:
     compiled: Compiled
     #: NetworkPolicy ``namespace/name`` -> (file, line its document starts on).
     policy_locations: Mapping[str, tuple[str, int | None]] = field(default_factory=dict)
+    services: tuple[Service, ...] = ()
+
+    def services_of(self, key: str, pp: PortProto) -> list[tuple[Service, ServicePort]]:
+        """The Services whose port lands on workload (or pod) ``key``'s ``pp``."""
+        pod = self.state.pods.get(key)
+        if pod is None:
+            return []
+        return backing(self.services, pod, resolve_port(pod, pp[0], pp[1]), pp[1])
+
+    def service_text(self, key: str, pp: PortProto) -> str:
+        """``key (Service checkout:5050)``, or ``key`` when no Service leads there."""
+        found = describe(self.services_of(key, pp))
+        return f"{key} ({found})" if found else key
 
 
 def _with_lines(errors: Iterable[FieldError], docs: Sequence[SourceDoc]) -> list[FieldError]:
@@ -83,6 +97,7 @@ def load(
         tuple(_with_lines(result.warnings, docs)),
         compile_cluster(result.state),
         _policy_locations(docs, namespace),
+        result.services,
     )
 
 
@@ -259,6 +274,20 @@ def matrix_grids(
     return cols, out
 
 
+def _grid_services(
+    loaded: CompiledInput, columns: Sequence[str], pps: Sequence[PortProto]
+) -> dict[str, list[str]]:
+    """Destination -> the Services (``Service checkout:5050 -> TCP/http``) that lead there."""
+    out: dict[str, list[str]] = {}
+    if not loaded.services:
+        return out
+    for col in columns:
+        for pp in pps:
+            for s, sp in loaded.services_of(col, pp):
+                out.setdefault(col, []).append(f"Service {s.name}:{sp.port} -> {_label(pp)}")
+    return out
+
+
 def cmd_matrix(args: argparse.Namespace) -> int:
     loaded = load(args.filename, namespace=args.namespace)
     ports = probe_ports(loaded.state, args.port, args.protocol)
@@ -279,6 +308,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                 {
                     "ports": [{"port": p, "protocol": pr.name} for p, pr in pps],
                     "rows": [{"from": n, "to": r} for n, r in zip(names, rows, strict=True)],
+                    "services": _grid_services(loaded, cols, pps),
                 }
                 for pps, names, rows in grids
             ],
@@ -288,6 +318,8 @@ def cmd_matrix(args: argparse.Namespace) -> int:
         return EXIT_OK
     for pps, names, rows in grids:
         print(grid_rows(", ".join(_label(pp) for pp in pps), names, rows, cols))
+        for col, found in _grid_services(loaded, cols, pps).items():
+            print(f"  {col}: {', '.join(found)}")
         print()
     return EXIT_OK
 
@@ -298,10 +330,27 @@ def cmd_explain(args: argparse.Namespace) -> int:
     report = explain(
         loaded.compiled, args.src, args.dst, port, Protocol[args.protocol], per_node=True
     )
+    found = (
+        []
+        if report.resolved_port is None
+        else loaded.services_of(args.dst, (port, report.protocol))
+    )
     if args.output == "text":
         print(report.text())
+        if found:
+            print(f"  {args.dst} backs {describe(found)}")
     else:
-        print(dump(report.as_dict(), args.output))
+        doc = report.as_dict()
+        doc["services"] = [
+            {
+                "name": s.name,
+                "namespace": s.namespace,
+                "port": sp.port,
+                "protocol": sp.protocol.name,
+            }
+            for s, sp in found
+        ]
+        print(dump(doc, args.output))
     return EXIT_OK
 
 
@@ -364,6 +413,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
         GroupedMatrix(before.compiled, ports, per_node=True),
         GroupedMatrix(after.compiled, ports, per_node=True),
     )
+    for c in changes:
+        pp = (c["port"], Protocol[c["protocol"]])
+        found = after.services_of(c["to"], pp) or before.services_of(c["to"], pp)
+        c["services"] = [f"{s.namespace}/{s.name}:{sp.port}" for s, sp in found]
+        c["toText"] = f"{c['to']} ({describe(found)})" if found else c["to"]
     opened = sum(1 for c in changes if c["after"])
     pairs = len({(c["from"], c["to"]) for c in changes})
     summary = (
@@ -380,7 +434,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     rows = [
         (
             c["from"],
-            c["to"],
+            c.pop("toText"),
             f"{c['protocol']}/{c['port']}",
             word(c["before"]),
             word(c["after"]),

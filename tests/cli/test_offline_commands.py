@@ -205,6 +205,7 @@ def test_diff_reports_the_pairs_a_policy_change_opens(
                 "egress at shop/web allowed by shop/web-egress-db spec.egress[0]",
                 "ingress at shop/db allowed by shop/web-to-db spec.ingress[0]",
             ],
+            "services": [],
         }
     ]
     code, out, _ = run(
@@ -465,3 +466,87 @@ def test_matrix_reads_workloads_from_stdin_as_helm_template_pipes_them(
     assert cells[("shop/frontend[Deployment]", "shop/checkout[Deployment]")] is True
     assert cells[("shop/checkout[Deployment]", "shop/checkout[Deployment]")] is True  # itself
     assert ("shop/frontend[Deployment]", "shop/frontend[Deployment]") in cells
+
+
+SHOP = (
+    "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: frontend, namespace: shop}\n"
+    "spec:\n  template:\n    metadata: {labels: {app: frontend}}\n"
+    "    spec: {containers: [{name: c, image: i}]}\n---\n"
+    "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: checkoutservice, namespace: shop}\n"
+    "spec:\n  template:\n    metadata: {labels: {app: checkout}}\n"
+    "    spec: {containers: [{name: c, image: i, ports: [{name: grpc, containerPort: 5050}]}]}\n"
+    "---\napiVersion: v1\nkind: Service\nmetadata: {name: checkout, namespace: shop}\n"
+    "spec: {type: ClusterIP, selector: {app: checkout}, ports: [{port: 5050, targetPort: grpc}]}\n"
+)
+DENY = (
+    "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+    "metadata: {name: checkout, namespace: shop}\n"
+    "spec: {podSelector: {matchLabels: {app: checkout}}, policyTypes: [Ingress]}\n"
+)
+ALLOW = DENY.replace(
+    "policyTypes: [Ingress]}",
+    "ingress: [{from: [{podSelector: {matchLabels: {app: frontend}}}], ports: [{port: grpc}]}]}",
+)
+
+
+def _shop(tmp_path: Path) -> tuple[Path, Path, Path]:
+    (tmp_path / "before").mkdir()
+    (tmp_path / "after").mkdir()
+    (tmp_path / "shop.yaml").write_text(SHOP)
+    (tmp_path / "before" / "p.yaml").write_text(DENY)
+    (tmp_path / "after" / "p.yaml").write_text(ALLOW)
+    return tmp_path / "shop.yaml", tmp_path / "before", tmp_path / "after"
+
+
+@pytest.mark.parametrize(
+    ("command", "want"),
+    [
+        (["diff", "-o", "markdown"],
+         "| shop/frontend[Deployment] | shop/checkoutservice[Deployment] "
+         "(Service checkout:5050) | TCP/grpc | blocked | allowed |"),
+        (["diff"], "shop/checkoutservice[Deployment] (Service checkout:5050)"),
+        (["explain", "--from", "shop/frontend[Deployment]",
+          "--to", "shop/checkoutservice[Deployment]", "--port", "grpc"],
+         "shop/checkoutservice[Deployment] backs Service checkout:5050"),
+        (["matrix", "--port", "grpc"],
+         "shop/checkoutservice[Deployment]: Service checkout:5050 -> TCP/grpc"),
+    ],
+)  # fmt: skip
+def test_findings_name_the_service_the_destination_backs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str], want: str
+) -> None:
+    shop, before, after = _shop(tmp_path)
+    argv = [*command, "-f", str(shop)]
+    if command[0] == "diff":
+        argv += ["--before", str(before), "--after", str(after)]
+    else:
+        argv += ["-f", str(after)]
+    code, out, _ = run(capsys, *argv)
+    assert code == (1 if command[0] == "diff" else 0)
+    assert want in out, out
+
+
+def test_diff_json_lists_the_services_of_each_change(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    shop, before, after = _shop(tmp_path)
+    code, out, _ = run(
+        capsys, "diff", "-f", str(shop), "--before", str(before), "--after", str(after),
+        "--port", "grpc", "-o", "json",
+    )  # fmt: skip
+    assert code == 1
+    (change,) = json.loads(out)["changes"]
+    assert change["to"] == "shop/checkoutservice[Deployment]"
+    assert change["services"] == ["shop/checkout:5050"]
+
+
+def test_matrix_json_names_services_per_destination(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    shop, _, after = _shop(tmp_path)
+    code, out, _ = run(capsys, "matrix", "-f", str(shop), "-f", str(after), "-o", "json")
+    assert code == 0
+    (grid,) = json.loads(out)["grids"]
+    assert grid["services"] == {
+        "shop/checkoutservice[Deployment]": ["Service checkout:5050 -> TCP/grpc"]
+    }
