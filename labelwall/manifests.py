@@ -51,6 +51,8 @@ class LoadResult:
     objects: int = 0  # how many objects the input held (0: nothing to judge)
     #: Services (read with ``workloads``): they name flows, they change no verdict.
     services: tuple[Service, ...] = ()
+    #: The namespaces the input declares (the others in ``state`` were assumed).
+    declared_namespaces: frozenset[str] = frozenset()
 
 
 def is_list_kind(obj: Mapping[str, Any]) -> bool:
@@ -326,7 +328,9 @@ class _Loader:
             policies=dict(sorted(self.policies.items())),
         )
         services = tuple(self.services[k] for k in sorted(self.services))
-        return LoadResult(state, tuple(self.warnings), self.objects, services)
+        return LoadResult(
+            state, tuple(self.warnings), self.objects, services, frozenset(self.namespaces)
+        )
 
 
 def _name_of(obj: Mapping[str, Any]) -> str:

@@ -19,6 +19,7 @@ from labelwall.manifests import SourceDoc, expand_lists, load_cluster
 from labelwall.policy.attribution import attribute
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import Compiled, compile_cluster
+from labelwall.policy.findings import CompileWarning, namespace_findings
 from labelwall.policy.matrix import explain, resolve_port
 from labelwall.policy.reachgroups import ALLOWED, BLOCKED, NO_CELL, NO_PORT, GroupedMatrix
 from labelwall.policy.services import Service, ServicePort, backing, describe
@@ -36,6 +37,8 @@ class CompiledInput:
     #: NetworkPolicy ``namespace/name`` -> (file, line its document starts on).
     policy_locations: Mapping[str, tuple[str, int | None]] = field(default_factory=dict)
     services: tuple[Service, ...] = ()
+    #: The compile findings and the review's own (namespaces not in the inputs).
+    findings: tuple[CompileWarning, ...] = ()
 
     def services_of(self, key: str, pp: PortProto) -> list[tuple[Service, ServicePort]]:
         """The Services whose port lands on workload (or pod) ``key``'s ``pp``."""
@@ -92,12 +95,15 @@ def load(
     if not result.objects:
         where = ", ".join(paths) or "the input"
         raise InvalidInputError([FieldError(where, None, "<input>", "", "no objects in input")])
+    compiled = compile_cluster(result.state)
+    declared = result.declared_namespaces
     return CompiledInput(
         result.state,
         tuple(_with_lines(result.warnings, docs)),
-        compile_cluster(result.state),
+        compiled,
         _policy_locations(docs, namespace),
         result.services,
+        (*compiled.warnings, *namespace_findings(result.state.policies.values(), declared)),
     )
 
 
@@ -148,7 +154,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     loaded = load(args.filename, namespace=args.namespace)
     c = loaded.compiled
     ms = c.map_state
-    warnings = [str(w) for w in loaded.warnings] + [str(w) for w in c.warnings]
+    warnings = [str(w) for w in loaded.warnings] + [str(w) for w in loaded.findings]
     entries = {
         "lw_subjects_v1": len(ms.subjects),
         "lw_policy_v1": len(ms.policy),
@@ -166,11 +172,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
         # The same compile findings as objects, for tools: filter on the stable ``code``.
         "findings": [
             {"policy": w.policy, "field": w.field, "code": w.code, "message": w.message}
-            for w in c.warnings
+            for w in loaded.findings
         ],
     }
     if args.output == "sarif":
-        log = sarif_log(c.warnings, loaded.warnings, loaded.policy_locations)
+        log = sarif_log(loaded.findings, loaded.warnings, loaded.policy_locations)
         print(dump(log, "json"))
     elif args.output != "table":
         print(dump(summary, args.output), end="" if args.output == "yaml" else "\n")

@@ -56,8 +56,10 @@ from labelwall.policy.findings import (
     SHADOWED_PORT_NAME,
     UNKNOWN_PORT_NAME,
     CompileWarning,
+    RuleEntries,
     egress_dns_findings,
     findings,
+    redundant_rule_findings,
 )
 from labelwall.policy.mapstate import (
     IpcacheEntry,
@@ -827,6 +829,17 @@ class Engine:
             self.name_ids,
             self.options.exclude,
             self.selectors.selects_any,
+        ) + redundant_rule_findings(
+            RuleEntries(
+                key,
+                rs.ref.direction,
+                rs.ref.index,
+                rs.ref.field,
+                frozenset(ps.subjects),
+                frozenset((p, t) for p in rs.all_peers() for t in rs.ports),
+            )
+            for key, ps in sorted(self.pol.items())
+            for rs in ps.rules
         )
 
 

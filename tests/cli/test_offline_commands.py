@@ -550,3 +550,38 @@ def test_matrix_json_names_services_per_destination(
     assert grid["services"] == {
         "shop/checkoutservice[Deployment]": ["Service checkout:5050 -> TCP/grpc"]
     }
+
+
+TWICE = (
+    "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n"
+    "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\n"
+    "spec:\n  podSelector: {}\n  ingress:\n  - ports: [{port: 80}]\n  - ports: [{port: 80}]\n"
+    "  - from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ghost}}}]\n"
+    "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\n"
+    "spec: {template: {spec: {containers: [{name: c, image: i}]}}}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "field"),
+    [("redundant-rule", "spec.ingress[1]"),
+     ("unknown-namespace", "spec.ingress[2].from[0].namespaceSelector.matchLabels")],
+)  # fmt: skip
+def test_new_lints_fail_strict_and_reach_json_and_sarif(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, code: str, field: str
+) -> None:
+    (tmp_path / "p.yaml").write_text(TWICE)
+    rc, out, _ = run(capsys, "compile", "-f", str(tmp_path), "-o", "json")
+    assert rc == 0
+    assert {"policy": "shop/p", "field": field, "code": code} in [
+        {k: f[k] for k in ("policy", "field", "code")} for f in json.loads(out)["findings"]
+    ]
+    rc, _, _ = run(capsys, "compile", "--strict", "-f", str(tmp_path))
+    assert rc == 1
+    rc, out, _ = run(capsys, "compile", "-f", str(tmp_path), "-o", "sarif")
+    run_ = json.loads(out)["runs"][0]
+    assert code in {r["id"] for r in run_["tool"]["driver"]["rules"]}
+    (hit,) = [r for r in run_["results"] if r["ruleId"] == code]
+    assert (
+        hit["locations"][0]["physicalLocation"]["region"]["startLine"] == 5
+    )  # the document after `---`
