@@ -1,4 +1,5 @@
-"""The offline subcommands (compile, matrix, explain, diff): YAML in, verdicts out, no cluster."""
+"""The offline subcommands (compile, matrix, explain, diff, exposure): YAML in, verdicts out,
+no cluster."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from labelwall.manifests import SourceDoc, expand_lists, load_cluster
 from labelwall.policy.attribution import attribute
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import Compiled, compile_cluster
+from labelwall.policy.exposure import Reach, exposure
 from labelwall.policy.findings import CompileWarning, namespace_findings
 from labelwall.policy.matrix import explain, resolve_port
 from labelwall.policy.reachgroups import ALLOWED, BLOCKED, NO_CELL, NO_PORT, GroupedMatrix
@@ -461,3 +463,33 @@ def cmd_diff(args: argparse.Namespace) -> int:
         if rows:
             print(table(headers, rows))
     return EXIT_FINDINGS if changes else EXIT_OK
+
+
+def cmd_exposure(args: argparse.Namespace) -> int:
+    loaded = load(args.filename, namespace=args.namespace)
+    ports = probe_ports(loaded.state, args.port, args.protocol)
+    m = GroupedMatrix(loaded.compiled, ports, per_node=True)
+    found = exposure(m)
+    if args.output in ("json", "yaml"):
+        print(dump({"workloads": [e.as_dict() for e in found]}, args.output))
+        return EXIT_OK
+
+    def cell(reaches: Sequence[Reach]) -> str:
+        return "; ".join(r.text() for r in reaches) or "-"
+
+    headers = ["workload", "from outside", "from every namespace", "from every pod", "to outside"]
+    rows = [
+        (
+            e.workload,
+            cell(e.from_outside),
+            cell(e.from_every_namespace),
+            ", ".join(e.from_every_pod) or "-",
+            cell(e.to_outside),
+        )
+        for e in found
+    ]
+    if args.output == "markdown":
+        print(markdown_table(headers, rows))
+    else:
+        print(table(headers, rows))
+    return EXIT_OK

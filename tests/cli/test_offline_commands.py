@@ -585,3 +585,27 @@ def test_new_lints_fail_strict_and_reach_json_and_sarif(
     assert (
         hit["locations"][0]["physicalLocation"]["region"]["startLine"] == 5
     )  # the document after `---`
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "json"])
+def test_exposure_reports_each_workload(capsys: pytest.CaptureFixture[str], fmt: str) -> None:
+    code, out, _ = run(capsys, "exposure", "-f", str(EXAMPLES), "-o", fmt)
+    assert code == 0
+    if fmt == "json":
+        rows = {w["workload"]: w for w in json.loads(out)["workloads"]}
+        web = rows["shop/web"]["ingress"]
+        assert web["isolated"] is True
+        assert web["fromOutside"] == [
+            {"peer": "any address", "ports": "TCP/http", "rule": "shop/web-public spec.ingress[0]"}
+        ]
+        assert rows["shop/db"]["ingress"]["fromOutside"] == []
+        assert rows["tenant/client"]["egress"]["toOutside"][0]["peer"] == "any address"
+        return
+    lines = out.splitlines()
+    head = lines[0].lower()
+    for column in ("from outside", "from every namespace", "from every pod", "to outside"):
+        assert column in head
+    web = next(line for line in lines if "shop/web" in line)
+    assert "any address: TCP/http (shop/web-public spec.ingress[0])" in web
+    if fmt == "markdown":
+        assert lines[1].startswith("|---")
