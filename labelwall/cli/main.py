@@ -17,7 +17,9 @@ Handler = Callable[[argparse.Namespace], int]
 
 INPUTS_HELP = (
     "YAML/JSON file, directory (recursive) or - for stdin; repeatable. Holds "
-    "Namespaces, Pods, Nodes and NetworkPolicies (kubectl get -o yaml output works)."
+    "Namespaces, Pods, Nodes and NetworkPolicies (kubectl get -o yaml output works); the "
+    "offline commands also read workloads (Deployment, StatefulSet, DaemonSet, Job, ...) "
+    "and Services."
 )
 
 
