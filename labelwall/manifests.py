@@ -91,6 +91,10 @@ def expand_lists(doc: SourceDoc) -> Iterator[SourceDoc | FieldError]:
         yield from expand_lists(SourceDoc(doc.source, doc.index, entry, sub_path, doc.line))
 
 
+#: The label a Deployment's ReplicaSets and their pods carry (the ReplicaSet's name suffix).
+POD_TEMPLATE_HASH = "pod-template-hash"
+
+
 @dataclass
 class _Loader:
     """Accumulates objects and problems across documents; one instance per load_cluster call."""
@@ -261,11 +265,27 @@ class _Loader:
             namespace, kind, name = self.owners[key]
             owner = f"{namespace}/{name}[{kind}]"
             if owner not in self.workloads:
-                return None
+                return self._deployment_of_replicaset(key, namespace, kind, name)
             if owner not in self.owners:
                 return owner
             key = owner
         return None
+
+    def _deployment_of_replicaset(
+        self, key: str, namespace: str, kind: str, name: str
+    ) -> str | None:
+        """A Pod owned by a ReplicaSet the input lacks, whose Deployment it has: the
+        ReplicaSet is named ``<deployment>-<pod-template-hash>`` and the pod carries that
+        hash as a label, so the pod folds into the Deployment."""
+        pod = self.pods.get(key)
+        if kind != "ReplicaSet" or pod is None:
+            return None
+        template_hash = pod.labels.get(POD_TEMPLATE_HASH)
+        suffix = f"-{template_hash}"
+        if not template_hash or not name.endswith(suffix):
+            return None
+        deployment = f"{namespace}/{name[: -len(suffix)]}[Deployment]"
+        return deployment if deployment in self.workloads else None
 
     def _workload_pods(self) -> dict[str, Pod]:
         """Workload rows (ReplicaSets of a Deployment fold into it), each with an address.

@@ -145,3 +145,30 @@ def test_a_namespace_referenced_but_not_given_is_named_in_a_warning() -> None:
     (warning,) = [w for w in warnings if w.obj.startswith("Namespace")]
     assert warning.obj == "Namespace shop"
     assert "assumed to exist" in warning.message
+
+
+@pytest.mark.parametrize(
+    ("rs_name", "hash_label", "folds"),
+    [
+        ("web-5d8f", "5d8f", True),  # the ReplicaSet is absent, its Deployment present
+        ("web-5d8f", None, False),  # no pod-template-hash: nothing ties it to the Deployment
+        ("web-5d8f", "9999", False),  # another hash: not this ReplicaSet's name
+        ("api-5d8f", "5d8f", False),  # another Deployment's ReplicaSet (not in the input)
+    ],
+)
+def test_a_pod_of_an_absent_replicaset_folds_into_its_deployment(
+    rs_name: str, hash_label: str | None, folds: bool
+) -> None:
+    labels = {"app": "web", **({"pod-template-hash": hash_label} if hash_label else {})}
+    ref = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs_name, "uid": "u",
+           "controller": True}  # fmt: skip
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": f"{rs_name}-x", "namespace": "shop", "labels": labels,
+                     "ownerReferences": [ref]},
+        "spec": {"containers": [{"name": "c", "image": "i"}]},
+        "status": {"podIP": "10.244.1.5"},
+    }  # fmt: skip
+    state, _ = load(workload("Deployment", "apps/v1"), pod)
+    want = ["shop/web[Deployment]"] + ([] if folds else [f"shop/{rs_name}-x"])
+    assert sorted(state.pods) == sorted(want)
