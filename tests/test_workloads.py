@@ -172,3 +172,62 @@ def test_a_pod_of_an_absent_replicaset_folds_into_its_deployment(
     state, _ = load(workload("Deployment", "apps/v1"), pod)
     want = ["shop/web[Deployment]"] + ([] if folds else [f"shop/{rs_name}-x"])
     assert sorted(state.pods) == sorted(want)
+
+
+def _manifests(state: ClusterState, as_workloads: bool) -> list[SourceDoc]:
+    """The cluster as YAML objects: each pod as a Deployment (no address) or as a Pod."""
+    objs: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Namespace",
+         "metadata": {"name": n.name, "labels": dict(n.labels)}}
+        for n in state.namespaces.values()
+    ]  # fmt: skip
+    for p in state.pods.values():
+        ports = [
+            {"containerPort": cp.port, "protocol": cp.protocol.name}
+            | ({"name": cp.name} if cp.name else {})
+            for cp in p.ports
+        ]
+        spec = {"containers": [{"name": "c", "image": "i", "ports": ports}]}
+        meta = {"name": p.name, "namespace": p.namespace, "labels": dict(p.labels)}
+        if as_workloads:
+            objs.append({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": p.name, "namespace": p.namespace},
+                "spec": {"template": {"metadata": {"labels": dict(p.labels)}, "spec": spec}},
+            })  # fmt: skip
+        else:
+            status = {"podIPs": [{"ip": str(ip)} for ip in p.ips], "podIP": str(p.ips[0])}
+            objs.append({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec,
+                         "status": status})  # fmt: skip
+    return [SourceDoc("c.yaml", i, o) for i, o in enumerate(objs)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(clusters_with_policies())
+def test_the_same_cluster_read_as_deployments_and_as_pods_answers_alike_per_workload(
+    state: ClusterState,
+) -> None:
+    """Through the manifest reader: Deployments (no addresses) vs Pods with podIPs."""
+    assume(
+        not any(
+            peer.ip_block is not None
+            for pol in state.policies.values()
+            for rule in (*pol.ingress, *pol.egress)
+            for peer in rule.peers
+        )
+    )
+    assume(all(not p.host_network and p.ips for p in state.pods.values()))
+    # Workloads get one (IPv4 stand-in) address: compare pods of one family, IPv4.
+    assume(all(any(ip.version == 4 for ip in p.ips) for p in state.pods.values()))
+    ports: list[PortProto] = [(80, Protocol.TCP), ("http", Protocol.TCP), (53, Protocol.UDP)]
+
+    def read(as_workloads: bool) -> dict[tuple[str, str, int | str, Protocol], bool]:
+        loaded = load_cluster(_manifests(state, as_workloads), workloads=True).state
+        loaded = ClusterState(loaded.namespaces, loaded.pods, loaded.nodes, state.policies)
+        name = (lambda k: k.removesuffix("[Deployment]")) if as_workloads else (lambda k: k)
+        return {
+            (name(c.src), name(c.dst), c.port, c.protocol): c.allowed
+            for c in reachability(loaded, ports)
+        }
+
+    assert read(True) == read(False)
