@@ -224,7 +224,10 @@ def test_the_same_cluster_read_as_deployments_and_as_pods_answers_alike_per_work
     def read(as_workloads: bool) -> dict[tuple[str, str, int | str, Protocol], bool]:
         loaded = load_cluster(_manifests(state, as_workloads), workloads=True).state
         loaded = ClusterState(loaded.namespaces, loaded.pods, loaded.nodes, state.policies)
-        name = (lambda k: k.removesuffix("[Deployment]")) if as_workloads else (lambda k: k)
+
+        def name(key: str) -> str:
+            return key.removesuffix("[Deployment]") if as_workloads else key
+
         return {
             (name(c.src), name(c.dst), c.port, c.protocol): c.allowed
             for c in reachability(loaded, ports)
