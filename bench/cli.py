@@ -110,22 +110,25 @@ def generate(root: Path, workloads: int, policies: int, seed: int = 7, pods: int
     return root
 
 
-def timed(argv: list[str]) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS (MB) of this child alone (wait4's rusage), exit code."""
+def timed(argv: list[str]) -> tuple[float, float, int, float]:
+    """Wall seconds, peak RSS (MB) and CPU seconds (user + system) of this child alone
+    (wait4's rusage), and its exit code. CPU time is what a busy shared machine distorts
+    least; wall time is what a pipeline waits."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return wall, usage.ru_maxrss / 1024, proc.returncode
+    return wall, usage.ru_maxrss / 1024, proc.returncode, usage.ru_utime + usage.ru_stime
 
 
-def _median_run(argv: list[str], repeat: int) -> tuple[float, float, int]:
+def _median_run(argv: list[str], repeat: int) -> tuple[float, float, int, float]:
     runs = [timed(argv) for _ in range(repeat)]
     return (
         statistics.median(r[0] for r in runs),
         max(r[1] for r in runs),
         max(r[2] for r in runs),
+        statistics.median(r[3] for r in runs),
     )
 
 
@@ -164,6 +167,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per measure (median)")
     args = ap.parse_args()
     results: dict[str, float | int | str] = {"machine": _machine.describe()}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="lw-bench-cli-") as tmp:
         small = generate(Path(tmp) / "small", 200, 13)
         large = generate(Path(tmp) / "large", args.large, args.large // 10)
@@ -198,23 +202,29 @@ def main() -> int:
             "compile_10k": [*LABELWALL, "compile", "-f", str(compile10k), "-o", "json"],
         }  # fmt: skip
         for name, argv in runs.items():
-            wall, rss, code = _median_run(argv, args.repeat)
+            wall, rss, code, cpu = _median_run(argv, args.repeat)
             results[f"{name}_s"] = round(wall, 2)
+            results[f"{name}_cpu_s"] = round(cpu, 2)
             results[f"{name}_rss_mb"] = round(rss, 1)
             results[f"{name}_exit"] = code
         per_pair, grouped = _in_process_baseline(small)
         results["matrix_200_per_pair_s"] = round(per_pair, 3)
         results["matrix_200_grouped_s"] = round(grouped, 3)
         results["matrix_200_speedup"] = round(per_pair / max(grouped, 1e-9), 1)
+    results["loadavg_after"] = round(os.getloadavg()[0], 2)
+    results["loadavg_before"] = round(load_before, 2)
     if args.json:
         print(json.dumps(results))
         return 0
-    print(f"machine: {results['machine']}  (median of {args.repeat} runs, peak RSS)")
-    print(f"{'measure':18} {'wall s':>7} {'RSS MB':>7} {'exit':>4}  target")
+    print(
+        f"machine: {results['machine']}  (median of {args.repeat} runs, peak RSS; load "
+        f"{results['loadavg_before']} -> {results['loadavg_after']})"
+    )
+    print(f"{'measure':18} {'wall s':>7} {'CPU s':>6} {'RSS MB':>7} {'exit':>4}  target")
     for name in runs:
         print(
-            f"{name:18} {results[name + '_s']:>7} {results[name + '_rss_mb']:>7} "
-            f"{results[name + '_exit']:>4}  {TARGETS[name]}"
+            f"{name:18} {results[name + '_s']:>7} {results[name + '_cpu_s']:>6} "
+            f"{results[name + '_rss_mb']:>7} {results[name + '_exit']:>4}  {TARGETS[name]}"
         )
     print(
         f"in-process, 200 workloads: per pair {results['matrix_200_per_pair_s']} s, grouped "

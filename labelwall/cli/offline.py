@@ -4,6 +4,8 @@ no cluster."""
 from __future__ import annotations
 
 import argparse
+import functools
+import gc
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,6 +29,30 @@ from labelwall.policy.reachgroups import ALLOWED, BLOCKED, NO_CELL, NO_PORT, Gro
 from labelwall.policy.services import Service, ServicePort, backing, describe
 
 PortProto = tuple[int | str, Protocol]
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def one_shot(cmd: Command) -> Command:
+    """Run ``cmd`` with the cyclic garbage collector off (then as it was).
+
+    A one-shot command builds large acyclic heaps (parsed YAML, compiled maps) and exits;
+    the collector's full passes over them cost about a third of a 10,000-policy compile
+    and free nothing. Reference counting still frees what dies.
+    """
+
+    @functools.wraps(cmd)
+    def run(args: argparse.Namespace) -> int:
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            return cmd(args)
+        finally:
+            if was:
+                gc.enable()
+
+    return run
 
 
 @dataclass(frozen=True)
@@ -152,6 +178,7 @@ def _label(pp: PortProto) -> str:
     return f"{pp[1].name}/{pp[0]}"
 
 
+@one_shot
 def cmd_compile(args: argparse.Namespace) -> int:
     loaded = load(args.filename, namespace=args.namespace)
     c = loaded.compiled
@@ -296,6 +323,7 @@ def _grid_services(
     return out
 
 
+@one_shot
 def cmd_matrix(args: argparse.Namespace) -> int:
     loaded = load(args.filename, namespace=args.namespace)
     ports = probe_ports(loaded.state, args.port, args.protocol)
@@ -332,6 +360,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@one_shot
 def cmd_explain(args: argparse.Namespace) -> int:
     loaded = load(args.filename, namespace=args.namespace)
     port: int | str = int(args.port) if str(args.port).isdigit() else args.port
@@ -409,6 +438,7 @@ def diff_changes(was: GroupedMatrix, now: GroupedMatrix) -> list[dict[str, Any]]
     return changes
 
 
+@one_shot
 def cmd_diff(args: argparse.Namespace) -> int:
     before = load(args.filename, _policy_docs(args.before), args.namespace)
     after = load(args.filename, _policy_docs(args.after), args.namespace)
@@ -465,6 +495,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_FINDINGS if changes else EXIT_OK
 
 
+@one_shot
 def cmd_exposure(args: argparse.Namespace) -> int:
     loaded = load(args.filename, namespace=args.namespace)
     ports = probe_ports(loaded.state, args.port, args.protocol)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from labelwall.cluster import Direction, Pod, Protocol
 from labelwall.identity.labels import NAMESPACE_NAME_LABEL
 from labelwall.identity.numbers import ANY
+from labelwall.policy.cookies import RuleRef
 from labelwall.policy.mapstate import MapState, PolicyKey, SubjectFlags
 from labelwall.policy.model import NetworkPolicy, Operator
 from labelwall.policy.ports import PortTemplate
@@ -233,16 +234,13 @@ def egress_dns_findings(
 class RuleEntries:
     """What one rule adds to the maps: its policy's subjects and (peer, port) entries."""
 
-    policy: str
-    direction: Direction
-    index: int
-    field: str
+    ref: RuleRef
     subjects: frozenset[int]
     entries: frozenset[tuple[int, PortTemplate]]
 
     @property
-    def order(self) -> tuple[str, int, int]:
-        return (self.policy, int(self.direction), self.index)
+    def direction(self) -> Direction:
+        return self.ref.direction
 
 
 def _port_covers(wide: PortTemplate, narrow: PortTemplate) -> bool:
@@ -257,15 +255,24 @@ def _port_covers(wide: PortTemplate, narrow: PortTemplate) -> bool:
     return narrow.port >> shift == wide.port >> shift
 
 
-def _covers(wide: RuleEntries, narrow: RuleEntries) -> bool:
-    by_peer: dict[int, list[PortTemplate]] = {}
-    for peer, t in wide.entries:
-        by_peer.setdefault(peer, []).append(t)
-    anyone = by_peer.get(int(ANY), [])
-    return all(
-        any(_port_covers(w, t) for w in (*by_peer.get(peer, ()), *anyone))
-        for peer, t in narrow.entries
-    )
+class _Coverage:
+    """A rule's entries indexed by peer, for "does it allow all of another rule"."""
+
+    def __init__(self, r: RuleEntries) -> None:
+        self.rule = r
+        by_peer: dict[int, list[PortTemplate]] = {}
+        for peer, t in r.entries:
+            by_peer.setdefault(peer, []).append(t)
+        self.anyone = tuple(by_peer.get(int(ANY), ()))
+        self.by_peer = {p: tuple(ts) + self.anyone for p, ts in by_peer.items()}
+
+    def covers(self, narrow: RuleEntries) -> bool:
+        if narrow.entries <= self.rule.entries:
+            return True
+        return all(
+            any(_port_covers(w, t) for w in self.by_peer.get(peer, self.anyone))
+            for peer, t in narrow.entries
+        )
 
 
 def redundant_rule_findings(rules: Iterable[RuleEntries]) -> list[CompileWarning]:
@@ -276,26 +283,29 @@ def redundant_rule_findings(rules: Iterable[RuleEntries]) -> list[CompileWarning
     later one (policy key, then index) is named. Rules that select nothing are left to
     ``selects-nothing``.
     """
-    live = [r for r in rules if r.entries and r.subjects]
+    live = sorted((r for r in rules if r.entries and r.subjects), key=lambda r: r.ref)
+    cover = {id(r): _Coverage(r) for r in live}
     by_subject: dict[tuple[Direction, int], list[RuleEntries]] = {}
-    for r in live:
+    for r in live:  # in order, so each pool is sorted too
         for s in r.subjects:
             by_subject.setdefault((r.direction, s), []).append(r)
     out: list[CompileWarning] = []
-    for r in sorted(live, key=lambda r: r.order):
-        pool = min((by_subject[(r.direction, s)] for s in r.subjects), key=len, default=[])
-        for other in sorted(pool, key=lambda o: o.order):
-            if other is r or not r.subjects <= other.subjects or not _covers(other, r):
+    for r in live:
+        pool = min((by_subject[(r.direction, s)] for s in r.subjects), key=len)
+        for other in pool:
+            if other is r or not r.subjects <= other.subjects:
                 continue
-            if _covers(r, other) and other.subjects == r.subjects and r.order < other.order:
+            if not cover[id(other)].covers(r):
+                continue
+            if other.subjects == r.subjects and r.ref < other.ref and cover[id(r)].covers(other):
                 continue  # equal rules: the later one is named
             out.append(
                 CompileWarning(
-                    r.policy,
-                    r.field,
+                    r.ref.policy,
+                    r.ref.field,
                     REDUNDANT_RULE,
-                    f"every peer and port it allows is also allowed by {other.policy} "
-                    f"{other.field} for the same pods: removing it changes nothing",
+                    f"every peer and port it allows is also allowed by {other.ref} "
+                    "for the same pods: removing it changes nothing",
                 )
             )
             break
