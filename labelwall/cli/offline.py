@@ -68,12 +68,20 @@ class CompiledInput:
     #: The compile findings and the review's own (namespaces not in the inputs).
     findings: tuple[CompileWarning, ...] = ()
 
+    @functools.cached_property
+    def _services_by_namespace(self) -> dict[str, list[Service]]:
+        out: dict[str, list[Service]] = {}
+        for s in self.services:
+            out.setdefault(s.namespace, []).append(s)
+        return out
+
     def services_of(self, key: str, pp: PortProto) -> list[tuple[Service, ServicePort]]:
         """The Services whose port lands on workload (or pod) ``key``'s ``pp``."""
         pod = self.state.pods.get(key)
         if pod is None:
             return []
-        return backing(self.services, pod, resolve_port(pod, pp[0], pp[1]), pp[1])
+        here = self._services_by_namespace.get(pod.namespace, [])
+        return backing(here, pod, resolve_port(pod, pp[0], pp[1]), pp[1])
 
     def service_text(self, key: str, pp: PortProto) -> str:
         """``key (Service checkout:5050)``, or ``key`` when no Service leads there."""

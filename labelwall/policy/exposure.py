@@ -101,13 +101,13 @@ def _every_namespace(peer: Peer) -> bool:
     )
 
 
-def _rules_for(c: Compiled, identity: int, direction: Direction) -> list[PolicyRule]:
-    out: list[PolicyRule] = []
+def _rules_by_subject(c: Compiled) -> dict[int, list[PolicyRule]]:
+    """Identity -> the rules of every policy selecting it, in policy order."""
+    out: dict[int, list[PolicyRule]] = {}
     for key in sorted(c.policy_subjects):
-        if identity not in c.policy_subjects[key]:
-            continue
-        lowered = lower_network_policy(c.state.policies[key])
-        out += [r for r in lowered.rules if r.ref.direction is direction]
+        rules = lower_network_policy(c.state.policies[key]).rules
+        for ident in c.policy_subjects[key]:
+            out.setdefault(ident, []).extend(rules)
     return out
 
 
@@ -144,14 +144,16 @@ def exposure(m: GroupedMatrix) -> list[Exposure]:
     """Every row of ``m`` (its probe ports judge "from every pod")."""
     c = m.compiled
     every_pod = _from_every_pod(m, m.ports)
+    rules = _rules_by_subject(c)
     out: list[Exposure] = []
     for key in m.pods:
         ident = c.pod_identity[key]
         flags = c.map_state.subjects.get(ident, SubjectFlags.NONE)
         iso_in = bool(flags & isolation_flag(Direction.INGRESS))
         iso_out = bool(flags & isolation_flag(Direction.EGRESS))
-        ingress = _rules_for(c, ident, Direction.INGRESS)
-        egress = _rules_for(c, ident, Direction.EGRESS)
+        mine = rules.get(ident, [])
+        ingress = [r for r in mine if r.ref.direction is Direction.INGRESS]
+        egress = [r for r in mine if r.ref.direction is Direction.EGRESS]
         if iso_in:
             namespaces = tuple(
                 Reach(EVERY_NAMESPACE, ports_text(r.ports), str(r.ref))
