@@ -98,7 +98,9 @@ def summarize(report_json: Path) -> dict[str, object]:
         for spec in suite.get("SpecReports") or []:
             if spec.get("LeafNodeType") != "It":
                 continue
-            name = " ".join([*spec.get("ContainerHierarchyTexts", []), spec.get("LeafNodeText", "")])
+            name = " ".join(
+                [*spec.get("ContainerHierarchyTexts", []), spec.get("LeafNodeText", "")]
+            )
             state = spec.get("State")
             if state == "passed":
                 passed.append(name)
@@ -115,12 +117,12 @@ def summarize(report_json: Path) -> dict[str, object]:
     }
 
 
-class _Terminated(Exception):
+class _TerminatedError(Exception):
     pass
 
 
 def _on_signal(signum: int, _frame: FrameType | None) -> None:
-    raise _Terminated(f"signal {signum}")
+    raise _TerminatedError(f"signal {signum}")
 
 
 def main(argv: list[str]) -> int:
@@ -139,7 +141,9 @@ def main(argv: list[str]) -> int:
     envdir = workdir / "env"
     labelwall = os.environ.get("LABELWALL") or str(REPO / ".venv" / "bin" / "labelwall")
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(REPO) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
 
@@ -196,7 +200,7 @@ def main(argv: list[str]) -> int:
             f"reports in {report}"
         )
         return 0 if rc == 0 and summary["failed"] == 0 and summary["selected"] else 1
-    except (_Terminated, KeyboardInterrupt) as e:
+    except (_TerminatedError, KeyboardInterrupt) as e:
         print(f"e2e: interrupted ({e or 'Ctrl-C'}); tearing down", file=sys.stderr)
         return 2
     finally:

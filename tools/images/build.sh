@@ -64,6 +64,8 @@ TIMEFORMAT="%R s wall, %U+%S CPU-s"
 WORKS=()
 cleanup() { if [[ ${#WORKS[@]} -gt 0 ]]; then rm -rf "${WORKS[@]}"; fi; }
 trap cleanup EXIT
+trap "exit 143" TERM
+trap "exit 130" INT
 new_work() {
   local w
   w="$(mktemp -d "$OUT/.work-$1.XXXXXX")"

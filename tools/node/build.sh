@@ -75,6 +75,8 @@ start_all=$SECONDS
 WORKS=()
 cleanup() { if [[ ${#WORKS[@]} -gt 0 ]]; then rm -rf "${WORKS[@]}"; fi; }
 trap cleanup EXIT
+trap "exit 143" TERM
+trap "exit 130" INT
 
 # stamp_ok NAME WANT: the binary exists and was built from WANT (module@version + Go + how).
 stamp_ok() {
@@ -158,7 +160,8 @@ go_build() {
   fi
   echo "building $name ($want) ..."
   local cmd=(build)
-  [[ "$mode" == test ]] && cmd=(test -c)
+  # go test -c runs vet on every package by default: hundreds of CPU-s for nothing here.
+  [[ "$mode" == test ]] && cmd=(test -c -vet=off)
   local t0=$SECONDS
   time (cd "$work" && CGO_ENABLED=$cgo "${NICE[@]}" "$GO" "${cmd[@]}" "${BUILD_FLAGS[@]}" \
     -tags "$tags" -ldflags="$ldflags" -o "$OUT/$name.tmp" "$pkg")
