@@ -19,7 +19,8 @@ WORKDIR/report/summary.json (ginkgo's JSON and JUnit reports are next to it). Ex
 SCTPConnectivity is skipped because this kernel has no SCTP stack (no CONFIG_IP_SCTP);
 everything else under Netpol runs.
 
-Standard library only; LABELWALL (default: the project venv's `labelwall`) is the CLI used.
+Standard library only. LABELWALL is the CLI used (default: the project venv's `labelwall`),
+run with this checkout first on PYTHONPATH (LABELWALL_SRC=DIR: another checkout).
 """
 
 from __future__ import annotations
@@ -141,9 +142,9 @@ def main(argv: list[str]) -> int:
     envdir = workdir / "env"
     labelwall = os.environ.get("LABELWALL") or str(REPO / ".venv" / "bin" / "labelwall")
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (
-        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
-    )
+    # This checkout's labelwall wins over the venv's editable install (LABELWALL_SRC: another).
+    src = os.environ.get("LABELWALL_SRC") or str(REPO)
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGHUP, _on_signal)
 

@@ -61,17 +61,15 @@ exec 9>"$OUT/.lock"
 flock 9
 start_all=$SECONDS
 TIMEFORMAT="%R s wall, %U+%S CPU-s"
-WORKS=()
-cleanup() { if [[ ${#WORKS[@]} -gt 0 ]]; then rm -rf "${WORKS[@]}"; fi; }
-trap cleanup EXIT
+# Scratch space of this run, removed at exit; a killed earlier run's is removed here (the
+# lock is held, so no other build is using it).
+rm -rf "$OUT"/.work-*
+RUN_TMP="$(mktemp -d "$OUT/.work-XXXXXX")"
+trap 'rm -rf "$RUN_TMP"' EXIT
 trap "exit 143" TERM
 trap "exit 130" INT
-new_work() {
-  local w
-  w="$(mktemp -d "$OUT/.work-$1.XXXXXX")"
-  WORKS+=("$w")
-  echo "$w"
-}
+# new_work NAME: a scratch directory for one build step.
+new_work() { mktemp -d "$RUN_TMP/$1.XXXXXX"; }
 sha() { sha256sum "$@" | cut -d' ' -f1; }
 stamp_ok() { [[ -f "$OUT/$1" && -f "$OUT/.$1.stamp" && "$(cat "$OUT/.$1.stamp")" == "$2" ]]; }
 
@@ -226,8 +224,9 @@ else
     --user 65532:65532 --cmd '["labelwall", "--help"]'
   echo "$want" > "$OUT/.labelwall.tar.stamp"
 fi
-# Old app layers: keep the newest few (each is one wheel set).
+# Old layers: keep the newest few app layers (one per wheel set) and bases (package lists).
 ls -1dt "$OUT/app/"*/ 2>/dev/null | tail -n +4 | xargs -r rm -rf
+ls -1dt "$OUT/base/"*/ 2>/dev/null | tail -n +3 | xargs -r rm -rf
 
 python3 - "$OUT" "$PAUSE_NAME" "$AGNHOST_NAME" "$LABELWALL_NAME" <<'EOF'
 import json, sys

@@ -72,25 +72,15 @@ GO_VERSION="$("$GO" env GOVERSION)"
 STAGING_VERSION="v0.${K8S_VERSION#v1.}"   # k8s.io/api etc. are tagged v0.<minor>.<patch>
 K8S_MINOR="$(echo "$K8S_VERSION" | cut -d. -f2)"
 start_all=$SECONDS
-WORKS=()
-cleanup() { if [[ ${#WORKS[@]} -gt 0 ]]; then rm -rf "${WORKS[@]}"; fi; }
-trap cleanup EXIT
+# Scratch space of this run, removed at exit; a killed earlier run's is removed here (the
+# lock is held, so no other build is using it).
+rm -rf "$CACHE_ROOT"/.work-*
+RUN_TMP="$(mktemp -d "$CACHE_ROOT/.work-XXXXXX")"
+trap 'rm -rf "$RUN_TMP"' EXIT
 trap "exit 143" TERM
 trap "exit 130" INT
-
-# stamp_ok NAME WANT: the binary exists and was built from WANT (module@version + Go + how).
-stamp_ok() {
-  [[ -x "$OUT/$1" && -f "$OUT/.$1.stamp" && "$(cat "$OUT/.$1.stamp")" == "$2" ]]
-}
-skipped() { [[ "$SKIP" == *" $1 "* ]]; }
-
-# new_work NAME: a scratch directory under the cache root, removed at exit.
-new_work() {
-  local w
-  w="$(mktemp -d "$CACHE_ROOT/.work-$1.XXXXXX")"
-  WORKS+=("$w")
-  echo "$w"
-}
+# new_work NAME: a scratch directory for one build step.
+new_work() { mktemp -d "$RUN_TMP/$1.XXXXXX"; }
 
 # gomod_of MODULE@VERSION: path of that module's go.mod in the module cache (downloads it).
 gomod_of() {
