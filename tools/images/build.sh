@@ -124,7 +124,10 @@ if [[ -z "${DEBIAN_MIRROR:-}" ]]; then
     | head -n1 | tr -d ' ' || true)"
   DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 fi
-BASE_KEY="$(printf '%s\n' "$SUITE" minbase "${BASE_PKGS[@]}" "oci=$OCI_HASH" | sha | cut -c1-16)"
+# BASE_RECIPE: bump when the steps below change what the base holds.
+BASE_RECIPE=2
+BASE_KEY="$(printf '%s\n' "$SUITE" minbase "${BASE_PKGS[@]}" "recipe=$BASE_RECIPE" "oci=$OCI_HASH" \
+  | sha | cut -c1-16)"
 BASE="$OUT/base/$BASE_KEY"
 if [[ -f "$BASE/layer.tar" && -f "$BASE/.done" ]]; then
   echo "reused labelwall base $BASE_KEY ($SUITE minbase + ${#BASE_PKGS[@]} packages)"
@@ -138,10 +141,17 @@ else
   time nice -n 10 debootstrap --variant=minbase --include="$pkgs" "$SUITE" "$BASE/rootfs" \
     "$DEBIAN_MIRROR" > "$BASE/debootstrap.log" 2>&1 \
     || { echo "debootstrap failed; log: $BASE/debootstrap.log" >&2; tail -n 20 "$BASE/debootstrap.log" >&2; exit 1; }
-  # Like the slim images: no package caches or lists, no logs of this build.
-  rm -rf "$BASE/rootfs/var/cache/apt/"*.bin "$BASE/rootfs/var/cache/apt/archives/"*.deb \
-    "$BASE/rootfs/var/lib/apt/lists/"* "$BASE/rootfs/var/log/"*.log "$BASE/rootfs/var/log/apt/"* \
-    "$BASE/rootfs/debootstrap"
+  # Like the slim images: no package caches or lists, no logs of this build, no man pages,
+  # docs (but the copyright files) or translations. Nothing of this machine: debootstrap
+  # copies its resolv.conf and hostname (the runtime provides both to a container).
+  r="$BASE/rootfs"
+  rm -rf "$r/var/cache/apt/"*.bin "$r/var/cache/apt/archives/"*.deb "$r/var/lib/apt/lists/"* \
+    "$r/var/log/"*.log "$r/var/log/apt/"* "$r/debootstrap" "$r/usr/share/man/"* \
+    "$r/usr/share/info/"* "$r/etc/resolv.conf"
+  find "$r/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
+  find "$r/usr/share/doc" -mindepth 1 -type d -empty -delete
+  find "$r/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
+  : > "$r/etc/hostname"
   # Mount points for the app build (bind mounts; the base itself stays read-only).
   mkdir -p "$BASE/rootfs/opt/labelwall"
   time "${OCI[@]}" layer --out "$BASE/layer.tar" --root "$BASE/rootfs" \
