@@ -71,5 +71,5 @@ test: setup tools lint typecheck pytest
 BPF_OBJ := labelwall/datapath/bpf/labelwall.bpf.o
 .PHONY: bpf
 bpf: $(BPF_OBJ)
-$(BPF_OBJ): bpf_src/labelwall.bpf.c $(wildcard bpf_src/include/labelwall/*.h) bpf_src/build.py
+$(BPF_OBJ): bpf_src/labelwall.bpf.c bpf_src/labelwall_nf.bpf.c $(wildcard bpf_src/include/labelwall/*.h) bpf_src/build.py
 	python3 bpf_src/build.py
