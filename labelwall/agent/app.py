@@ -83,19 +83,24 @@ def map_sizes(config: Config) -> dict[str, int]:
         mapspecs.CIDRS_MAP.name: ms.cidrs,
         mapspecs.PORTS_MAP.name: ms.ports,
         mapspecs.CT_MAP.name: ms.conntrack,
+        mapspecs.CT_NEW_MAP.name: ms.conntrack_new,
     }
 
 
 def build_agent(
     config: Config, source_spec: str, node: str | None, drift_s: float
 ) -> tuple[Agent, Any]:
-    from labelwall.datapath import mapspecs, sizing
+    from labelwall.datapath import codecs, mapspecs, sizing
     from labelwall.datapath.facade import Datapath
 
     source, published_mode = make_source(source_spec, node)
     defines = sizing.defines_for(map_sizes(config))
     maps = mapspecs.resized(defines)
-    dp = Datapath.open(sizing.object_for(defines), maps=maps)
+    ct = config.conntrack
+    dp_config = codecs.DatapathConfig(
+        ct_promote_per_s=ct.promote_per_second, ct_promote_burst=ct.promote_burst
+    )
+    dp = Datapath.open(sizing.object_for(defines), config=dp_config, maps=maps)
     metrics = AgentMetrics(max_entries={m.name: m.max_entries for m in maps})
     metrics.add_datapath(dp.counters)
     options = CompileOptions(

@@ -496,3 +496,6 @@ class MapWriter:
 
     def set_config(self, config: codecs.DatapathConfig) -> None:
         self.io.update(mapspecs.CONFIG_MAP, codecs.encode_u32(0), codecs.encode_config(config))
+        self.io.update(
+            mapspecs.CT_CONFIG_MAP, codecs.encode_u32(0), codecs.encode_ct_config(config)
+        )
