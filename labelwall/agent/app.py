@@ -103,6 +103,7 @@ def build_agent(
     dp = Datapath.open(sizing.object_for(defines), config=dp_config, maps=maps)
     metrics = AgentMetrics(max_entries={m.name: m.max_entries for m in maps})
     metrics.add_datapath(dp.counters)
+    metrics.add_kernel_written(lambda spec: len(dp.io.items(spec)))
     options = CompileOptions(
         exclude=frozenset(config.identity.exclude_labels),
         audit=config.audit,
