@@ -51,6 +51,7 @@ from labelwall.kube.objects import (
 )
 from labelwall.kube.registry import IdentityCache, KubeIdentityRegistry
 from labelwall.operator.metrics import OperatorMetrics
+from labelwall.operator.peering import ensure_peering
 from labelwall.operator.sync import IndexSnapshot, Syncer
 
 log = logging.getLogger("labelwall.operator")
@@ -297,11 +298,15 @@ def run(options: OperatorOptions) -> int:
     state = make_state(options)
     state.metrics.serve(options.config.operator.metrics_port)
     reg = build_registry(state)
+    # kopf waits silently for a missing peering object: create it or say we run alone.
+    standalone = options.standalone or not ensure_peering(
+        CustomObjectsApi(api_client()), options.peering
+    )
     kopf.run(
         registry=reg,
         clusterwide=True,
-        standalone=options.standalone,
-        peering_name=None if options.standalone else options.peering,
+        standalone=standalone,
+        peering_name=None if standalone else options.peering,
         liveness_endpoint=f"http://0.0.0.0:{options.config.operator.health_port}/healthz",
     )
     return 0
