@@ -211,6 +211,7 @@ EVENT = _s(
 )
 EVRATE = _s("lw_evrate", F("last_ns", "Q"), F("tokens", "Q"), F("suppressed", "Q"), F("lost", "Q"))
 CLOCK = _s("lw_clock", F("jiffies", "Q"), F("ns", "Q"))
+SVCNET_VALUE = _s("lw_svcnet_value", F("flags", "I"))  # key: CIDR_KEY
 CONFIG = _s(
     "lw_config", F("events_per_s", "I"), F("events_burst", "I"), F("flags", "I"), F("pad", "I")
 )
@@ -242,6 +243,7 @@ STRUCTS: tuple[CStruct, ...] = (
     EVRATE,
     CLOCK,
     CONFIG,
+    SVCNET_VALUE,
     CT_BUDGET,
     CT_CONFIG,
 )

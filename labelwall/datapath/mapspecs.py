@@ -35,6 +35,7 @@ from labelwall.datapath.abi import (
     PORT_VALUE,
     REASON_MAX,
     SUBJECT,
+    SVCNET_VALUE,
 )
 
 PIN_ROOT = "/sys/fs/bpf"
@@ -78,6 +79,9 @@ CT_NEW_MAX = 65536  # LW_CT_NEW_MAX: flows not replied yet (conntrack.h)
 FRAGS_MAX = 8192  # LW_FRAGS_MAX: datagrams in flight whose first fragment was allowed
 EVENTS_BYTES = 256 * 1024
 COUNTERS_MAX = 2 * REASON_MAX
+SVCNETS_MAX = 64  # LW_SVCNETS_MAX: the cluster's Service CIDRs
+#: The agent's default serviceCIDRs: kubeadm's IPv4 Service range and kind's IPv6 one.
+DEFAULT_SERVICE_CIDRS = ("10.96.0.0/12", "fd00:10:96::/112")
 
 ENDPOINTS_MAP = MapSpec("lw_endpoints_v1", _HASH, U32, ENDPOINT.size, ENDPOINTS_MAX)
 EPADDR_MAP = MapSpec("lw_epaddr_v1", _HASH, EPADDR_KEY.size, EPADDR_VALUE.size, EPADDRS_MAX)
@@ -95,6 +99,7 @@ EVENTS_MAP = MapSpec("lw_events_v1", _RINGBUF, 0, 0, EVENTS_BYTES)
 EVRATE_MAP = MapSpec("lw_evrate_v1", _PERCPU_ARRAY, U32, EVRATE.size, 1)
 CLOCK_MAP = MapSpec("lw_clock_v1", _PERCPU_ARRAY, U32, CLOCK.size, 1)
 CONFIG_MAP = MapSpec("lw_config_v1", _ARRAY, U32, CONFIG.size, 1)
+SVCNET_MAP = MapSpec("lw_svcnet_v1", _LPM_TRIE, CIDR_KEY.size, SVCNET_VALUE.size, SVCNETS_MAX)
 CT_NEW_MAP = MapSpec("lw_ct_new_v1", _LRU_HASH, CT_KEY.size, CT_VALUE.size, CT_NEW_MAX)
 CT_BUDGET_MAP = MapSpec("lw_ctbudget_v1", _LRU_HASH, U32, CT_BUDGET.size, ENDPOINTS_MAX)
 CT_CONFIG_MAP = MapSpec("lw_ctcfg_v1", _ARRAY, U32, CT_CONFIG.size, 1)
@@ -116,6 +121,7 @@ MAPS: tuple[MapSpec, ...] = (
     EVRATE_MAP,
     CLOCK_MAP,
     CONFIG_MAP,
+    SVCNET_MAP,
     CT_NEW_MAP,
     CT_BUDGET_MAP,
     CT_CONFIG_MAP,
@@ -154,3 +160,8 @@ def resized(defines: Mapping[str, int]) -> tuple[MapSpec, ...]:
 PROG_FROM_POD = "handle_from_pod"
 PROG_TO_POD = "handle_to_pod"
 PROG_PINS = {PROG_FROM_POD: f"{PIN_ROOT}/lw_from_pod_v1", PROG_TO_POD: f"{PIN_ROOT}/lw_to_pod_v1"}
+
+# The netfilter program (labelwall_nf.bpf.o, egress through a Service) and its link pins,
+# one BPF link per address family at NF_INET_PRE_ROUTING (labelwall.datapath.netfilter).
+PROG_SVC_NAT = "handle_svc_nat"
+NF_LINK_PINS = {4: f"{PIN_ROOT}/lw_nf_pre4_v1", 6: f"{PIN_ROOT}/lw_nf_pre6_v1"}

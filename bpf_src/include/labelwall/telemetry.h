@@ -51,9 +51,10 @@ static __always_inline int lw_event_budget(const struct lw_config *cfg, __u64 no
 	return 1;
 }
 
-static __always_inline void lw_emit(struct __sk_buff *skb, __u8 dir, __u32 subject,
-				    const struct lw_packet *pkt, const struct lw_decision *d,
-				    __u64 now)
+/* One event for the packet seen at veth ``ifindex`` (tc: skb->ifindex; netfilter: in-dev). */
+static __always_inline void lw_emit_at(__u32 ifindex, __u8 dir, __u32 subject,
+				       const struct lw_packet *pkt, const struct lw_decision *d,
+				       __u64 now)
 {
 	__u32 zero = 0;
 	const struct lw_config *cfg = bpf_map_lookup_elem(&lw_config_v1, &zero);
@@ -80,7 +81,7 @@ static __always_inline void lw_emit(struct __sk_buff *skb, __u8 dir, __u32 subje
 	e->peer = d->peer;
 	e->cidr_identity = d->cidr_identity;
 	e->cookie = d->cookie;
-	e->ifindex = skb->ifindex;
+	e->ifindex = ifindex;
 	e->family = pkt->t.family;
 	e->proto = pkt->t.proto;
 	e->dir = dir;
@@ -94,6 +95,13 @@ static __always_inline void lw_emit(struct __sk_buff *skb, __u8 dir, __u32 subje
 	__builtin_memcpy(e->saddr, pkt->t.saddr, 16);
 	__builtin_memcpy(e->daddr, pkt->t.daddr, 16);
 	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void lw_emit(struct __sk_buff *skb, __u8 dir, __u32 subject,
+				    const struct lw_packet *pkt, const struct lw_decision *d,
+				    __u64 now)
+{
+	lw_emit_at(skb->ifindex, dir, subject, pkt, d, now);
 }
 
 #endif /* LW_TELEMETRY_H */
