@@ -285,6 +285,9 @@ def packet_costs(dp: Datapath, base: Baselines, size: int, repeat: int) -> dict[
     # The SYN is allowed by policy and creates the conntrack entry the ACKs then hit.
     if testrun.run(to_pod, first, testrun.LOOPBACK_IFINDEX, 1).retval != testrun.TC_ACT_OK:
         raise RuntimeError("the established flow's SYN was not allowed")
+    # Its answer moves the flow to the replied table (conntrack.h): one lookup from now on.
+    if testrun.run(from_pod, reply, testrun.LOOPBACK_IFINDEX, 1).retval != testrun.TC_ACT_OK:
+        raise RuntimeError("the established flow's reply was not allowed")
     base.grow_flows(size, established)
     runs = 5
     return {

@@ -88,6 +88,7 @@ def map_sizes(config: Config) -> dict[str, int]:
         mapspecs.CIDRS_MAP.name: ms.cidrs,
         mapspecs.PORTS_MAP.name: ms.ports,
         mapspecs.CT_MAP.name: ms.conntrack,
+        mapspecs.CT_NEW_MAP.name: ms.conntrack_new,
     }
 
 
@@ -158,19 +159,24 @@ def build_agent(
     stop: threading.Event | None = None,
 ) -> tuple[Agent, Any]:
     """The agent and its datapath; with ``stop``, also the netfilter-link watcher until set."""
-    from labelwall.datapath import mapspecs, sizing
+    from labelwall.datapath import codecs, mapspecs, sizing
     from labelwall.datapath.facade import Datapath
 
     source, published_mode = make_source(source_spec, node)
     defines = sizing.defines_for(map_sizes(config))
     maps = mapspecs.resized(defines)
-    dp = Datapath.open(sizing.object_for(defines), maps=maps)
+    ct = config.conntrack
+    dp_config = codecs.DatapathConfig(
+        ct_promote_per_s=ct.promote_per_second, ct_promote_burst=ct.promote_burst
+    )
+    dp = Datapath.open(sizing.object_for(defines), config=dp_config, maps=maps)
     metrics = AgentMetrics(max_entries={m.name: m.max_entries for m in maps})
     nf_object = sizing.object_for(defines, netfilter=True)
     services = enable_services(dp, config, nf_object, metrics)
     if stop is not None:
         watch_services(dp, config, nf_object, services, stop, max(1.0, drift_s))
     metrics.add_datapath(dp.counters)
+    metrics.add_kernel_written(lambda spec: len(dp.io.items(spec)))
     options = CompileOptions(
         exclude=frozenset(config.identity.exclude_labels),
         audit=config.audit,
