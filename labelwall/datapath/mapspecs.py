@@ -32,6 +32,7 @@ from labelwall.datapath.abi import (
     PORT_KEY,
     PORT_VALUE,
     REASON_MAX,
+    RULE_KEY,
     SUBJECT,
 )
 
@@ -61,7 +62,7 @@ class MapSpec:
 
 
 # linux/bpf.h enum bpf_map_type
-_HASH, _ARRAY, _PERCPU_ARRAY, _LRU_HASH, _LPM_TRIE, _RINGBUF = 1, 2, 6, 9, 11, 27
+_HASH, _ARRAY, _PERCPU_HASH, _PERCPU_ARRAY, _LRU_HASH, _LPM_TRIE, _RINGBUF = 1, 2, 5, 6, 9, 11, 27
 
 ENDPOINTS_MAX = 4096
 EPADDRS_MAX = 2 * ENDPOINTS_MAX  # status.podIPs: one IPv4 and one IPv6 address per pod
@@ -75,6 +76,7 @@ CT_MAX = 262144
 FRAGS_MAX = 8192  # LW_FRAGS_MAX: datagrams in flight whose first fragment was allowed
 EVENTS_BYTES = 256 * 1024
 COUNTERS_MAX = 2 * REASON_MAX
+RULE_COUNTERS_MAX = 16384  # LW_RULE_COUNTERS_MAX: (rule cookie, direction) keys
 
 ENDPOINTS_MAP = MapSpec("lw_endpoints_v1", _HASH, U32, ENDPOINT.size, ENDPOINTS_MAX)
 EPADDR_MAP = MapSpec("lw_epaddr_v1", _HASH, EPADDR_KEY.size, EPADDR_VALUE.size, EPADDRS_MAX)
@@ -92,6 +94,7 @@ EVENTS_MAP = MapSpec("lw_events_v1", _RINGBUF, 0, 0, EVENTS_BYTES)
 EVRATE_MAP = MapSpec("lw_evrate_v1", _PERCPU_ARRAY, U32, EVRATE.size, 1)
 CLOCK_MAP = MapSpec("lw_clock_v1", _PERCPU_ARRAY, U32, CLOCK.size, 1)
 CONFIG_MAP = MapSpec("lw_config_v1", _ARRAY, U32, CONFIG.size, 1)
+RULECNT_MAP = MapSpec("lw_rulecnt_v1", _PERCPU_HASH, RULE_KEY.size, COUNTER.size, RULE_COUNTERS_MAX)
 
 MAPS: tuple[MapSpec, ...] = (
     ENDPOINTS_MAP,
@@ -110,6 +113,7 @@ MAPS: tuple[MapSpec, ...] = (
     EVRATE_MAP,
     CLOCK_MAP,
     CONFIG_MAP,
+    RULECNT_MAP,
 )
 
 #: The maps.h macro that sizes each map (an #ifndef default), so an object can be built
@@ -126,6 +130,7 @@ SIZE_MACROS: dict[str, str] = {
     PORTS_MAP.name: "LW_PORTS_MAX",
     CT_MAP.name: "LW_CT_MAX",
     FRAGS_MAP.name: "LW_FRAGS_MAX",
+    RULECNT_MAP.name: "LW_RULE_COUNTERS_MAX",
 }
 
 
