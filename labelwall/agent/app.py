@@ -19,8 +19,10 @@ from prometheus_client import start_http_server
 
 from labelwall.agent import logs
 from labelwall.agent.dirsource import DirSource
+from labelwall.agent.flowring import DEFAULT_BUFFER
 from labelwall.agent.loop import DRIFT_INTERVAL_S, Agent
 from labelwall.agent.metrics import AgentMetrics
+from labelwall.agent.observation import start_observation
 from labelwall.agent.routes import HostRoutes
 from labelwall.config import Config, load_config
 from labelwall.errors import FieldError, InvalidInputError
@@ -87,7 +89,12 @@ def map_sizes(config: Config) -> dict[str, int]:
 
 
 def build_agent(
-    config: Config, source_spec: str, node: str | None, drift_s: float
+    config: Config,
+    source_spec: str,
+    node: str | None,
+    drift_s: float,
+    flows_port: int = 0,
+    flows_buffer: int = DEFAULT_BUFFER,
 ) -> tuple[Agent, Any]:
     from labelwall.datapath import mapspecs, sizing
     from labelwall.datapath.facade import Datapath
@@ -116,6 +123,7 @@ def build_agent(
         metrics=metrics,
         drift_interval_s=drift_s,
     )
+    start_observation(agent, dp, node or os.uname().nodename, flows_port, flows_buffer)
     return agent, dp
 
 
@@ -131,6 +139,8 @@ class AgentOptions:
     drift_interval: float = DRIFT_INTERVAL_S
     metrics_port: int | None = None
     health_port: int | None = None
+    flows_port: int = 0
+    flows_buffer: int = DEFAULT_BUFFER
 
 
 def run(args: AgentOptions) -> int:
@@ -153,7 +163,10 @@ def run(args: AgentOptions) -> int:
     if not args.source:
         raise _usage("--source is required (dir:PATH or kubernetes), unless --cleanup")
     node = config.agent.node_name if args.node is None else args.node
-    agent, dp = build_agent(config, args.source, node or None, args.drift_interval)
+    agent, dp = build_agent(
+        config, args.source, node or None, args.drift_interval, args.flows_port,
+        args.flows_buffer,
+    )  # fmt: skip
     metrics_port = config.agent.metrics_port if args.metrics_port is None else args.metrics_port
     health_port = config.agent.health_port if args.health_port is None else args.health_port
     if metrics_port:

@@ -90,6 +90,8 @@ class Agent:
         self.heartbeat = clock()
         self.repairs = 0
         self.reported_full: tuple[tuple[str, int, int], ...] = ()  # (map, max, needed) logged
+        #: Called in the loop thread after each good sync (observe: publish the flow view).
+        self.on_synced: Callable[[DesiredState], None] | None = None
 
     # ---- one step each ----
 
@@ -135,6 +137,8 @@ class Agent:
         stats = self.reconciler.sync(self.desired, None if first else update.touched)
         seconds = time.perf_counter() - t0
         self.last_good = snap
+        if self.on_synced is not None:
+            self.on_synced(self.desired)
         self._record(stats)
         self.metrics.sync_seconds.observe(seconds)
         self.metrics.syncs.labels("ok" if stats.total or update.objects else "noop").inc()
