@@ -259,7 +259,7 @@ def test_observe_against_a_lab_whose_agent_does_not_answer_names_it(
     shop: Lab, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from labelwall.cli import observe as cli
-    from labelwall.cli.lab import LAB_FLOWS_PORT
+    from labelwall.lab.control import LAB_FLOWS_PORT
 
     node = shop.paths.node_netns
     dead = cli.HttpFlowSource("lab-b", f"http://127.0.0.1:{LAB_FLOWS_PORT + 1}",
