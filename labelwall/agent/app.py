@@ -200,6 +200,8 @@ def run(args: AgentOptions) -> int:
     try:
         agent.run(stop)
     finally:
+        for stop_one in agent.on_stop:  # readers of the datapath first (flow collector)
+            stop_one()
         dp.close()
         log.info("agent stopped", extra={"uptime_s": round(time.monotonic() - t0, 1)})
     return 0

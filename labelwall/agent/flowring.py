@@ -107,8 +107,12 @@ class FlowCollector:
                 self.ring.add(events, self.current_view())
 
     def stop(self) -> None:
+        """Stop and close the reader (after this the datapath may close its maps)."""
         self._stop.set()
         self._thread.join(timeout=2.0)
+        close = getattr(self.reader, "close", None)
+        if close is not None and not self._thread.is_alive():
+            close()
 
 
 def flows_page(ring: FlowRing, node_name: str, since: int, limit: int) -> dict[str, Any]:

@@ -92,6 +92,8 @@ class Agent:
         self.reported_full: tuple[tuple[str, int, int], ...] = ()  # (map, max, needed) logged
         #: Called in the loop thread after each good sync (observe: publish the flow view).
         self.on_synced: Callable[[DesiredState], None] | None = None
+        #: Called by the process wiring before the datapath closes (observe: stop readers).
+        self.on_stop: list[Callable[[], None]] = []
 
     # ---- one step each ----
 

@@ -7,6 +7,7 @@ its collector thread and the 127.0.0.1 flow endpoint only with ``--flows-port``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from http.server import ThreadingHTTPServer
 from typing import Protocol
@@ -20,6 +21,8 @@ from labelwall.datapath.flowreader import VerdictReader
 from labelwall.policy.cookies import RuleRef
 from labelwall.policy.flows import FlowView
 
+log = logging.getLogger("labelwall.agent")
+
 
 class Observation:
     def __init__(self, node_name: str) -> None:
@@ -30,12 +33,18 @@ class Observation:
         self.server: ThreadingHTTPServer | None = None
 
     def publish(self, desired: DesiredState) -> None:
-        """In the loop thread after a good sync: the names flows read from now on get."""
-        self.view = FlowView.of(desired.compiler.compiled, self.node_name)
+        """In the loop thread after a good sync: the names flows read from now on get.
+
+        Never fails the sync: observation is best effort, enforcement is not.
+        """
+        try:
+            self.view = FlowView.of(desired.compiler.naming(), self.node_name)
+        except Exception:
+            log.exception("cannot name flows with the new policy view; keeping the last one")
 
     def cookies(self) -> Mapping[int, RuleRef]:
         view = self.view
-        return view.compiled.cookies if view is not None else {}
+        return view.names.cookies if view is not None else {}
 
     def ring_lost(self) -> int:
         return self.ring.lost if self.ring is not None else 0
@@ -60,6 +69,7 @@ def start_observation(
 ) -> Observation:
     obs = Observation(node_name)
     agent.on_synced = obs.publish
+    agent.on_stop.append(obs.close)
     agent.metrics.registry.register(FlowCounters(dp, obs.cookies, obs.ring_lost))
     if flows_port:
         obs.ring = FlowRing(flows_buffer)

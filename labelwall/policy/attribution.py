@@ -13,10 +13,14 @@ Pure: it reads compiled results only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
-from labelwall.cluster import Direction
+from labelwall.cluster import Direction, IPNetwork, Pod
+from labelwall.identity.labels import LabelSet
+from labelwall.identity.numbers import Reserved
+from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import Compiled
 from labelwall.policy.cookies import RuleRef
 from labelwall.policy.lookup import Reason, Verdict
@@ -25,7 +29,53 @@ if TYPE_CHECKING:  # matrix imports this module: the type only, no cycle at run 
     from labelwall.policy.matrix import Cell
 
 
-def isolating_policies(c: Compiled, identity: int, direction: Direction) -> tuple[str, ...]:
+class Policies(Protocol):
+    """What attribution reads: a ``Compiled`` (explain) or a ``Naming`` (observe)."""
+
+    @property
+    def cookies(self) -> Mapping[int, RuleRef]: ...
+
+    @property
+    def policy_subjects(self) -> Mapping[str, frozenset[int]]: ...
+
+    @property
+    def state(self) -> ClusterState: ...
+
+
+@dataclass(frozen=True)
+class Naming:
+    """Everything that names a verdict, without a full ``Compiled`` (whose warnings cost
+    hundreds of ms on a large cluster): what the agent snapshots after each sync.
+
+    ``labelsets``: label set -> identity number (a pod whose set has none is ``init``).
+    """
+
+    cookies: Mapping[int, RuleRef]
+    policy_subjects: Mapping[str, frozenset[int]]
+    state: ClusterState
+    identities: Mapping[int, LabelSet]
+    labelsets: Mapping[LabelSet, int]
+    cidrs: Mapping[IPNetwork, int]
+    exclude: frozenset[str]
+    pod_identity: Mapping[str, int] = field(default_factory=dict)  # known ones, if any
+
+    @classmethod
+    def of_compiled(cls, c: Compiled) -> Naming:
+        return cls(
+            c.cookies, c.policy_subjects, c.state, c.identities,
+            {ls: n for n, ls in c.identities.items()}, c.map_state.cidrs, c.options.exclude,
+            c.pod_identity,
+        )  # fmt: skip
+
+    def identity_of(self, pod: Pod) -> int:
+        known = self.pod_identity.get(pod.key)
+        if known is not None:
+            return known
+        ls = LabelSet.from_pod(pod, self.state.namespaces.get(pod.namespace), self.exclude)
+        return self.labelsets.get(ls, int(Reserved.INIT))
+
+
+def isolating_policies(c: Policies, identity: int, direction: Direction) -> tuple[str, ...]:
     """``namespace/name`` of every policy that selects ``identity`` with ``direction`` in its
     policyTypes, sorted."""
     return tuple(
@@ -37,7 +87,7 @@ def isolating_policies(c: Compiled, identity: int, direction: Direction) -> tupl
     )
 
 
-def allowing_rule(c: Compiled, verdict: Verdict) -> RuleRef | None:
+def allowing_rule(c: Policies, verdict: Verdict) -> RuleRef | None:
     """The rule whose map entry allowed ``verdict`` (None unless reason POLICY)."""
     if verdict.reason is not Reason.POLICY:
         return None
@@ -54,7 +104,7 @@ class Attribution:
 
 
 def attribution(
-    c: Compiled, identity: int, direction: Direction, reason: Reason, cookie: int
+    c: Policies, identity: int, direction: Direction, reason: Reason, cookie: int
 ) -> Attribution:
     """Names for a verdict of the classifier at ``identity`` for ``direction``."""
     if reason is Reason.POLICY:

@@ -22,14 +22,15 @@ what they are about with the same compile result the agent wrote to the maps:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from labelwall.cluster import Direction, IPAddress, IPNetwork, Pod
 from labelwall.identity.labels import LabelSet
 from labelwall.identity.numbers import Reserved, is_local
-from labelwall.policy.attribution import Attribution, attribution
+from labelwall.policy.attribution import Attribution, Naming, attribution
 from labelwall.policy.compile import Compiled
 from labelwall.policy.cookies import RuleRef
 from labelwall.policy.lookup import Reason
@@ -227,26 +228,37 @@ def _labels(ls: LabelSet) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class FlowView:
-    """What names a flow: one compile result and the node the events come from."""
+    """What names a flow: the policy naming of one moment and the node events come from.
 
-    compiled: Compiled
+    The address indexes are built on first use (a view is made per sync, read far less).
+    """
+
+    names: Naming
     node_name: str
-    pods_by_ip: Mapping[IPAddress, Pod] = field(default_factory=dict)
-    nodes_by_ip: Mapping[IPAddress, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, compiled: Compiled, node_name: str) -> FlowView:
-        state = compiled.state
-        pods = {ip: p for p in state.pods.values() if not p.host_network for ip in p.ips}
+    def of(cls, names: Naming | Compiled, node_name: str) -> FlowView:
+        if isinstance(names, Compiled):
+            names = Naming.of_compiled(names)
+        return cls(names, node_name)
+
+    @cached_property
+    def pods_by_ip(self) -> Mapping[IPAddress, Pod]:
+        pods = self.names.state.pods.values()
+        return {ip: p for p in pods if not p.host_network for ip in p.ips}
+
+    @cached_property
+    def nodes_by_ip(self) -> Mapping[IPAddress, str]:
+        state = self.names.state
         nodes = {ip: n.name for n in state.nodes.values() for ip in n.addresses}
         for p in state.pods.values():
             if p.host_network and p.node:
                 nodes.update({ip: p.node for ip in p.ips})
-        return cls(compiled, node_name, pods, nodes)
+        return nodes
 
     def _cidr_identity(self, addr: IPAddress) -> tuple[int, IPNetwork | None]:
         best: tuple[int, IPNetwork | None] = (0, None)
-        for net, ident in self.compiled.map_state.cidrs.items():
+        for net, ident in self.names.cidrs.items():
             wider = best[1] is not None and net.prefixlen <= best[1].prefixlen
             if addr.version == net.version and addr in net and not wider:
                 best = (ident, net)
@@ -257,9 +269,9 @@ class FlowView:
         if addr is None:
             return FlowEndpoint(reported)
         pod = self.pods_by_ip.get(addr)
-        c = self.compiled
+        c = self.names
         if pod is not None:
-            ident = c.pod_identity.get(pod.key, reported)
+            ident = c.identity_of(pod)
             ls = c.identities.get(ident)
             labels = _labels(ls) if ls is not None else ()
             if ident == Reserved.INIT:
@@ -272,7 +284,7 @@ class FlowView:
             ident = Reserved.HOST if local else Reserved.REMOTE_NODE
             return FlowEndpoint(int(ident), labels=_reserved_label(ident), node=node)
         if is_local(reported):
-            nets = sorted(str(n) for n, i in c.map_state.cidrs.items() if i == reported)
+            nets = sorted(str(n) for n, i in c.cidrs.items() if i == reported)
             return FlowEndpoint(reported, labels=tuple(f"cidr:{n}" for n in nets))
         if reported and reported != Reserved.WORLD:
             return FlowEndpoint(reported, labels=_reserved_label(reported))
@@ -309,7 +321,7 @@ def to_flow(ev: VerdictEvent, view: FlowView) -> Flow:
     att = (
         Attribution()
         if reply
-        else attribution(view.compiled, subject, ev.direction, ev.reason, ev.cookie)
+        else attribution(view.names, subject, ev.direction, ev.reason, ev.cookie)
     )
     allowed = tuple(PolicyRef.of_rule(r) for r in att.allowed_by)
     denied = tuple(PolicyRef.of_policy(k) for k in att.denied_by)

@@ -142,3 +142,18 @@ def test_world_node_and_cidr_peers_are_named(compiled: Compiled) -> None:
     f = to_flow(ev, view)
     assert (f.destination.identity, f.destination.labels) == (2, ("reserved:world",))
     assert [p.key for p in f.egress_denied_by] == ["shop/allow-client", "shop/default-deny"]
+
+
+def test_the_agents_cheap_naming_equals_the_full_compile_result(compiled: Compiled) -> None:
+    """What the agent snapshots per sync (IncrementalCompiler.naming) names as Compiled does."""
+    from labelwall.policy.attribution import Naming
+    from labelwall.policy.incremental import IncrementalCompiler
+
+    inc = IncrementalCompiler(compiled.state)
+    cheap, full = inc.naming(), Naming.of_compiled(inc.compiled)
+    assert cheap.cookies == full.cookies
+    assert cheap.policy_subjects == full.policy_subjects
+    assert cheap.cidrs == full.cidrs
+    assert cheap.identities == full.identities
+    for pod in compiled.state.pods.values():
+        assert cheap.identity_of(pod) == full.identity_of(pod) == inc.compiled.pod_identity[pod.key]
