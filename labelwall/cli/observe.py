@@ -1,4 +1,4 @@
-"""`labelwall lab observe` (and the shared core of `labelwall observe`): flows, filtered, printed.
+"""`labelwall observe` and `labelwall lab observe`: flows from every node, filtered, printed.
 
 Flows come from each node's agent (``GET /flows`` on the agent's 127.0.0.1 flow port,
 labelwall/agent/flowring.py) through a ``FlowSource``: the lab's enters the lab's node
@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -211,7 +212,7 @@ class FlowSource(Protocol):
     def fetch(self, since: int) -> dict[str, Any]: ...
 
 
-class Unreachable(Exception):  # noqa: N818 - reads as what happened
+class Unreachable(ConnectionError):  # noqa: N818 - reads as what happened
     pass
 
 
@@ -252,14 +253,20 @@ def observe(
     seen = {s.node: 0 for s in sources}
     failed: set[str] = set()
 
+    def fetch(s: FlowSource) -> dict[str, Any] | Exception:
+        try:
+            return s.fetch(seen[s.node])
+        except (ConnectionError, PermissionError) as exc:  # this node only; others go on
+            return exc
+
     def poll() -> list[Flow]:
         got: list[Flow] = []
-        for s in sources:
-            try:
-                page = s.fetch(seen[s.node])
-            except Unreachable as exc:
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(sources)))) as pool:
+            pages = list(pool.map(fetch, sources))
+        for s, page in zip(sources, pages, strict=True):
+            if isinstance(page, Exception):
                 if s.node not in failed:
-                    err(f"error: {exc}")
+                    err(f"error: {page}")
                 failed.add(s.node)
                 continue
             failed.discard(s.node)
@@ -277,3 +284,52 @@ def observe(
             out(render(new, output, header=False))
             sys.stdout.flush()
     return EXIT_FINDINGS if failed else EXIT_OK
+
+
+# ---- `labelwall observe` (a cluster, through the API server) ----
+
+
+def add_cluster_parser(sub: Any) -> None:
+    from labelwall.kube.flows import DEFAULT_NAMESPACE, DEFAULT_PORT, DEFAULT_SELECTOR
+
+    p = sub.add_parser(
+        "observe",
+        help="flows from every node's agent, with the policies behind each verdict",
+        description="Read each labelwall agent's recent flows through the API server "
+        "(the agent pod's pods/portforward subresource, with your own credentials and "
+        "RBAC: list pods and create pods/portforward in the agent namespace), merge them "
+        "by time and filter them with Hubble's flags: OR within a flag, AND across flags.",
+    )
+    add_arguments(p)
+    p.add_argument("--kubeconfig", default=None, help="default: $KUBECONFIG, ~/.kube/config")
+    p.add_argument("--agent-namespace", default=DEFAULT_NAMESPACE, metavar="NS",
+                   help=f"namespace of the agent pods (default {DEFAULT_NAMESPACE})")  # fmt: skip
+    p.add_argument("--agent-selector", default=DEFAULT_SELECTOR, metavar="SELECTOR",
+                   help="label selector of the agent pods")  # fmt: skip
+    p.add_argument("--flows-port", type=int, default=DEFAULT_PORT, metavar="PORT",
+                   help=f"the agents' flow port (chart agent.flowsPort, "
+                   f"{DEFAULT_PORT})")  # fmt: skip
+    p.set_defaults(handler=cmd_observe)
+
+
+def cmd_observe(args: argparse.Namespace) -> int:
+    from labelwall.kube.client import NoClusterError, api_client
+    from labelwall.kube.flows import FlowAccessError, agent_sources
+
+    q = query_of(args)  # bad flags fail before any request (exit 2)
+    try:
+        sources = agent_sources(
+            api_client(args.kubeconfig), args.agent_namespace, args.agent_selector,
+            args.flows_port,
+        )  # fmt: skip
+    except (NoClusterError, FlowAccessError, ConnectionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FINDINGS
+    if not sources:
+        print(f"error: no agent pods in namespace {args.agent_namespace} with labels "
+              f"{args.agent_selector}", file=sys.stderr)  # fmt: skip
+        return EXIT_FINDINGS
+    try:
+        return observe(list(sources), q, args.output, args.follow)
+    except KeyboardInterrupt:
+        return EXIT_OK
