@@ -12,7 +12,8 @@ count every packet whatever the event rate limit or the ring buffer did:
   (``policy_denied``: no allow matched while isolated).
 - ``labelwall_flow_events_lost_total{source}``: verdict events not delivered:
   ``rate_limited`` (the per-CPU token bucket), ``ring_full`` (the kernel ring buffer), and
-  ``agent_ring`` (flows pushed out of the agent's ring of the last N before anyone read them).
+  ``agent_ring`` (flows overwritten in the agent's ring of the last N before a client that
+  is following, one that read within 10 s, read them).
 
 Cardinality is bounded by the rules loaded on the node (one series per rule and direction,
 at most LW_RULE_COUNTERS_MAX keys) and by the fixed reason list, never by pod pairs.

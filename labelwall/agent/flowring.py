@@ -2,8 +2,9 @@
 
 - ``FlowRing``: a bounded ring (``--flows-buffer``, chart ``agent.flows.buffer``) of
   (sequence number, event, view). Memory is bounded by N whatever the event rate; the
-  oldest flow is overwritten, and one overwritten before any client read it is counted
-  (``labelwall_flow_events_lost_total{source="agent_ring"}``).
+  oldest flow is overwritten; one overwritten before a following client (one that read in
+  the last 10 s) read it is counted (``labelwall_flow_events_lost_total{source=
+  "agent_ring"}``): with nobody following, overwriting is simply what a ring does.
 - ``FlowCollector``: one thread draining the kernel ring buffer into the FlowRing. It only
   reads; the classifier never waits for it (a full kernel ring drops the record and counts
   it, see telemetry.h). The kernel's token bucket bounds how many records arrive, so the
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,21 +38,32 @@ DEFAULT_BUFFER = 4096
 MAX_PAGE = 65536
 
 
+#: A client that read within this many seconds is following: flows it has not read yet
+#: and that are overwritten count as lost (with nobody following, overwriting is the ring).
+FOLLOWING_S = 10.0
+
+
 class FlowRing:
-    def __init__(self, capacity: int = DEFAULT_BUFFER) -> None:
+    def __init__(
+        self, capacity: int = DEFAULT_BUFFER, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if capacity < 1:
             raise ValueError(f"flow buffer must hold at least 1 flow, got {capacity}")
         self.capacity = capacity
         self._items: deque[tuple[int, VerdictEvent, FlowView | None]] = deque(maxlen=capacity)
         self._seq = 0
         self._served = 0  # highest sequence number a client has been given
-        self.lost = 0  # overwritten before any client read them
+        self._read_at = -FOLLOWING_S  # when a client last read (clock())
+        self.lost = 0  # overwritten while a client followed, before it read them
+        self.clock = clock
         self._lock = threading.Lock()
 
     def add(self, events: list[VerdictEvent], view: FlowView | None) -> None:
         with self._lock:
+            following = self.clock() - self._read_at < FOLLOWING_S
             for ev in events:
-                if len(self._items) == self.capacity and self._items[0][0] > self._served:
+                full = len(self._items) == self.capacity
+                if full and following and self._items[0][0] > self._served:
                     self.lost += 1
                 self._seq += 1
                 self._items.append((self._seq, ev, view))
@@ -62,6 +75,7 @@ class FlowRing:
         with self._lock:
             first = self._items[0][0] if self._items else self._seq + 1
             out = [e for e in self._items if e[0] > seq][:limit]
+            self._read_at = self.clock()
             if out:
                 self._served = max(self._served, out[-1][0])
             return out, first, (out[-1][0] if out else max(seq, self._seq))

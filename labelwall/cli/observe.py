@@ -289,9 +289,13 @@ def observe(
 # ---- `labelwall observe` (a cluster, through the API server) ----
 
 
-def add_cluster_parser(sub: Any) -> None:
-    from labelwall.kube.flows import DEFAULT_NAMESPACE, DEFAULT_PORT, DEFAULT_SELECTOR
+#: Where the chart's agents are (kept here, not imported: parsing must not load the client).
+DEFAULT_NAMESPACE = "labelwall"
+DEFAULT_SELECTOR = "app.kubernetes.io/name=labelwall,app.kubernetes.io/component=agent"
+DEFAULT_PORT = 9964  # chart agent.flowsPort
 
+
+def add_cluster_parser(sub: Any) -> None:
     p = sub.add_parser(
         "observe",
         help="flows from every node's agent, with the policies behind each verdict",

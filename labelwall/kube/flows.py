@@ -23,9 +23,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import portforward
 
-DEFAULT_NAMESPACE = "labelwall"
-DEFAULT_SELECTOR = "app.kubernetes.io/name=labelwall,app.kubernetes.io/component=agent"
-DEFAULT_PORT = 9964
+DEFAULT_PORT = 9964  # chart agent.flowsPort
 
 
 class FlowAccessError(PermissionError):
@@ -97,10 +95,7 @@ class AgentFlowSource:
 
 
 def agent_sources(
-    api_client: client.ApiClient,
-    namespace: str = DEFAULT_NAMESPACE,
-    selector: str = DEFAULT_SELECTOR,
-    port: int = DEFAULT_PORT,
+    api_client: client.ApiClient, namespace: str, selector: str, port: int = DEFAULT_PORT
 ) -> list[AgentFlowSource]:
     """One source per agent pod (by node); FlowAccessError when the user may not list them."""
     api = client.CoreV1Api(api_client)
