@@ -126,7 +126,10 @@ static __always_inline void lw_emit(struct __sk_buff *skb, __u8 dir, __u32 subje
 	e->pad2[1] = 0;
 	__builtin_memcpy(e->saddr, pkt->t.saddr, 16);
 	__builtin_memcpy(e->daddr, pkt->t.daddr, 16);
-	bpf_ringbuf_submit(e, 0);
+	/* Wake the reader only once a quarter of the ring is queued: a wakeup per record is
+	 * a context switch per new connection; the reader polls on a 100 ms timer anyway. */
+	bpf_ringbuf_submit(e, bpf_ringbuf_query(&lw_events_v1, BPF_RB_AVAIL_DATA) >=
+				      LW_EVENTS_BYTES / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 #endif /* LW_TELEMETRY_H */
