@@ -5,6 +5,10 @@
 #
 #   docker build -t ghcr.io/labelwall/labelwall:0.1.0 .
 #
+# Without docker or a registry, tools/images/build.sh (`make images`) builds the same contents
+# as an OCI archive, docker.io/library/labelwall:dev, for `ctr images import` on the real-node
+# testenv (tools/images/README.md).
+#
 # Stage 1 builds the wheel: setup.py's build_py hook compiles bpf_src/labelwall.bpf.c with
 # clang (flags in bpf_src/build.py) into labelwall/datapath/bpf/, so the object inside the
 # image is always built from source, never copied from a developer tree (.dockerignore
@@ -41,11 +45,16 @@ FROM ${PYTHON_IMAGE} AS runtime
 # bpftool: inspecting pinned maps and programs from `kubectl exec`.
 # mount (util-linux) and stat (coreutils), used by the chart's mount-bpffs init
 #   container, are part of the base image.
+# nftables: `nft list ruleset` beside kube-proxy's nftables tables when debugging a node.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iproute2 bpftool libbpf-dev clang llvm libc6-dev \
+ && apt-get install -y --no-install-recommends iproute2 nftables bpftool libbpf-dev clang llvm libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /tmp/wheels
-RUN pip install --no-cache-dir --no-index --find-links /tmp/wheels labelwall \
+# A venv at /opt/labelwall, first on PATH: the same layout as the image tools/images/build.sh
+# makes without docker (on a debootstrap'd Debian base, whose python3 is in /usr/bin).
+ENV PATH=/opt/labelwall/bin:$PATH
+RUN python -m venv /opt/labelwall \
+ && /opt/labelwall/bin/pip install --no-cache-dir --no-index --find-links /tmp/wheels labelwall \
  && rm -rf /tmp/wheels \
  && labelwall --help >/dev/null
 # Sources for the agent's runtime rebuild (bpf_src/build.py and the headers).

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup tools demo test lint typecheck pytest bench clean-pins
+.PHONY: setup tools demo test lint typecheck pytest bench clean-pins node-tools images e2e-upstream
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,6 +21,25 @@ setup:
 tools:
 	bash tools/k8s/build.sh
 	bash tools/helm/build.sh
+	$(MAKE) node-tools
+	$(MAKE) images
+
+# A real node's binaries (kubelet, kube-proxy, containerd, runc, CNI plugins, pause, ...) and
+# the upstream e2e runner (e2e.test, agnhost, ginkgo), built from source once per pinned
+# version into ~/.cache/labelwall/node/<k8s version>/ (tools/node/README.md).
+node-tools:
+	bash tools/node/build.sh
+
+# OCI image archives (pause, agnhost, labelwall) in ~/.cache/labelwall/images/, imported into
+# each real node's containerd; no registry, no docker engine (root: debootstrap, chroot).
+images: $(VENV)/.installed node-tools
+	PYTHON=$(PY) bash tools/images/build.sh
+
+# The upstream NetworkPolicy e2e suite (focus Netpol) on a 2-node real cluster with labelwall
+# installed by its chart; prints ginkgo's summary and the time (root).
+E2E_ARGS ?=
+e2e-upstream: $(VENV)/.installed tools
+	$(PY) tools/e2e/upstream.py $(E2E_ARGS)
 
 # The main job on the bundled example: the lab demo (real network namespaces and packets;
 # root), after printing the offline prediction for the same cluster.
@@ -52,5 +71,5 @@ test: setup tools lint typecheck pytest
 BPF_OBJ := labelwall/datapath/bpf/labelwall.bpf.o
 .PHONY: bpf
 bpf: $(BPF_OBJ)
-$(BPF_OBJ): bpf_src/labelwall.bpf.c $(wildcard bpf_src/include/labelwall/*.h) bpf_src/build.py
+$(BPF_OBJ): bpf_src/labelwall.bpf.c bpf_src/labelwall_nf.bpf.c $(wildcard bpf_src/include/labelwall/*.h) bpf_src/build.py
 	python3 bpf_src/build.py

@@ -16,6 +16,7 @@
 #include "labelwall/conntrack.h"
 #include "labelwall/frag.h"
 #include "labelwall/source.h"
+#include "labelwall/service.h"
 #include "labelwall/telemetry.h"
 
 /*
@@ -127,7 +128,16 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 	 * An allowed first fragment also opens its datagram's fragment entry, except where
 	 * the direction is not isolated (later fragments pass there anyway: no entry, so
 	 * such a pod cannot fill the table; lw_frag_key in abi.h). */
-	lw_policy_decide(&pkt, subject, lw_endpoint_subject_flags(subject, flags), dir, &d);
+	flags = lw_endpoint_subject_flags(subject, flags);
+	/* 5a. To a Service address from an egress-isolated pod: judged after DNAT by
+	 * handle_svc_nat (service.h, lookup.py step S); no entry yet, later fragments follow. */
+	if (dir == LW_DIR_EGRESS && lw_service_defer(&pkt, flags)) {
+		if (pkt.frag == LW_FRAG_FIRST)
+			lw_frag_create(&pkt, dir, skb->ifindex, now);
+		lw_allow(&d, LW_REASON_SERVICE_DEFERRED);
+		return lw_finish(skb, dir, subject, &pkt, &d, 0, now);
+	}
+	lw_policy_decide(&pkt, subject, flags, dir, &d);
 	if (d.verdict == LW_VERDICT_ALLOW && ct_key)
 		lw_ct_create(ct_key, flipped, &pkt, now);
 	if (d.verdict == LW_VERDICT_ALLOW && pkt.frag == LW_FRAG_FIRST &&

@@ -9,6 +9,7 @@ them at once, so a bad ConfigMap is fixed in one round.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from labelwall.cluster import IPNetwork
 from labelwall.datapath import mapspecs
 from labelwall.decode.fields import type_name
 from labelwall.errors import FieldError, InvalidInputError
@@ -97,6 +99,12 @@ class Config:
     #: Namespaces in audit mode when ``audit`` is false (empty: none). Ignored if ``audit``.
     audit_namespaces: tuple[str, ...] = ()
     map_sizes: MapSizes = field(default_factory=MapSizes)
+    #: The cluster's Service CIDRs (kube-apiserver --service-cluster-ip-range): egress from
+    #: an egress-isolated pod to an address inside is judged after kube-proxy's DNAT, on
+    #: the backend pod (kernel >= 6.6; older kernels judge the Service address itself).
+    service_cidrs: tuple[IPNetwork, ...] = tuple(
+        ipaddress.ip_network(c) for c in mapspecs.DEFAULT_SERVICE_CIDRS
+    )
     operator: OperatorConfig = field(default_factory=OperatorConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
 
@@ -156,6 +164,9 @@ class Config:
                     for key, attr in _MAP_KEYS.items()
                 }
             ),
+            service_cidrs=r.networks(
+                top, "", "serviceCIDRs", d.service_cidrs, mapspecs.SVCNETS_MAX
+            ),
             operator=OperatorConfig(
                 metrics_port=r.port(op, "operator", "metricsPort", d.operator.metrics_port),
                 health_port=r.port(op, "operator", "healthPort", d.operator.health_port),
@@ -184,6 +195,7 @@ class Config:
             "audit": self.audit,
             "auditNamespaces": list(self.audit_namespaces),
             "mapSizes": {key: getattr(self.map_sizes, attr) for key, attr in _MAP_KEYS.items()},
+            "serviceCIDRs": [str(n) for n in self.service_cidrs],
             "operator": {
                 "metricsPort": self.operator.metrics_port,
                 "healthPort": self.operator.health_port,
@@ -219,7 +231,8 @@ def load_config(path: str | None, *, env: Mapping[str, str] | None = None) -> Co
     return Config.from_mapping(data, source=path, env=env)
 
 
-_TOP_KEYS = ("logLevel", "identity", "audit", "auditNamespaces", "mapSizes", "operator", "agent")
+_TOP_KEYS = ("logLevel", "identity", "audit", "auditNamespaces", "mapSizes", "serviceCIDRs",
+             "operator", "agent")  # fmt: skip
 #: camelCase YAML key -> MapSizes attribute (identical today; the table keeps them apart).
 _MAP_KEYS = {
     "endpoints": "endpoints",
@@ -371,6 +384,33 @@ class _Reader:
                 self.fail(f"{path}[{i}]", f"must be a non-empty string, got {item!r}")
                 ok = False
         return tuple(value) if ok else default
+
+    def networks(
+        self,
+        data: Mapping[str, Any],
+        parent: str,
+        key: str,
+        default: tuple[IPNetwork, ...],
+        most: int,
+    ) -> tuple[IPNetwork, ...]:
+        """A list of CIDRs (host bits zero), at most ``most`` of them, no duplicates."""
+        names = self.strings(data, parent, key, ())
+        if data.get(key) is None:
+            return default
+        path = self._path(parent, key)
+        out: list[IPNetwork] = []
+        for i, text in enumerate(names):
+            try:
+                net = ipaddress.ip_network(text)
+            except ValueError as e:
+                self.fail(f"{path}[{i}]", f"must be a CIDR such as 10.96.0.0/12: {e}")
+                continue
+            if net in out:
+                self.fail(f"{path}[{i}]", f"{net} is listed twice")
+            out.append(net)
+        if len(out) > most:
+            self.fail(path, f"at most {most} CIDRs (map lw_svcnet_v1), got {len(out)}")
+        return tuple(out)
 
 
 def _type_name(value: object) -> str:

@@ -16,11 +16,13 @@ from typing import Any
 from labelwall.cluster import IPAddress, Labels, Namespace, Node, Pod
 from labelwall.decode.fields import Problems, child, item
 from labelwall.decode.kinds import KINDS, NAMESPACE, NETWORK_POLICY, NODE, POD, RETIRED, api_group
+from labelwall.decode.services import decode_service
 from labelwall.decode.workloads import WORKLOAD_KINDS, WorkloadKind, decode_workload
 from labelwall.errors import FieldError, InvalidInputError
 from labelwall.identity.labels import NAMESPACE_NAME_LABEL
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.model import NetworkPolicy
+from labelwall.policy.services import Service
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,10 @@ class LoadResult:
     state: ClusterState
     warnings: tuple[FieldError, ...] = ()
     objects: int = 0  # how many objects the input held (0: nothing to judge)
+    #: Services (read with ``workloads``): they name flows, they change no verdict.
+    services: tuple[Service, ...] = ()
+    #: The namespaces the input declares (the others in ``state`` were assumed).
+    declared_namespaces: frozenset[str] = frozenset()
 
 
 def is_list_kind(obj: Mapping[str, Any]) -> bool:
@@ -85,6 +91,10 @@ def expand_lists(doc: SourceDoc) -> Iterator[SourceDoc | FieldError]:
         yield from expand_lists(SourceDoc(doc.source, doc.index, entry, sub_path, doc.line))
 
 
+#: The label a Deployment's ReplicaSets and their pods carry (the ReplicaSet's name suffix).
+POD_TEMPLATE_HASH = "pod-template-hash"
+
+
 @dataclass
 class _Loader:
     """Accumulates objects and problems across documents; one instance per load_cluster call."""
@@ -102,6 +112,7 @@ class _Loader:
     workloads: dict[str, Pod] = field(default_factory=dict)
     #: (namespace, kind, name) of each object's controller (metadata.ownerReferences).
     owners: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
 
     def report(self, doc: SourceDoc, label: str, problems: Problems) -> bool:
         """Turn ``problems`` into FieldErrors for ``doc``; True when there were no errors."""
@@ -157,6 +168,9 @@ class _Loader:
         if workload is not None and api_version == workload.api_version:
             self._add_workload(doc, workload)
             return
+        if self.read_workloads and kind == "Service" and api_version == "v1":
+            self._add_service(doc)
+            return
         want = KINDS.get(kind)
         foreign = want is not None and api_group(api_version) != want.group
         if want is None or (
@@ -211,6 +225,13 @@ class _Loader:
             self.workloads[pod.key] = replace(pod, workload=kind.name)
             self._note_owner(doc, pod.key)
 
+    def _add_service(self, doc: SourceDoc) -> None:
+        p = Problems()
+        label, service = decode_service(doc.obj, doc.path, p)
+        ok = self.report(doc, label, p) and service is not None
+        if ok and service is not None and self.claim(doc, "Service", service.key, label):
+            self.services[service.key] = service
+
     def _note_owner(self, doc: SourceDoc, key: str) -> None:
         meta = doc.obj.get("metadata")
         refs = meta.get("ownerReferences") if isinstance(meta, Mapping) else None
@@ -244,11 +265,27 @@ class _Loader:
             namespace, kind, name = self.owners[key]
             owner = f"{namespace}/{name}[{kind}]"
             if owner not in self.workloads:
-                return None
+                return self._deployment_of_replicaset(key, namespace, kind, name)
             if owner not in self.owners:
                 return owner
             key = owner
         return None
+
+    def _deployment_of_replicaset(
+        self, key: str, namespace: str, kind: str, name: str
+    ) -> str | None:
+        """A Pod owned by a ReplicaSet the input lacks, whose Deployment it has: the
+        ReplicaSet is named ``<deployment>-<pod-template-hash>`` and the pod carries that
+        hash as a label, so the pod folds into the Deployment."""
+        pod = self.pods.get(key)
+        if kind != "ReplicaSet" or pod is None:
+            return None
+        template_hash = pod.labels.get(POD_TEMPLATE_HASH)
+        suffix = f"-{template_hash}"
+        if not template_hash or not name.endswith(suffix):
+            return None
+        deployment = f"{namespace}/{name[: -len(suffix)]}[Deployment]"
+        return deployment if deployment in self.workloads else None
 
     def _workload_pods(self) -> dict[str, Pod]:
         """Workload rows (ReplicaSets of a Deployment fold into it), each with an address.
@@ -310,7 +347,10 @@ class _Loader:
             nodes=dict(sorted(self.nodes.items())),
             policies=dict(sorted(self.policies.items())),
         )
-        return LoadResult(state, tuple(self.warnings), self.objects)
+        services = tuple(self.services[k] for k in sorted(self.services))
+        return LoadResult(
+            state, tuple(self.warnings), self.objects, services, frozenset(self.namespaces)
+        )
 
 
 def _name_of(obj: Mapping[str, Any]) -> str:
@@ -330,7 +370,9 @@ def in_namespace(doc: SourceDoc, namespace: str) -> SourceDoc | FieldError:
     obj = doc.obj
     name = str(obj.get("kind"))
     kind = KINDS.get(name)
-    namespaced = name in WORKLOAD_KINDS or (kind is not None and kind.namespaced)
+    namespaced = (
+        name in WORKLOAD_KINDS or name == "Service" or (kind is not None and kind.namespaced)
+    )
     meta = obj.get("metadata")
     if not namespaced or not isinstance(meta, Mapping):
         return doc

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs what labelwall needs on a fresh Debian machine (run as root): the BPF toolchain,
-# netlink/tc tools, the packet-filter baselines the benchmarks compare against, and bpffs.
+# netlink/tc tools, the packet-filter baselines the benchmarks compare against, and bpffs;
+# libseccomp-dev for runc's seccomp (tools/node/build.sh), debootstrap for the labelwall
+# image's Debian base (tools/images/build.sh).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(clang llvm libbpf-dev bpftool iproute2 nftables iptables python3-venv make gcc libc6-dev)
+pkgs=(clang llvm libbpf-dev bpftool iproute2 nftables iptables python3-venv make gcc libc6-dev
+  libseccomp-dev debootstrap)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

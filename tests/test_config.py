@@ -199,3 +199,28 @@ def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
     p.write_text("logLevel: [\n")
     with pytest.raises(InvalidInputError, match="not valid YAML"):
         load_config(str(p), env={})
+
+
+def test_service_cidrs_default_to_the_kubeadm_and_kind_ranges_and_round_trip() -> None:
+    c = Config.from_mapping(None, env={})
+    assert [str(n) for n in c.service_cidrs] == ["10.96.0.0/12", "fd00:10:96::/112"]
+    mine = Config.from_mapping({"serviceCIDRs": ["10.43.0.0/16"]}, env={})
+    assert [str(n) for n in mine.service_cidrs] == ["10.43.0.0/16"]
+    assert Config.from_mapping(mine.to_mapping(), env={}) == mine
+    assert Config.from_mapping({"serviceCIDRs": []}, env={}).service_cidrs == ()
+
+
+@pytest.mark.parametrize(
+    ("cidrs", "field"),
+    [
+        (["10.96.0.1/12"], "serviceCIDRs[0]"),  # host bits set
+        (["10.96.0.0/12", "nope"], "serviceCIDRs[1]"),
+        (["10.96.0.0/12", "10.96.0.0/12"], "serviceCIDRs[1]"),
+        ([f"10.{i}.0.0/16" for i in range(65)], "serviceCIDRs"),
+        ("10.96.0.0/12", "serviceCIDRs"),
+    ],
+)
+def test_bad_service_cidrs_are_rejected_naming_the_entry(cidrs: object, field: str) -> None:
+    with pytest.raises(InvalidInputError) as exc:
+        Config.from_mapping({"serviceCIDRs": cidrs}, env={})
+    assert _fields(exc) == [field]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 from typing import Any
 
@@ -14,6 +15,7 @@ from labelwall.errors import FieldError, InvalidInputError
 from labelwall.manifests import SourceDoc, load_cluster
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.matrix import PortProto, reachability
+from labelwall.policy.model import Rule
 
 TEMPLATE = {
     "metadata": {"labels": {"app": "web"}},
@@ -145,3 +147,102 @@ def test_a_namespace_referenced_but_not_given_is_named_in_a_warning() -> None:
     (warning,) = [w for w in warnings if w.obj.startswith("Namespace")]
     assert warning.obj == "Namespace shop"
     assert "assumed to exist" in warning.message
+
+
+@pytest.mark.parametrize(
+    ("rs_name", "hash_label", "folds"),
+    [
+        ("web-5d8f", "5d8f", True),  # the ReplicaSet is absent, its Deployment present
+        ("web-5d8f", None, False),  # no pod-template-hash: nothing ties it to the Deployment
+        ("web-5d8f", "9999", False),  # another hash: not this ReplicaSet's name
+        ("api-5d8f", "5d8f", False),  # another Deployment's ReplicaSet (not in the input)
+    ],
+)
+def test_a_pod_of_an_absent_replicaset_folds_into_its_deployment(
+    rs_name: str, hash_label: str | None, folds: bool
+) -> None:
+    labels = {"app": "web", **({"pod-template-hash": hash_label} if hash_label else {})}
+    ref = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs_name, "uid": "u",
+           "controller": True}  # fmt: skip
+    pod = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": f"{rs_name}-x", "namespace": "shop", "labels": labels,
+                     "ownerReferences": [ref]},
+        "spec": {"containers": [{"name": "c", "image": "i"}]},
+        "status": {"podIP": "10.244.1.5"},
+    }  # fmt: skip
+    state, _ = load(workload("Deployment", "apps/v1"), pod)
+    want = ["shop/web[Deployment]"] + ([] if folds else [f"shop/{rs_name}-x"])
+    assert sorted(state.pods) == sorted(want)
+
+
+def _expressible(state: ClusterState) -> ClusterState:
+    def rule(r: Rule) -> Rule:
+        return replace(r, peers=tuple(p for p in r.peers if p.ip_block is None))
+
+    policies = {
+        k: replace(p, ingress=tuple(map(rule, p.ingress)), egress=tuple(map(rule, p.egress)))
+        for k, p in state.policies.items()
+    }
+    pods = {
+        k: replace(p, host_network=False, ips=(ipaddress.IPv4Address(f"10.244.9.{i + 1}"),))
+        for i, (k, p) in enumerate(sorted(state.pods.items()))
+    }
+    return ClusterState(state.namespaces, pods, state.nodes, policies)
+
+
+def _manifests(state: ClusterState, as_workloads: bool) -> list[SourceDoc]:
+    """The cluster as YAML objects: each pod as a Deployment (no address) or as a Pod."""
+    objs: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Namespace",
+         "metadata": {"name": n.name, "labels": dict(n.labels)}}
+        for n in state.namespaces.values()
+    ]  # fmt: skip
+    for p in state.pods.values():
+        ports = [
+            {"containerPort": cp.port, "protocol": cp.protocol.name}
+            | ({"name": cp.name} if cp.name else {})
+            for cp in p.ports
+        ]
+        spec = {"containers": [{"name": "c", "image": "i", "ports": ports}]}
+        meta = {"name": p.name, "namespace": p.namespace, "labels": dict(p.labels)}
+        if as_workloads:
+            objs.append({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": p.name, "namespace": p.namespace},
+                "spec": {"template": {"metadata": {"labels": dict(p.labels)}, "spec": spec}},
+            })  # fmt: skip
+        else:
+            status = {"podIPs": [{"ip": str(ip)} for ip in p.ips], "podIP": str(p.ips[0])}
+            objs.append({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec,
+                         "status": status})  # fmt: skip
+    return [SourceDoc("c.yaml", i, o) for i, o in enumerate(objs)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(clusters_with_policies())
+def test_the_same_cluster_read_as_deployments_and_as_pods_answers_alike_per_workload(
+    state: ClusterState,
+) -> None:
+    """Through the manifest reader: Deployments (no addresses) vs Pods with podIPs.
+
+    The drawn cluster is made one a workload can express: no ipBlock peers (workloads have
+    no real addresses), no hostNetwork, one IPv4 address per pod (a workload's stand-in).
+    """
+    state = _expressible(state)
+    ports: list[PortProto] = [(80, Protocol.TCP), ("http", Protocol.TCP), (53, Protocol.UDP)]
+
+    def read(as_workloads: bool) -> dict[tuple[str, str, int | str, Protocol], bool]:
+        loaded = load_cluster(_manifests(state, as_workloads), workloads=True).state
+        assert len(loaded.pods) == len(state.pods)
+        loaded = ClusterState(loaded.namespaces, loaded.pods, loaded.nodes, state.policies)
+
+        def name(key: str) -> str:
+            return key.removesuffix("[Deployment]") if as_workloads else key
+
+        return {
+            (name(c.src), name(c.dst), c.port, c.protocol): c.allowed
+            for c in reachability(loaded, ports)
+        }
+
+    assert read(True) == read(False)

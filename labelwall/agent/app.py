@@ -13,9 +13,10 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import start_http_server
+from prometheus_client import Gauge, start_http_server
 
 from labelwall.agent import logs
 from labelwall.agent.dirsource import DirSource
@@ -28,6 +29,9 @@ from labelwall.config import Config, load_config
 from labelwall.errors import FieldError, InvalidInputError
 from labelwall.policy.compile import CompileOptions
 from labelwall.source import ClusterSource
+
+if TYPE_CHECKING:
+    from labelwall.datapath.facade import Datapath
 
 log = logging.getLogger("labelwall.agent")
 
@@ -88,6 +92,34 @@ def map_sizes(config: Config) -> dict[str, int]:
     }
 
 
+def enable_services(dp: Datapath, config: Config, nf_object: Path, metrics: AgentMetrics) -> None:
+    """Egress through Services judged after DNAT (datapath/netfilter.py), or say why not.
+
+    Idempotent (pinned links are kept across restarts). Where the kernel refuses the
+    netfilter program, Service addresses stay judged at tc (fail closed): one warning and
+    ``labelwall_agent_service_egress_after_dnat`` 0.
+    """
+    gauge = Gauge(
+        "labelwall_agent_service_egress_after_dnat",
+        "1: egress to serviceCIDRs is judged on the translated (backend) destination; "
+        "0: on the Service address itself (no netfilter program: kernel < 6.6, or no CIDRs)",
+        registry=metrics.registry,
+    )
+    hook = dp.enable_services(config.service_cidrs, nf_object)
+    gauge.set(1 if hook.active else 0)
+    if hook.active:
+        log.info(
+            "egress to Services judged after DNAT",
+            extra={"service_cidrs": [str(c) for c in hook.cidrs], "links_created": hook.created},
+        )
+    else:
+        log.warning(
+            "egress to Services is judged on the Service address, not the backend pod "
+            "(denied unless an ipBlock admits it)",
+            extra={"reason": hook.reason},
+        )
+
+
 def build_agent(
     config: Config,
     source_spec: str,
@@ -104,6 +136,7 @@ def build_agent(
     maps = mapspecs.resized(defines)
     dp = Datapath.open(sizing.object_for(defines), maps=maps)
     metrics = AgentMetrics(max_entries={m.name: m.max_entries for m in maps})
+    enable_services(dp, config, sizing.object_for(defines, netfilter=True), metrics)
     metrics.add_datapath(dp.counters)
     options = CompileOptions(
         exclude=frozenset(config.identity.exclude_labels),

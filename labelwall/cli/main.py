@@ -17,7 +17,9 @@ Handler = Callable[[argparse.Namespace], int]
 
 INPUTS_HELP = (
     "YAML/JSON file, directory (recursive) or - for stdin; repeatable. Holds "
-    "Namespaces, Pods, Nodes and NetworkPolicies (kubectl get -o yaml output works)."
+    "Namespaces, Pods, Nodes and NetworkPolicies (kubectl get -o yaml output works); the "
+    "offline commands also read workloads (Deployment, StatefulSet, DaemonSet, Job, ...) "
+    "and Services."
 )
 
 
@@ -145,6 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="markdown: a summary line and a table for a pull-request comment",
     )
     p.set_defaults(handler=offline.cmd_diff)
+
+    p = sub.add_parser(
+        "exposure",
+        help="per workload: who reaches it from outside, every namespace, every pod",
+        description="For each workload (or pod): the rules that admit addresses outside the "
+        "cluster (no peers, ipBlock), every namespace (namespaceSelector {}), the ports on "
+        "which every other workload of the input reaches it, and the rules that let it reach "
+        "outside the cluster. A direction no policy isolates is open to everything.",
+    )
+    _add_inputs(p)
+    _add_ports(p)
+    p.add_argument("-o", "--output", choices=["table", "markdown", "json", "yaml"], default="table")
+    p.set_defaults(handler=offline.cmd_exposure)
 
     from labelwall.cli.agent import add_parser as add_agent_parser
 

@@ -60,6 +60,20 @@ def grid(
     return "\n".join(out)
 
 
+def grid_rows(title: str, names: Sequence[str], rows: Sequence[str], columns: Sequence[str]) -> str:
+    """``grid`` from rows already rendered, one character per column (``.``, ``X``, ``-``)."""
+    width = max([len(title)] + [len(p) for p in names])
+    sep = "+-" + "-" * width + "-+" + "".join("-" * (len(p) + 2) + "+" for p in columns)
+    head = "| " + title.ljust(width) + " |" + "".join(f" {p.upper()} |" for p in columns)
+    out = [sep, head, sep]
+    widths = [len(c) for c in columns]
+    for src, row in zip(names, rows, strict=True):
+        cells = "".join(" " + ch.center(w) + " |" for ch, w in zip(row, widths, strict=True))
+        out.append("| " + src.ljust(width) + " |" + cells)
+    out.append(sep)
+    return "\n".join(out)
+
+
 class OutputFormatError(ValueError):
     """An output format no command offers (argparse ``choices`` keep users from it)."""
 

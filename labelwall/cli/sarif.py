@@ -24,6 +24,8 @@ RULES: Mapping[str, str] = {
     "shadowed-port-name": "Another name of the same port hides the named port",
     "egress-blocks-dns": "Egress isolation leaves pods without DNS",
     "host-network-selected": "A policy selects hostNetwork pods, where it is not enforced",
+    "redundant-rule": "Another rule already allows every peer and port of this rule",
+    "unknown-namespace": "A policy is in, or selects by name, a namespace not in the inputs",
     INPUT_WARNING: "An input object was accepted with a change or ignored",
 }
 

@@ -208,6 +208,7 @@ EVENT = _s(
 )
 EVRATE = _s("lw_evrate", F("last_ns", "Q"), F("tokens", "Q"), F("suppressed", "Q"), F("lost", "Q"))
 CLOCK = _s("lw_clock", F("jiffies", "Q"), F("ns", "Q"))
+SVCNET_VALUE = _s("lw_svcnet_value", F("flags", "I"))  # key: CIDR_KEY
 RULE_KEY = _s("lw_rule_key", F("cookie", "I"), F("dir", "B"), F("pad", "3s"))
 CONFIG = _s(
     "lw_config", F("events_per_s", "I"), F("events_burst", "I"), F("flags", "I"), F("pad", "I")
@@ -238,5 +239,6 @@ STRUCTS: tuple[CStruct, ...] = (
     EVRATE,
     CLOCK,
     CONFIG,
+    SVCNET_VALUE,
     RULE_KEY,
 )

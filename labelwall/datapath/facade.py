@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
-from labelwall.cluster import Direction, IPAddress
-from labelwall.datapath import codecs, libbpf, loader, mapspecs, reader, tc, testrun
+from labelwall.cluster import Direction, IPAddress, IPNetwork
+from labelwall.datapath import codecs, libbpf, loader, mapspecs, netfilter, reader, tc, testrun
 from labelwall.datapath.events import EventStream
 from labelwall.datapath.mapio import LibbpfMapIO
 from labelwall.datapath.writer import MapWriter
@@ -88,6 +88,30 @@ class Datapath:
         return ("lw_from_pod_v1", self.prog_id(FROM_POD)) in tc.attached_programs(
             link, tc.PARENT_INGRESS
         ) and ("lw_to_pod_v1", self.prog_id(TO_POD)) in tc.attached_programs(link, tc.PARENT_EGRESS)
+
+    # ---- egress through Services (netfilter.py) ----
+
+    def enable_services(
+        self, cidrs: Iterable[IPNetwork], object_file: Path | None = None
+    ) -> netfilter.ServiceHook:
+        """Judge egress to ``cidrs`` after DNAT: attach handle_svc_nat (idempotent, pinned
+        links), then write the CIDRs. Not possible (old kernel): no CIDRs, tc judges them."""
+        return netfilter.enable(
+            self.io, cidrs, object_file or netfilter.object_path(), self._endpoints_map_id()
+        )
+
+    def disable_services(self) -> list[str]:
+        """Empty the Service CIDRs (tc judges them again), then detach the links."""
+        return netfilter.disable(self.io)
+
+    def service_cidrs(self) -> list[IPNetwork]:
+        return netfilter.read_cidrs(self.io)
+
+    def services_attached(self) -> bool:
+        return netfilter.attached(self._endpoints_map_id())
+
+    def _endpoints_map_id(self) -> int:
+        return libbpf.map_info(self._loaded.map_fds[mapspecs.ENDPOINTS_MAP.name]).id
 
     # ---- writes ----
 

@@ -1,7 +1,9 @@
 """A small ctypes adapter over the system libbpf.so.1 for the calls pylibbpf 0.0.6 lacks.
 
 pylibbpf loads the object and hands out map fds, but it has no program fd, no pinning of
-programs, no BPF_PROG_TEST_RUN, no batch map operations, no ring buffer consumer, and its
+programs, no BPF_PROG_TEST_RUN, no batch map operations, no ring buffer consumer, no
+netfilter links (and the system libbpf 1.1 predates them: BPF_LINK_CREATE is issued as a
+raw bpf(2) syscall, ``link_create_netfilter``), and its
 ``lookup``/``items`` decode struct values lossily (only the first field survives). This
 module is the documented fallback for exactly those: thin wrappers over the libbpf 1.x
 low-level API (which returns ``-errno``), raising ``OSError`` with the errno. No policy,
@@ -14,6 +16,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -295,6 +298,7 @@ class ProgInfo:
     id: int
     name: str
     map_ids: tuple[int, ...]
+    tag: bytes = b""  # the kernel's hash of the instructions (map fds zeroed)
 
 
 def prog_info(fd: int) -> ProgInfo:
@@ -306,7 +310,7 @@ def prog_info(fd: int) -> ProgInfo:
     info2 = _ProgInfo(nr_map_ids=nr, map_ids=ctypes.addressof(ids))
     n = ctypes.c_uint32(ctypes.sizeof(info2))
     _check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info2), ctypes.byref(n)), "prog info")
-    return ProgInfo(info.type, info.id, info.name.decode(), tuple(ids[:nr]))
+    return ProgInfo(info.type, info.id, info.name.decode(), tuple(ids[:nr]), bytes(info.tag))
 
 
 def prog_ids() -> Iterator[int]:
@@ -321,6 +325,61 @@ def prog_fd_by_id(prog_id: int) -> int | None:
     if rc == -errno.ENOENT:
         return None
     return _check(rc, f"bpf_prog_get_fd_by_id {prog_id}")
+
+
+# ---- netfilter links (raw bpf(2): BPF_LINK_CREATE with attach type BPF_NETFILTER) ----
+
+SYS_BPF = 321  # x86_64
+BPF_LINK_CREATE = 28
+BPF_NETFILTER = 45  # enum bpf_attach_type
+BPF_LINK_TYPE_NETFILTER = 10  # enum bpf_link_type
+BPF_PROG_TYPE_NETFILTER = 32
+BPF_F_NETFILTER_IP_DEFRAG = 1  # the hook sees reassembled datagrams (kernel >= 6.6)
+_ATTR_SIZE = 64  # a prefix of union bpf_attr; the kernel requires the rest to be zero
+
+
+@cache
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc
+
+
+def link_create_netfilter(prog_fd: int, pf: int, hooknum: int, priority: int, flags: int) -> int:
+    """An fd for a new netfilter link of ``prog_fd`` (the hook runs while the link lives).
+
+    attr.link_create: prog_fd, target_fd (0), attach_type, flags (0), then the
+    ``netfilter`` member at offset 16: pf, hooknum, priority (signed), flags.
+    """
+    attr = ctypes.create_string_buffer(_ATTR_SIZE)
+    fields = (prog_fd, 0, BPF_NETFILTER, 0, pf, hooknum, priority, flags)
+    struct.pack_into("=IIIIIIiI", attr, 0, *fields)
+    rc = _libc().syscall(SYS_BPF, BPF_LINK_CREATE, attr, _ATTR_SIZE)
+    if rc < 0:
+        err = ctypes.get_errno() or errno.EIO
+        raise OSError(err, f"BPF_LINK_CREATE netfilter pf={pf} hook={hooknum}: {os.strerror(err)}")
+    return int(rc)
+
+
+@dataclass(frozen=True)
+class NetfilterLinkInfo:
+    type: int
+    id: int
+    prog_id: int
+    pf: int
+    hooknum: int
+    priority: int
+    flags: int
+
+
+def netfilter_link_info(fd: int) -> NetfilterLinkInfo:
+    """struct bpf_link_info of a link fd: type, id, prog_id, then (offset 16) netfilter."""
+    buf = ctypes.create_string_buffer(64)
+    n = ctypes.c_uint32(64)
+    _check(lib().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(n)), "link info")
+    t, i, p = struct.unpack_from("=III", buf.raw, 0)
+    pf, hook, prio, fl = struct.unpack_from("=IIiI", buf.raw, 16)
+    return NetfilterLinkInfo(t, i, p, pf, hook, prio, fl)
 
 
 # ---- BPF_PROG_TEST_RUN ----

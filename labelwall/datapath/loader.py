@@ -13,6 +13,7 @@ filters and other processes can refer to them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -75,7 +76,7 @@ def check_pinned_maps(maps: tuple[mapspecs.MapSpec, ...] = mapspecs.MAPS) -> lis
     return pinned
 
 
-def _find_program(name: str, endpoints_map_id: int) -> int:
+def find_program(name: str, endpoints_map_id: int) -> int:
     """fd of the newest loaded program ``name`` that uses our endpoints map."""
     best_id, best_fd = -1, -1
     for prog_id in libbpf.prog_ids():
@@ -140,7 +141,7 @@ def load(
     loaded = LoadedObject(obj, map_fds)
     try:
         for prog, pin_path in mapspecs.PROG_PINS.items():
-            fd = _find_program(prog, endpoints_id)
+            fd = find_program(prog, endpoints_id)
             loaded.prog_fds[prog] = fd
             if pin_programs:
                 pin(fd, pin_path)
@@ -151,14 +152,41 @@ def load(
 
 
 def unpin_all() -> list[str]:
-    """Remove every labelwall pin (maps and programs); returns the paths removed.
+    """Remove every labelwall pin (netfilter links, maps, programs); returns the paths removed.
 
     Attached tc filters keep running the program they hold, with the maps it references,
     until detached; only the names disappear.
     """
     removed = []
-    for p in [s.pin_path for s in mapspecs.MAPS] + list(mapspecs.PROG_PINS.values()):
+    clear_service_cidrs()  # before the netfilter links go: tc then defers nothing
+    pins = list(mapspecs.NF_LINK_PINS.values())  # links first: they detach with their pin
+    pins += [s.pin_path for s in mapspecs.MAPS] + list(mapspecs.PROG_PINS.values())
+    for p in pins:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(p)
             removed.append(p)
     return removed
+
+
+def clear_service_cidrs() -> int:
+    """Empty the pinned lw_svcnet_v1 (if any), so that tc judges Service destinations itself.
+
+    Always before the netfilter links are detached: a tc program still attached defers new
+    flows to Service addresses only while this map has entries (service.h).
+    """
+    spec = mapspecs.SVCNET_MAP
+    try:
+        fd = libbpf.obj_get(spec.pin_path)
+    except FileNotFoundError:
+        return 0
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return 0
+        raise
+    try:
+        keys = list(libbpf.iter_keys(fd, spec.key_size))
+        for k in keys:
+            libbpf.delete_elem(fd, k)
+        return len(keys)
+    finally:
+        os.close(fd)

@@ -34,6 +34,7 @@ from labelwall.datapath.abi import (
     REASON_MAX,
     RULE_KEY,
     SUBJECT,
+    SVCNET_VALUE,
 )
 
 PIN_ROOT = "/sys/fs/bpf"
@@ -76,6 +77,9 @@ CT_MAX = 262144
 FRAGS_MAX = 8192  # LW_FRAGS_MAX: datagrams in flight whose first fragment was allowed
 EVENTS_BYTES = 256 * 1024
 COUNTERS_MAX = 2 * REASON_MAX
+SVCNETS_MAX = 64  # LW_SVCNETS_MAX: the cluster's Service CIDRs
+#: The agent's default serviceCIDRs: kubeadm's IPv4 Service range and kind's IPv6 one.
+DEFAULT_SERVICE_CIDRS = ("10.96.0.0/12", "fd00:10:96::/112")
 RULE_COUNTERS_MAX = 16384  # LW_RULE_COUNTERS_MAX: (rule cookie, direction) keys
 
 ENDPOINTS_MAP = MapSpec("lw_endpoints_v1", _HASH, U32, ENDPOINT.size, ENDPOINTS_MAX)
@@ -94,6 +98,7 @@ EVENTS_MAP = MapSpec("lw_events_v1", _RINGBUF, 0, 0, EVENTS_BYTES)
 EVRATE_MAP = MapSpec("lw_evrate_v1", _PERCPU_ARRAY, U32, EVRATE.size, 1)
 CLOCK_MAP = MapSpec("lw_clock_v1", _PERCPU_ARRAY, U32, CLOCK.size, 1)
 CONFIG_MAP = MapSpec("lw_config_v1", _ARRAY, U32, CONFIG.size, 1)
+SVCNET_MAP = MapSpec("lw_svcnet_v1", _LPM_TRIE, CIDR_KEY.size, SVCNET_VALUE.size, SVCNETS_MAX)
 RULECNT_MAP = MapSpec("lw_rulecnt_v1", _PERCPU_HASH, RULE_KEY.size, COUNTER.size, RULE_COUNTERS_MAX)
 
 MAPS: tuple[MapSpec, ...] = (
@@ -113,6 +118,7 @@ MAPS: tuple[MapSpec, ...] = (
     EVRATE_MAP,
     CLOCK_MAP,
     CONFIG_MAP,
+    SVCNET_MAP,
     RULECNT_MAP,
 )
 
@@ -148,3 +154,8 @@ def resized(defines: Mapping[str, int]) -> tuple[MapSpec, ...]:
 PROG_FROM_POD = "handle_from_pod"
 PROG_TO_POD = "handle_to_pod"
 PROG_PINS = {PROG_FROM_POD: f"{PIN_ROOT}/lw_from_pod_v1", PROG_TO_POD: f"{PIN_ROOT}/lw_to_pod_v1"}
+
+# The netfilter program (labelwall_nf.bpf.o, egress through a Service) and its link pins,
+# one BPF link per address family at NF_INET_PRE_ROUTING (labelwall.datapath.netfilter).
+PROG_SVC_NAT = "handle_svc_nat"
+NF_LINK_PINS = {4: f"{PIN_ROOT}/lw_nf_pre4_v1", 6: f"{PIN_ROOT}/lw_nf_pre6_v1"}

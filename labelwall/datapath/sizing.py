@@ -52,9 +52,19 @@ def _digest(src: Path, defines: Mapping[str, int]) -> str:
     return h.hexdigest()[:16]
 
 
-def object_for(defines: Mapping[str, int], cache: Path | None = None) -> Path:
-    """The object with these size macros: the shipped one when there are none."""
+def object_for(
+    defines: Mapping[str, int], cache: Path | None = None, netfilter: bool = False
+) -> Path:
+    """The object with these size macros: the shipped one when there are none.
+
+    ``netfilter``: the netfilter object (labelwall_nf.bpf.o), which must be built with the
+    same sizes as the classifier whose pinned maps it reuses.
+    """
     if not defines:
+        if netfilter:
+            from labelwall.datapath import netfilter as nf
+
+            return nf.object_path()
         return loader.object_path()
     src = source_dir()
     if not (src / "build.py").exists():
@@ -63,12 +73,14 @@ def object_for(defines: Mapping[str, int], cache: Path | None = None) -> Path:
             "(set LABELWALL_BPF_SRC)"
         )
     root = cache or Path(os.environ.get("LABELWALL_BPF_CACHE", "/tmp/labelwall-bpf"))
-    out = root / f"labelwall-{_digest(src, defines)}.bpf.o"
+    kind = "labelwall_nf" if netfilter else "labelwall"
+    out = root / f"{kind}-{_digest(src, defines)}.bpf.o"
     if out.exists():
         return out
     root.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
     args = [sys.executable, str(src / "build.py"), str(tmp)]
+    args += ["--netfilter"] if netfilter else []
     args += [f"-D{k}={v}" for k, v in sorted(defines.items())]
     proc = subprocess.run(args, capture_output=True, text=True, check=False)
     if proc.returncode != 0:

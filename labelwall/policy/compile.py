@@ -56,8 +56,10 @@ from labelwall.policy.findings import (
     SHADOWED_PORT_NAME,
     UNKNOWN_PORT_NAME,
     CompileWarning,
+    RuleEntries,
     egress_dns_findings,
     findings,
+    redundant_rule_findings,
 )
 from labelwall.policy.mapstate import (
     IpcacheEntry,
@@ -827,7 +829,28 @@ class Engine:
             self.name_ids,
             self.options.exclude,
             self.selectors.selects_any,
-        )
+        ) + redundant_rule_findings(self._rule_entries())
+
+    def _rule_entries(self) -> list[RuleEntries]:
+        """Rules that could be redundant: another rule of their direction shares a subject."""
+        pools: dict[int, int] = {}  # subject * 4 + direction -> rules
+        for ps in self.pol.values():
+            for rs in ps.rules:
+                d = int(rs.ref.direction)
+                for s in ps.subjects:
+                    pools[s * 4 + d] = pools.get(s * 4 + d, 0) + 1
+        out: list[RuleEntries] = []
+        for ps in self.pol.values():
+            subjects = frozenset(ps.subjects)
+            for rs in ps.rules:
+                d = int(rs.ref.direction)
+                if all(pools[s * 4 + d] == 1 for s in subjects):
+                    continue
+                peers = [int(ANY)] if rs.any_peer else []
+                peers += [*rs.peers, *rs.cidr_peers]
+                entries = frozenset((p, t) for p in peers for t in rs.ports)
+                out.append(RuleEntries(rs.ref, subjects, entries))
+        return out
 
 
 def compile_cluster(

@@ -11,7 +11,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from labelwall.cluster import Direction, Pod, Protocol
+from labelwall.identity.labels import NAMESPACE_NAME_LABEL
+from labelwall.identity.numbers import ANY
+from labelwall.policy.cookies import RuleRef
 from labelwall.policy.mapstate import MapState, PolicyKey, SubjectFlags
+from labelwall.policy.model import NetworkPolicy, Operator
+from labelwall.policy.ports import PortTemplate
 from labelwall.policy.rules import LoweredPolicy
 from labelwall.policy.selectorcache import PeerScope, peer_scope
 from labelwall.policy.selectors import matches, selector_keys
@@ -22,6 +27,8 @@ UNKNOWN_PORT_NAME = "unknown-port-name"
 SHADOWED_PORT_NAME = "shadowed-port-name"
 EGRESS_BLOCKS_DNS = "egress-blocks-dns"
 HOST_NETWORK_SELECTED = "host-network-selected"
+REDUNDANT_RULE = "redundant-rule"
+UNKNOWN_NAMESPACE = "unknown-namespace"
 
 DNS_PORT = 53
 
@@ -220,4 +227,142 @@ def egress_dns_findings(
                     "allow egress to the cluster DNS pods on port 53",
                 )
             )
+    return out
+
+
+@dataclass(frozen=True)
+class RuleEntries:
+    """What one rule adds to the maps: its policy's subjects and (peer, port) entries."""
+
+    ref: RuleRef
+    subjects: frozenset[int]
+    entries: frozenset[tuple[int, PortTemplate]]
+
+    @property
+    def direction(self) -> Direction:
+        return self.ref.direction
+
+
+def _port_covers(wide: PortTemplate, narrow: PortTemplate) -> bool:
+    """Does every packet ``narrow`` admits also match ``wide`` (one map entry each)?"""
+    if wide.protocol == Protocol.ANY:
+        return True
+    if narrow.protocol != wide.protocol or narrow.named != wide.named:
+        return False
+    if wide.port_bits > narrow.port_bits:
+        return False
+    shift = 16 - wide.port_bits
+    return narrow.port >> shift == wide.port >> shift
+
+
+class _Coverage:
+    """A rule's entries indexed by peer, for "does it allow all of another rule"."""
+
+    def __init__(self, r: RuleEntries) -> None:
+        self.rule = r
+        by_peer: dict[int, list[PortTemplate]] = {}
+        for peer, t in r.entries:
+            by_peer.setdefault(peer, []).append(t)
+        self.anyone = tuple(by_peer.get(int(ANY), ()))
+        self.by_peer = {p: tuple(ts) + self.anyone for p, ts in by_peer.items()}
+
+    def covers(self, narrow: RuleEntries) -> bool:
+        if narrow.entries <= self.rule.entries:
+            return True
+        return all(
+            any(_port_covers(w, t) for w in self.by_peer.get(peer, self.anyone))
+            for peer, t in narrow.entries
+        )
+
+
+def redundant_rule_findings(rules: Iterable[RuleEntries]) -> list[CompileWarning]:
+    """A rule whose every (peer, port) entry another rule of the same direction already
+    makes for the same subjects (or more): removing it changes no verdict.
+
+    Judged on the inputs' pods (selectors resolved to identities); of two equal rules the
+    later one (policy key, then index) is named. Rules that select nothing are left to
+    ``selects-nothing``.
+    """
+    live = sorted((r for r in rules if r.entries and r.subjects), key=lambda r: r.ref)
+    cover = {id(r): _Coverage(r) for r in live}
+    by_subject: dict[tuple[Direction, int], list[RuleEntries]] = {}
+    for r in live:  # in order, so each pool is sorted too
+        for s in r.subjects:
+            by_subject.setdefault((r.direction, s), []).append(r)
+    out: list[CompileWarning] = []
+    for r in live:
+        pool = min((by_subject[(r.direction, s)] for s in r.subjects), key=len)
+        for other in pool:
+            if other is r or not r.subjects <= other.subjects:
+                continue
+            if not cover[id(other)].covers(r):
+                continue
+            if other.subjects == r.subjects and r.ref < other.ref and cover[id(r)].covers(other):
+                continue  # equal rules: the later one is named
+            out.append(
+                CompileWarning(
+                    r.ref.policy,
+                    r.ref.field,
+                    REDUNDANT_RULE,
+                    f"every peer and port it allows is also allowed by {other.ref} "
+                    "for the same pods: removing it changes nothing",
+                )
+            )
+            break
+    return out
+
+
+def _named_namespaces(policy: NetworkPolicy) -> list[tuple[str, str]]:
+    """(field, namespace) for each namespace a namespaceSelector names by its name label."""
+    out: list[tuple[str, str]] = []
+    for direction, rules in (
+        (Direction.INGRESS, policy.ingress),
+        (Direction.EGRESS, policy.egress),
+    ):
+        word, side = ("ingress", "from") if direction is Direction.INGRESS else ("egress", "to")
+        for i, rule in enumerate(rules):
+            for j, peer in enumerate(rule.peers):
+                sel = peer.namespace_selector
+                if sel is None:
+                    continue
+                where = f"spec.{word}[{i}].{side}[{j}].namespaceSelector"
+                name = sel.match_labels.get(NAMESPACE_NAME_LABEL)
+                if name is not None:
+                    out.append((f"{where}.matchLabels", name))
+                for k, req in enumerate(sel.match_expressions):
+                    if req.key == NAMESPACE_NAME_LABEL and req.operator is Operator.IN:
+                        out += [(f"{where}.matchExpressions[{k}]", v) for v in sorted(req.values)]
+    return out
+
+
+def namespace_findings(
+    policies: Iterable[NetworkPolicy], declared: frozenset[str]
+) -> list[CompileWarning]:
+    """A policy in, or a namespaceSelector naming, a namespace the inputs do not declare.
+
+    For a review of manifests: the namespace may exist on the cluster, but nothing here
+    says with which labels, so selectors on its labels are judged on a guess.
+    """
+    out: list[CompileWarning] = []
+    for pol in policies:
+        if pol.namespace not in declared:
+            out.append(
+                CompileWarning(
+                    pol.key,
+                    "metadata.namespace",
+                    UNKNOWN_NAMESPACE,
+                    f"namespace {pol.namespace!r} is not in the inputs: assumed to exist with "
+                    f"only its {NAMESPACE_NAME_LABEL} label",
+                )
+            )
+        for where, name in _named_namespaces(pol):
+            if name not in declared:
+                out.append(
+                    CompileWarning(
+                        pol.key,
+                        where,
+                        UNKNOWN_NAMESPACE,
+                        f"names namespace {name!r}, which is not in the inputs",
+                    )
+                )
     return out

@@ -29,6 +29,20 @@ Order (bounded: at most 1 + 1 + 1 + 3 x 2 map lookups, independent of policy cou
     (POLICY) with the entry's cookie.
  6. Subject has AUDIT -> ALLOW (AUDIT). Otherwise DROP (POLICY_DENIED).
 
+Egress through a Service (bpf_src/include/labelwall/service.h, netfilter.h; ``decide``
+models it when given ``service_cidrs``, the agent's serviceCIDRs):
+ S.  At tc, after step 1: EGRESS to a destination inside a Service CIDR (the packet as the
+     pod sent it, before kube-proxy's DNAT), not an ICMP error -> ALLOW (SERVICE_DEFERRED):
+     passed to the stack untracked, not yet judged. Right after DNAT (netfilter
+     PRE_ROUTING, priority -99) the same flow is judged by steps 1-6 on the translated
+     destination and port, i.e. the backend pod (``decide`` with ``peer_addr`` and
+     ``dst_addr`` the backend's, ``dport`` its target port, no ``service_cidrs``); an
+     address nothing translated is judged as it is (world, or an ipBlock). So egress
+     through a Service is allowed exactly when egress to its backend pod is, and an
+     ipBlock around the Service range admits no backend. The flow is tracked only once
+     allowed, under the tuple tc sees (pre-DNAT). No service CIDRs (a kernel without
+     netfilter programs): no step S, the Service address is judged by steps 2-6 at tc.
+
 Packets that belong to a flow already judged (before any of the steps above, like
 conntrack; ``decide_later_fragment`` and ``decide_icmp_error``):
  F1. A non-first fragment whose datagram's first fragment was allowed at this veth and
@@ -49,7 +63,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from enum import IntEnum
 
-from labelwall.cluster import Direction, IPAddress, Protocol
+from labelwall.cluster import Direction, IPAddress, IPNetwork, Protocol
 from labelwall.identity.numbers import ANY, Reserved
 from labelwall.policy.mapstate import MapState, NamedPortKey, PolicyKey, SubjectFlags
 
@@ -70,6 +84,7 @@ class Reason(IntEnum):
     ICMP_ND = 8
     FRAGMENT_OF_ALLOWED = 9
     ICMP_RELATED = 10
+    SERVICE_DEFERRED = 11  # tc: to a Service address, judged after DNAT (step S)
     # drops
     POLICY_DENIED = 16
     UNKNOWN_ENDPOINT = 17
@@ -178,6 +193,11 @@ def source_valid(
     return (on_link and (nd or link_scoped(dst_addr))) or src_addr in own_addrs
 
 
+def in_service_cidrs(addr: IPAddress, service_cidrs: Collection[IPNetwork]) -> bool:
+    """Step S's test: is ``addr`` inside one of the cluster's Service CIDRs?"""
+    return any(addr.version == n.version and addr in n for n in service_cidrs)
+
+
 def decide(
     state: MapState,
     subject: int,
@@ -190,12 +210,14 @@ def decide(
     src_addr: IPAddress | None = None,
     own_addrs: Collection[IPAddress] | None = None,
     nd: bool = False,
+    service_cidrs: Collection[IPNetwork] = (),
 ) -> Verdict:
     """The verdict for the first packet of a flow seen at ``subject``'s veth.
 
     ``src_addr``/``own_addrs``: the packet's source and the addresses the subject may send
     from (steps 0a-0c; None: not checked, as offline, where a pod sends from its own
     address by construction). ``nd``: the packet is ND with hop limit 255.
+    ``service_cidrs``: step S (tc's verdict on a first packet to a Service address).
     """
     if nd and not nd_in_scope(state, direction, dst_addr):
         nd = False
@@ -211,6 +233,8 @@ def decide(
     flags = state.subjects.get(subject, SubjectFlags.NONE)
     if not flags & isolation_flag(direction):
         return Verdict(True, Reason.NOT_ISOLATED)
+    if direction is Direction.EGRESS and in_service_cidrs(dst_addr, service_cidrs):
+        return Verdict(True, Reason.SERVICE_DEFERRED)
     entry = state.ipcache.get(peer_addr)
     if entry is not None:
         peer, cidr = entry.identity, entry.cidr_identity

@@ -74,6 +74,9 @@ class SelectorCache:
     def __init__(self) -> None:
         self.namespaces: LabelIndex[str] = LabelIndex()
         self._identities: dict[str, LabelIndex[int]] = {}
+        #: (namespace, pod selector) -> identities, valid until the next upkeep call;
+        #: thousands of policies repeat a few selectors (``{}``, ``app: X``).
+        self._memo: dict[tuple[str, LabelSelector], frozenset[int]] = {}
 
     # ---- upkeep ----
 
@@ -81,15 +84,18 @@ class SelectorCache:
         return name in self.namespaces
 
     def set_namespace(self, name: str, labels: Mapping[str, str]) -> None:
+        self._memo.clear()
         self.namespaces.add(name, labels)
 
     def namespace_labels(self, name: str) -> Mapping[str, str]:
         return self.namespaces.labels(name)
 
     def add_identity(self, n: int, ls: LabelSet) -> None:
+        self._memo.clear()
         self._identities.setdefault(ls.namespace, LabelIndex()).add(n, ls.pod_labels)
 
     def remove_identity(self, n: int, ls: LabelSet) -> None:
+        self._memo.clear()
         idx = self._identities[ls.namespace]
         idx.remove(n)
         if not len(idx):
@@ -99,8 +105,16 @@ class SelectorCache:
 
     def subjects(self, namespace: str, pod_selector: LabelSelector) -> set[int]:
         """Identities in ``namespace`` whose pod labels ``pod_selector`` matches."""
-        idx = self._identities.get(namespace)
-        return idx.select(pod_selector) if idx is not None else set()
+        return set(self._select(namespace, pod_selector))
+
+    def _select(self, namespace: str, pod_selector: LabelSelector) -> frozenset[int]:
+        key = (namespace, pod_selector)
+        got = self._memo.get(key)
+        if got is None:
+            idx = self._identities.get(namespace)
+            got = frozenset(idx.select(pod_selector)) if idx is not None else frozenset()
+            self._memo[key] = got
+        return got
 
     def scope_namespaces(self, scope: PeerScope) -> Iterable[str]:
         """The known-or-named namespaces a scope looks in."""
@@ -115,7 +129,7 @@ class SelectorCache:
             return ()
         if scope.pod_selector is None:
             return idx.owners()
-        return idx.select(scope.pod_selector)
+        return self._select(namespace, scope.pod_selector)
 
     def select(self, scope: PeerScope) -> tuple[list[str], set[int]]:
         """The namespaces ``scope`` looks in and the identities it selects there."""

@@ -5,12 +5,36 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from labelwall.cli.main import main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def cells_of(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """``{"from", "to", "port", "protocol", "allowed"}`` per shown cell (``-``: none)."""
+    out: list[dict[str, Any]] = []
+    columns: list[str] = doc["columns"]
+    for g in doc["grids"]:
+        for pp in g["ports"]:
+            for row in g["rows"]:
+                assert len(row["to"]) == len(columns)
+                for dst, ch in zip(columns, row["to"], strict=True):
+                    assert ch in ".X-", ch
+                    if ch != "-":
+                        out.append(
+                            {
+                                "from": row["from"],
+                                "to": dst,
+                                "port": pp["port"],
+                                "protocol": pp["protocol"],
+                                "allowed": ch == ".",
+                            }
+                        )
+    return out
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -65,7 +89,7 @@ def test_matrix_json_cells_follow_the_published_format(capsys: pytest.CaptureFix
         capsys, "matrix", "-f", str(EXAMPLES), "--port", "5432", "--protocol", "TCP", "-o", "json"
     )
     assert code == 0
-    cells = json.loads(out)["cells"]
+    cells = cells_of(json.loads(out))
     assert len(cells) == 25
     assert set(cells[0]) == {"from", "to", "port", "protocol", "allowed"}
     allowed = {(c["from"], c["to"]) for c in cells if c["allowed"] and c["from"] != c["to"]}
@@ -181,6 +205,7 @@ def test_diff_reports_the_pairs_a_policy_change_opens(
                 "egress at shop/web allowed by shop/web-egress-db spec.egress[0]",
                 "ingress at shop/db allowed by shop/web-to-db spec.ingress[0]",
             ],
+            "services": [],
         }
     ]
     code, out, _ = run(
@@ -277,7 +302,7 @@ def test_matrix_judges_a_hostnetwork_pod_on_another_node_as_that_node(
     )
     code, out, _ = run(capsys, "matrix", "-f", str(tmp_path), "--port", "10250", "-o", "json")
     assert code == 0
-    into_a = {c["from"]: c["allowed"] for c in json.loads(out)["cells"] if c["to"] == "x/a"}
+    into_a = {c["from"]: c["allowed"] for c in cells_of(json.loads(out)) if c["to"] == "x/a"}
     assert into_a["kube-system/local"] is True
     assert into_a["kube-system/remote"] is False
 
@@ -351,7 +376,7 @@ def test_matrix_filters_sources_destinations_and_verdicts(
         code, out, _ = run(capsys, "matrix", "-f", str(EXAMPLES), "--port", "http", "-o", "json",
                            *flags)  # fmt: skip
         assert code == 0
-        result: list[dict[str, object]] = json.loads(out)["cells"]
+        result: list[dict[str, object]] = cells_of(json.loads(out))
         return result
 
     everything = cells()
@@ -437,7 +462,150 @@ def test_matrix_reads_workloads_from_stdin_as_helm_template_pipes_them(
     monkeypatch.setattr(sys, "stdin", io.StringIO(rendered))
     code, out, _ = run(capsys, "matrix", "-f", "-", "-n", "shop", "--port", "grpc", "-o", "json")
     assert code == 0
-    cells = {(c["from"], c["to"]): c["allowed"] for c in json.loads(out)["cells"]}
+    cells = {(c["from"], c["to"]): c["allowed"] for c in cells_of(json.loads(out))}
     assert cells[("shop/frontend[Deployment]", "shop/checkout[Deployment]")] is True
     assert cells[("shop/checkout[Deployment]", "shop/checkout[Deployment]")] is True  # itself
     assert ("shop/frontend[Deployment]", "shop/frontend[Deployment]") in cells
+
+
+SHOP = (
+    "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: frontend, namespace: shop}\n"
+    "spec:\n  template:\n    metadata: {labels: {app: frontend}}\n"
+    "    spec: {containers: [{name: c, image: i}]}\n---\n"
+    "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: checkoutservice, namespace: shop}\n"
+    "spec:\n  template:\n    metadata: {labels: {app: checkout}}\n"
+    "    spec: {containers: [{name: c, image: i, ports: [{name: grpc, containerPort: 5050}]}]}\n"
+    "---\napiVersion: v1\nkind: Service\nmetadata: {name: checkout, namespace: shop}\n"
+    "spec: {type: ClusterIP, selector: {app: checkout}, ports: [{port: 5050, targetPort: grpc}]}\n"
+)
+DENY = (
+    "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+    "metadata: {name: checkout, namespace: shop}\n"
+    "spec: {podSelector: {matchLabels: {app: checkout}}, policyTypes: [Ingress]}\n"
+)
+ALLOW = DENY.replace(
+    "policyTypes: [Ingress]}",
+    "ingress: [{from: [{podSelector: {matchLabels: {app: frontend}}}], ports: [{port: grpc}]}]}",
+)
+
+
+def _shop(tmp_path: Path) -> tuple[Path, Path, Path]:
+    (tmp_path / "before").mkdir()
+    (tmp_path / "after").mkdir()
+    (tmp_path / "shop.yaml").write_text(SHOP)
+    (tmp_path / "before" / "p.yaml").write_text(DENY)
+    (tmp_path / "after" / "p.yaml").write_text(ALLOW)
+    return tmp_path / "shop.yaml", tmp_path / "before", tmp_path / "after"
+
+
+@pytest.mark.parametrize(
+    ("command", "want"),
+    [
+        (["diff", "-o", "markdown"],
+         "| shop/frontend[Deployment] | shop/checkoutservice[Deployment] "
+         "(Service checkout:5050) | TCP/grpc | blocked | allowed |"),
+        (["diff"], "shop/checkoutservice[Deployment] (Service checkout:5050)"),
+        (["explain", "--from", "shop/frontend[Deployment]",
+          "--to", "shop/checkoutservice[Deployment]", "--port", "grpc"],
+         "shop/checkoutservice[Deployment] backs Service checkout:5050"),
+        (["matrix", "--port", "grpc"],
+         "shop/checkoutservice[Deployment]: Service checkout:5050 -> TCP/grpc"),
+    ],
+)  # fmt: skip
+def test_findings_name_the_service_the_destination_backs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str], want: str
+) -> None:
+    shop, before, after = _shop(tmp_path)
+    argv = [*command, "-f", str(shop)]
+    if command[0] == "diff":
+        argv += ["--before", str(before), "--after", str(after)]
+    else:
+        argv += ["-f", str(after)]
+    code, out, _ = run(capsys, *argv)
+    assert code == (1 if command[0] == "diff" else 0)
+    assert want in out, out
+
+
+def test_diff_json_lists_the_services_of_each_change(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    shop, before, after = _shop(tmp_path)
+    code, out, _ = run(
+        capsys, "diff", "-f", str(shop), "--before", str(before), "--after", str(after),
+        "--port", "grpc", "-o", "json",
+    )  # fmt: skip
+    assert code == 1
+    (change,) = json.loads(out)["changes"]
+    assert change["to"] == "shop/checkoutservice[Deployment]"
+    assert change["services"] == ["shop/checkout:5050"]
+
+
+def test_matrix_json_names_services_per_destination(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    shop, _, after = _shop(tmp_path)
+    code, out, _ = run(capsys, "matrix", "-f", str(shop), "-f", str(after), "-o", "json")
+    assert code == 0
+    (grid,) = json.loads(out)["grids"]
+    assert grid["services"] == {
+        "shop/checkoutservice[Deployment]": ["Service checkout:5050 -> TCP/grpc"]
+    }
+
+
+TWICE = (
+    "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n"
+    "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\n"
+    "spec:\n  podSelector: {}\n  ingress:\n  - ports: [{port: 80}]\n  - ports: [{port: 80}]\n"
+    "  - from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ghost}}}]\n"
+    "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\n"
+    "spec: {template: {spec: {containers: [{name: c, image: i}]}}}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "field"),
+    [("redundant-rule", "spec.ingress[1]"),
+     ("unknown-namespace", "spec.ingress[2].from[0].namespaceSelector.matchLabels")],
+)  # fmt: skip
+def test_new_lints_fail_strict_and_reach_json_and_sarif(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, code: str, field: str
+) -> None:
+    (tmp_path / "p.yaml").write_text(TWICE)
+    rc, out, _ = run(capsys, "compile", "-f", str(tmp_path), "-o", "json")
+    assert rc == 0
+    assert {"policy": "shop/p", "field": field, "code": code} in [
+        {k: f[k] for k in ("policy", "field", "code")} for f in json.loads(out)["findings"]
+    ]
+    rc, _, _ = run(capsys, "compile", "--strict", "-f", str(tmp_path))
+    assert rc == 1
+    rc, out, _ = run(capsys, "compile", "-f", str(tmp_path), "-o", "sarif")
+    run_ = json.loads(out)["runs"][0]
+    assert code in {r["id"] for r in run_["tool"]["driver"]["rules"]}
+    (hit,) = [r for r in run_["results"] if r["ruleId"] == code]
+    assert (
+        hit["locations"][0]["physicalLocation"]["region"]["startLine"] == 5
+    )  # the document after `---`
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "json"])
+def test_exposure_reports_each_workload(capsys: pytest.CaptureFixture[str], fmt: str) -> None:
+    code, out, _ = run(capsys, "exposure", "-f", str(EXAMPLES), "-o", fmt)
+    assert code == 0
+    if fmt == "json":
+        rows = {w["workload"]: w for w in json.loads(out)["workloads"]}
+        web = rows["shop/web"]["ingress"]
+        assert web["isolated"] is True
+        assert web["fromOutside"] == [
+            {"peer": "any address", "ports": "TCP/http", "rule": "shop/web-public spec.ingress[0]"}
+        ]
+        assert rows["shop/db"]["ingress"]["fromOutside"] == []
+        assert rows["tenant/client"]["egress"]["toOutside"][0]["peer"] == "any address"
+        return
+    lines = out.splitlines()
+    head = lines[0].lower()
+    for column in ("from outside", "from every namespace", "from every pod", "to outside"):
+        assert column in head
+    web = next(line for line in lines if "shop/web" in line)
+    assert "any address: TCP/http (shop/web-public spec.ingress[0])" in web
+    if fmt == "markdown":
+        assert lines[1].startswith("|---")

@@ -74,6 +74,7 @@ CONSTANTS: dict[str, int] = {
     "LW_GROUP_F_NAMED": abi.GroupFlags.NAMED,
     "LW_SLOT_NAMED": abi.SLOT_NAMED,
     "LW_POLGRP_MAX": mapspecs.POLGRP_MAX,
+    "LW_SVCNETS_MAX": mapspecs.SVCNETS_MAX,
     **{f"LW_REASON_{r.name}": r.value for r in Reason},
     **{f"LW_SUBJECT_{f.name}": f.value for f in SubjectFlags if f.name and f.value},
     **{f"LW_PROTO_{p.name}": p.value for p in Protocol},

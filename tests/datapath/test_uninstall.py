@@ -1,4 +1,5 @@
-"""`labelwall agent --cleanup` detaches the classifier from every link and removes every pin.
+"""`labelwall agent --cleanup` detaches the classifier from every link and removes every pin
+(the netfilter links of egress through Services included).
 
 Runs in a private mount namespace with its own bpffs, and in its own node netns, so it can
 neither see nor remove anybody else's classifier or pins.
@@ -22,7 +23,7 @@ PREFIX = "lwu-"
 SCRIPT = textwrap.dedent(
     """
     import json, os, subprocess, sys
-    from labelwall.datapath import tc
+    from labelwall.datapath import netfilter, tc
     from labelwall.datapath.facade import Datapath
     from labelwall.lab import topology as netns
     from labelwall.lab.node import LabNode
@@ -35,6 +36,7 @@ SCRIPT = textwrap.dedent(
         for p in pods:
             dp.attach(p.host_ifname)
         before = [dp.is_attached(p.host_ifname) for p in pods]
+        services = dp.enable_services(netfilter.DEFAULT_SERVICE_CIDRS).active
     dp.close()
     pins_before = sorted(p for p in os.listdir("/sys/fs/bpf") if p.startswith("lw_"))
     out = subprocess.run(
@@ -45,7 +47,7 @@ SCRIPT = textwrap.dedent(
         after = [tc.attached_names(p.host_ifname, tc.PARENT_INGRESS)
                  + tc.attached_names(p.host_ifname, tc.PARENT_EGRESS) for p in pods]
     print(json.dumps({
-        "before": before, "pins_before": pins_before, "code": out.returncode,
+        "before": before, "services": services, "pins_before": pins_before, "code": out.returncode,
         "stdout": out.stdout, "stderr": out.stderr, "after": after,
         "pins_after": sorted(p for p in os.listdir("/sys/fs/bpf") if p.startswith("lw_")),
         "hosts": [p.host_ifname for p in pods],
@@ -70,6 +72,9 @@ def test_cleanup_detaches_every_classifier_and_removes_every_pin(tmp_path: Path)
         result = json.loads(r.stdout.strip().splitlines()[-1])
         assert result["before"] == [True, True]
         assert "lw_policy_v1" in " ".join(result["pins_before"])
+        # the Service-egress netfilter links (pinned in the node netns) go too
+        assert result["services"] is True
+        assert {"lw_nf_pre4_v1", "lw_nf_pre6_v1", "lw_svcnet_v1"} <= set(result["pins_before"])
         assert result["code"] == 0, result["stderr"]
         assert "detached from 2 links" in result["stdout"]
         assert all(names == [] for names in result["after"])

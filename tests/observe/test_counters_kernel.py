@@ -11,6 +11,9 @@ import itertools
 from collections.abc import Iterator
 
 import pytest
+from datapath import packets as P  # noqa: N812
+from datapath.conftest import fresh_datapath
+from datapath.helpers import LO, write
 from prometheus_client import CollectorRegistry
 
 from labelwall.agent.flowmetrics import FlowCounters
@@ -19,9 +22,6 @@ from labelwall.datapath import codecs
 from labelwall.datapath.facade import Datapath
 from labelwall.policy.cookies import RuleRef, cookie
 from labelwall.policy.mapstate import IpcacheEntry, MapState, PolicyKey, SubjectFlags
-from tests.datapath import packets as P  # noqa: N812
-from tests.datapath.conftest import fresh_datapath
-from tests.datapath.helpers import LO, write
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
 

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from lab.conftest import PREFIX, lab  # noqa: F401 - the session lab fixture
+from lab.helpers import metric, sync_to
 
 from labelwall.cli.lab import lab_flow_source, lab_state
 from labelwall.cluster import Protocol
@@ -27,8 +29,6 @@ from labelwall.policy.compile import compile_cluster
 from labelwall.policy.flows import Flow, PolicyRef, flow_from_json
 from labelwall.policy.lookup import Reason
 from labelwall.policy.matrix import Side, explain
-from tests.lab.conftest import PREFIX, lab  # noqa: F401 - the session lab fixture
-from tests.lab.helpers import metric, sync_to
 
 from .scenario import ADDRESS, OBJECTS
 

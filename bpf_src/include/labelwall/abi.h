@@ -113,6 +113,7 @@
 #define LW_REASON_ICMP_ND 8
 #define LW_REASON_FRAGMENT_OF_ALLOWED 9 /* non-first fragment of an allowed first (frag.h) */
 #define LW_REASON_ICMP_RELATED 10       /* ICMP/ICMPv6 error about a tracked flow */
+#define LW_REASON_SERVICE_DEFERRED 11   /* to a Service address: judged after DNAT (service.h) */
 #define LW_REASON_FIRST_DROP 16 /* reasons >= this drop */
 #define LW_REASON_POLICY_DENIED 16
 #define LW_REASON_UNKNOWN_ENDPOINT 17
@@ -189,6 +190,9 @@
 #endif
 #ifndef LW_EVENTS_BYTES
 #define LW_EVENTS_BYTES (256 * 1024) /* ring buffer size: a power of two multiple of 4 KiB */
+#endif
+#ifndef LW_SVCNETS_MAX
+#define LW_SVCNETS_MAX 64 /* the cluster's Service CIDRs (agent config serviceCIDRs) */
 #endif
 #define LW_COUNTERS_MAX (2 * LW_REASON_MAX) /* index (dir - 1) * LW_REASON_MAX + reason */
 
@@ -444,6 +448,19 @@ struct lw_frag_value {
 	__u64 expires_ns; /* deadline, bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC_COARSE, ns) */
 };
 _Static_assert(sizeof(struct lw_frag_value) == 8, "lw_frag_value");
+
+/*
+ * lw_svcnet_v1 (LPM trie): the cluster's Service CIDRs (agent config serviceCIDRs), key
+ * struct lw_cidr_key (family + pad exact, then the prefix). A new flow from an
+ * egress-isolated pod to an address inside one is not judged at tc but after kube-proxy's
+ * DNAT, by the netfilter program (service.h, netfilter.h). The agent writes entries only
+ * while that program's links are attached and removes them before detaching it: an empty
+ * map means "judge at tc" (older kernels, fail closed).
+ */
+struct lw_svcnet_value {
+	__u32 flags; /* zero (presence is what the classifier checks) */
+};
+_Static_assert(sizeof(struct lw_svcnet_value) == 4, "lw_svcnet_value");
 
 /* lw_counters_v1 (per-CPU array): index (dir - 1) * LW_REASON_MAX + reason. */
 struct lw_counter {

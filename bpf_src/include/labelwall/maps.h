@@ -163,6 +163,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lw_config_v1 SEC(".maps");
 
+/* The cluster's Service CIDRs: egress there is judged after DNAT (service.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, LW_SVCNETS_MAX);
+	__type(key, struct lw_cidr_key);
+	__type(value, struct lw_svcnet_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_svcnet_v1 SEC(".maps");
 /* Per-CPU packet/byte counters by (rule cookie, direction): abi.h lw_rule_key. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);

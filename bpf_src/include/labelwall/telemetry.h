@@ -84,9 +84,10 @@ static __always_inline int lw_event_budget(const struct lw_config *cfg, __u64 no
 	return 1;
 }
 
-static __always_inline void lw_emit(struct __sk_buff *skb, __u8 dir, __u32 subject,
-				    const struct lw_packet *pkt, const struct lw_decision *d,
-				    __u64 now)
+/* One event for the packet seen at veth ``ifindex`` (tc: skb->ifindex; netfilter: in-dev). */
+static __always_inline void lw_emit_at(__u32 ifindex, __u8 dir, __u32 subject,
+				       const struct lw_packet *pkt, const struct lw_decision *d,
+				       __u64 now)
 {
 	__u32 zero = 0;
 	const struct lw_config *cfg = bpf_map_lookup_elem(&lw_config_v1, &zero);
@@ -113,7 +114,7 @@ static __always_inline void lw_emit(struct __sk_buff *skb, __u8 dir, __u32 subje
 	e->peer = d->peer;
 	e->cidr_identity = d->cidr_identity;
 	e->cookie = d->cookie;
-	e->ifindex = skb->ifindex;
+	e->ifindex = ifindex;
 	e->family = pkt->t.family;
 	e->proto = pkt->t.proto;
 	e->dir = dir;
@@ -130,6 +131,13 @@ static __always_inline void lw_emit(struct __sk_buff *skb, __u8 dir, __u32 subje
 	 * a context switch per new connection; the reader polls on a 100 ms timer anyway. */
 	bpf_ringbuf_submit(e, bpf_ringbuf_query(&lw_events_v1, BPF_RB_AVAIL_DATA) >=
 				      LW_EVENTS_BYTES / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+static __always_inline void lw_emit(struct __sk_buff *skb, __u8 dir, __u32 subject,
+				    const struct lw_packet *pkt, const struct lw_decision *d,
+				    __u64 now)
+{
+	lw_emit_at(skb->ifindex, dir, subject, pkt, d, now);
 }
 
 #endif /* LW_TELEMETRY_H */

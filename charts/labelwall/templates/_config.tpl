@@ -9,6 +9,7 @@ identity:
   gcGracePeriodSeconds: {{ .Values.identity.gcGracePeriodSeconds | int64 }}
 audit: {{ .Values.audit | toJson }}
 auditNamespaces: {{ .Values.auditNamespaces | toJson }}
+serviceCIDRs: {{ .Values.serviceCIDRs | toJson }}
 mapSizes:
   endpoints: {{ .Values.mapSizes.endpoints | int64 }}
   subjects: {{ .Values.mapSizes.subjects | int64 }}
