@@ -31,6 +31,8 @@ static __always_inline int lw_finish(struct __sk_buff *skb, __u8 dir, __u32 subj
 				     int emit, __u64 now)
 {
 	lw_count(dir, d->reason, skb->len);
+	if (d->reason == LW_REASON_POLICY)
+		lw_count_rule(dir, d->cookie, skb->len);
 	if (emit)
 		lw_emit(skb, dir, subject, pkt, d, now);
 	return d->verdict == LW_VERDICT_ALLOW ? TC_ACT_OK : TC_ACT_SHOT;
@@ -67,7 +69,7 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 			if (pkt.frag == LW_FRAG_FIRST)
 				lw_frag_create(&pkt, dir, skb->ifindex, now);
 			lw_allow(&d, ct);
-			return lw_finish(skb, dir, 0, &pkt, &d, 0, now);
+			return lw_finish(skb, dir, 0, &pkt, &d, lw_ct_reportable(ct, &pkt), now);
 		}
 		/* 2b. An ICMP error about a tracked flow passes with that flow (frag.h and
 		 * conntrack.h: both are "part of a flow already judged", so no endpoint). The

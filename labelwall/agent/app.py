@@ -20,8 +20,10 @@ from prometheus_client import Gauge, start_http_server
 
 from labelwall.agent import logs
 from labelwall.agent.dirsource import DirSource
+from labelwall.agent.flowring import DEFAULT_BUFFER
 from labelwall.agent.loop import DRIFT_INTERVAL_S, Agent
 from labelwall.agent.metrics import AgentMetrics
+from labelwall.agent.observation import start_observation
 from labelwall.agent.routes import HostRoutes
 from labelwall.config import Config, load_config
 from labelwall.errors import FieldError, InvalidInputError
@@ -157,6 +159,8 @@ def build_agent(
     node: str | None,
     drift_s: float,
     stop: threading.Event | None = None,
+    flows_port: int = 0,
+    flows_buffer: int = DEFAULT_BUFFER,
 ) -> tuple[Agent, Any]:
     """The agent and its datapath; with ``stop``, also the netfilter-link watcher until set."""
     from labelwall.datapath import codecs, mapspecs, sizing
@@ -195,6 +199,7 @@ def build_agent(
         metrics=metrics,
         drift_interval_s=drift_s,
     )
+    start_observation(agent, dp, node or os.uname().nodename, flows_port, flows_buffer)
     return agent, dp
 
 
@@ -210,6 +215,8 @@ class AgentOptions:
     drift_interval: float = DRIFT_INTERVAL_S
     metrics_port: int | None = None
     health_port: int | None = None
+    flows_port: int = 0
+    flows_buffer: int = DEFAULT_BUFFER
 
 
 def run(args: AgentOptions) -> int:
@@ -233,7 +240,15 @@ def run(args: AgentOptions) -> int:
         raise _usage("--source is required (dir:PATH or kubernetes), unless --cleanup")
     node = config.agent.node_name if args.node is None else args.node
     stop = threading.Event()
-    agent, dp = build_agent(config, args.source, node or None, args.drift_interval, stop)
+    agent, dp = build_agent(
+        config,
+        args.source,
+        node or None,
+        args.drift_interval,
+        stop,
+        flows_port=args.flows_port,
+        flows_buffer=args.flows_buffer,
+    )
     metrics_port = config.agent.metrics_port if args.metrics_port is None else args.metrics_port
     health_port = config.agent.health_port if args.health_port is None else args.health_port
     if metrics_port:
@@ -267,6 +282,8 @@ def run(args: AgentOptions) -> int:
         agent.run(stop)
     finally:
         stop.set()  # the netfilter-link watcher too, before the maps close
+        for stop_one in agent.on_stop:  # readers of the datapath first (flow collector)
+            stop_one()
         dp.close()
         log.info("agent stopped", extra={"uptime_s": round(time.monotonic() - t0, 1)})
     return 0

@@ -90,6 +90,10 @@ class Agent:
         self.heartbeat = clock()
         self.repairs = 0
         self.reported_full: tuple[tuple[str, int, int], ...] = ()  # (map, max, needed) logged
+        #: Called in the loop thread after each good sync (observe: publish the flow view).
+        self.on_synced: Callable[[DesiredState], None] | None = None
+        #: Called by the process wiring before the datapath closes (observe: stop readers).
+        self.on_stop: list[Callable[[], None]] = []
 
     # ---- one step each ----
 
@@ -135,6 +139,8 @@ class Agent:
         stats = self.reconciler.sync(self.desired, None if first else update.touched)
         seconds = time.perf_counter() - t0
         self.last_good = snap
+        if self.on_synced is not None:
+            self.on_synced(self.desired)
         self._record(stats)
         self.metrics.sync_seconds.observe(seconds)
         self.metrics.syncs.labels("ok" if stats.total or update.objects else "noop").inc()

@@ -47,7 +47,22 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--health-port", type=int, default=None, help="override agent.healthPort (0: off)"
     )
+    p.add_argument(
+        "--flows-port", type=int, default=0, metavar="PORT",
+        help="serve the last flows of this node on 127.0.0.1:PORT (/flows, read by "
+        "`labelwall observe` through the API server; 0: off)",
+    )  # fmt: skip
+    p.add_argument(
+        "--flows-buffer", type=_positive, default=4096, metavar="N",
+        help="flows kept for observers (a ring: the oldest is overwritten; default 4096)",
+    )  # fmt: skip
     p.set_defaults(handler=cmd_agent)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number")
+    return int(text)
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
@@ -63,5 +78,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
             drift_interval=args.drift_interval,
             metrics_port=args.metrics_port,
             health_port=args.health_port,
+            flows_port=args.flows_port,
+            flows_buffer=args.flows_buffer,
         )
     )

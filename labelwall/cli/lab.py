@@ -15,12 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from labelwall.cli import observe as observe_cli
 from labelwall.cli.flags import add_filename
 from labelwall.cli.offline import probe_ports
 from labelwall.cli.render import grid
 from labelwall.config import load_config
 from labelwall.errors import FieldError, InvalidInputError
-from labelwall.lab.control import Lab, LabDown, down
+from labelwall.lab import topology
+from labelwall.lab.control import LAB_FLOWS_PORT, Lab, LabDown, down
 from labelwall.lab.layout import LabPaths
 from labelwall.lab.objects import ObjectStore, object_key
 from labelwall.lab.truth import MeasuredCell, PortProto, measure
@@ -74,6 +76,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=0.3, help="seconds per probe")
     p.add_argument("-o", "--output", choices=["grid", "json"], default="grid")
     p.set_defaults(handler=cmd_probe)
+
+    p = lsub.add_parser(
+        "observe",
+        help="the lab agent's flows: verdicts with the policies behind them (Hubble's flags)",
+        description="Flows the lab's agent saw (its ring of the last flows), filtered with "
+        "Hubble's flags: OR within a flag, AND across flags, --not negates the next one.",
+    )
+    observe_cli.add_arguments(p)
+    p.set_defaults(handler=cmd_observe)
 
     p = lsub.add_parser("status", help="pods, netns names, processes")
     p.set_defaults(handler=cmd_status)
@@ -203,6 +214,23 @@ def probe_table(lab: Lab, ports_flag: list[str], protocols: list[str], timeout: 
 
 def cmd_probe(args: argparse.Namespace) -> int:
     return probe_table(_lab(args), args.port, args.protocol, args.timeout, args.output)
+
+
+def lab_flow_source(lab: Lab) -> observe_cli.HttpFlowSource:
+    """The lab agent's flow endpoint, reached inside the lab's node netns."""
+    node = lab.paths.node_netns
+    return observe_cli.HttpFlowSource(
+        "lab", f"http://127.0.0.1:{LAB_FLOWS_PORT}", lambda: topology.in_netns(node)
+    )
+
+
+def cmd_observe(args: argparse.Namespace) -> int:
+    q = observe_cli.query_of(args)  # bad flags fail before the lab is touched (exit 2)
+    lab = _lab(args)
+    try:
+        return observe_cli.observe([lab_flow_source(lab)], q, args.output, args.follow)
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:

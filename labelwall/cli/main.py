@@ -169,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_lab_parser(sub)
 
+    from labelwall.cli.observe import add_cluster_parser as add_observe_parser
+
+    add_observe_parser(sub)
+
     from labelwall.cli import operator as operator_cli
 
     p = sub.add_parser(

@@ -68,6 +68,7 @@ GROUP_SLOTS = 8  # LW_GROUP_SLOTS
 SLOT_NAMED = 0x80  # LW_SLOT_NAMED, or-ed into lw_rule_slot.bits
 REASON_MAX = 32  # LW_REASON_MAX
 REASON_FIRST_DROP = 16  # LW_REASON_FIRST_DROP
+COUNTER_RULE_FULL = 31  # LW_COUNTER_RULE_FULL: lw_counters_v1 slot, rule counters were full
 
 POLICY_PREFIX_ANY_PROTO = 72  # LW_POLICY_PREFIX_ANY_PROTO
 POLICY_PREFIX_PROTO = 80  # LW_POLICY_PREFIX_PROTO
@@ -202,7 +203,7 @@ EVENT = _s(
     F("dir", "B"),
     F("verdict", "B"),
     F("reason", "B"),
-    F("pad", "B"),
+    F("tcp_flags", "B"),
     F("sport", "H", True),
     F("dport", "H", True),
     F("pad2", "2s"),
@@ -212,6 +213,7 @@ EVENT = _s(
 EVRATE = _s("lw_evrate", F("last_ns", "Q"), F("tokens", "Q"), F("suppressed", "Q"), F("lost", "Q"))
 CLOCK = _s("lw_clock", F("jiffies", "Q"), F("ns", "Q"))
 SVCNET_VALUE = _s("lw_svcnet_value", F("flags", "I"))  # key: CIDR_KEY
+RULE_KEY = _s("lw_rule_key", F("cookie", "I"), F("dir", "B"), F("pad", "3s"))
 CONFIG = _s(
     "lw_config", F("events_per_s", "I"), F("events_burst", "I"), F("flags", "I"), F("pad", "I")
 )
@@ -246,4 +248,5 @@ STRUCTS: tuple[CStruct, ...] = (
     SVCNET_VALUE,
     CT_BUDGET,
     CT_CONFIG,
+    RULE_KEY,
 )

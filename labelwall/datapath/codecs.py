@@ -44,6 +44,7 @@ from labelwall.datapath.abi import (
     PORT_KEY,
     PORT_VALUE,
     REASON_MAX,
+    RULE_KEY,
     SUBJECT,
     ConfigFlags,
     CtFlags,
@@ -336,6 +337,16 @@ def decode_counter(raw: bytes) -> Counter:
     return Counter(packets, nbytes)
 
 
+def encode_rule_key(cookie: int, direction: Direction) -> bytes:
+    """lw_rule_key: (rule cookie, hook direction), the per-rule counter key."""
+    return RULE_KEY.codec.pack(cookie, int(direction), b"\0\0\0")
+
+
+def decode_rule_key(raw: bytes) -> tuple[int, Direction]:
+    cookie, direction, _pad = RULE_KEY.codec.unpack(raw)
+    return cookie, Direction(direction)
+
+
 @dataclass(frozen=True)
 class Event:
     ts_ns: int
@@ -353,16 +364,18 @@ class Event:
     dport: int
     saddr: IPAddress | None
     daddr: IPAddress | None
+    tcp_flags: int = 0
 
 
 def decode_event(raw: bytes) -> Event:
-    (ts, subject, peer, cidr, cookie, ifindex, family, proto, dir_, verdict, reason, _pad,
+    (ts, subject, peer, cidr, cookie, ifindex, family, proto, dir_, verdict, reason, tflags,
      sport, dport, _pad2, saddr, daddr) = EVENT.codec.unpack(raw[: EVENT.size])  # fmt: skip
     ip = family in (Family.IPV4, Family.IPV6)
     return Event(
         ts, subject, peer, cidr, cookie, ifindex, family, proto, dir_, TcVerdict(verdict),
         Reason(reason), _swap16(sport), _swap16(dport),
         _addr_from16(family, saddr) if ip else None, _addr_from16(family, daddr) if ip else None,
+        tflags,
     )  # fmt: skip
 
 

@@ -16,7 +16,11 @@ class EventStream:
         self._pending.append(codecs.decode_event(raw))
 
     def poll(self, timeout_ms: int = 0) -> list[codecs.Event]:
+        """Waits up to ``timeout_ms`` for a wakeup, then takes everything queued: the
+        classifier wakes readers only once the ring is a quarter full (telemetry.h), so
+        a reader polls on a timer and latency is at most ``timeout_ms``."""
         self._rb.poll(timeout_ms)
+        self._rb.consume()
         out, self._pending = self._pending, []
         return out
 

@@ -144,6 +144,13 @@ class Datapath:
     def counters(self) -> dict[tuple[Direction, Reason], codecs.Counter]:
         return reader.read_counters(self._loaded.map_fds)
 
+    def rule_counters(self) -> dict[tuple[int, Direction], codecs.Counter]:
+        """Per-rule counters: (rule cookie, direction) -> what that rule allowed."""
+        return reader.read_rule_counters(self._loaded.map_fds)
+
+    def rule_overflow(self) -> dict[Direction, codecs.Counter]:
+        return reader.read_rule_overflow(self._loaded.map_fds)
+
     def conntrack(self) -> dict[codecs.CtKey, codecs.CtValue]:
         return reader.read_conntrack(self.io)
 

@@ -436,6 +436,12 @@ class RingBuffer:
             raise RingBufferClosedError("ring buffer closed")
         return _check(lib().ring_buffer__poll(self._rb, timeout_ms), "ring_buffer__poll")
 
+    def consume(self) -> int:
+        """Records consumed now, without waiting (records submitted without a wakeup)."""
+        if self._rb is None:
+            raise RingBufferClosedError("ring buffer closed")
+        return _check(lib().ring_buffer__consume(self._rb), "ring_buffer__consume")
+
     def close(self) -> None:
         if self._rb is not None:
             lib().ring_buffer__free(self._rb)

@@ -34,6 +34,7 @@ from labelwall.datapath.abi import (
     PORT_KEY,
     PORT_VALUE,
     REASON_MAX,
+    RULE_KEY,
     SUBJECT,
     SVCNET_VALUE,
 )
@@ -64,7 +65,7 @@ class MapSpec:
 
 
 # linux/bpf.h enum bpf_map_type
-_HASH, _ARRAY, _PERCPU_ARRAY, _LRU_HASH, _LPM_TRIE, _RINGBUF = 1, 2, 6, 9, 11, 27
+_HASH, _ARRAY, _PERCPU_HASH, _PERCPU_ARRAY, _LRU_HASH, _LPM_TRIE, _RINGBUF = 1, 2, 5, 6, 9, 11, 27
 
 ENDPOINTS_MAX = 4096
 EPADDRS_MAX = 2 * ENDPOINTS_MAX  # status.podIPs: one IPv4 and one IPv6 address per pod
@@ -82,6 +83,7 @@ COUNTERS_MAX = 2 * REASON_MAX
 SVCNETS_MAX = 64  # LW_SVCNETS_MAX: the cluster's Service CIDRs
 #: The agent's default serviceCIDRs: kubeadm's IPv4 Service range and kind's IPv6 one.
 DEFAULT_SERVICE_CIDRS = ("10.96.0.0/12", "fd00:10:96::/112")
+RULE_COUNTERS_MAX = 16384  # LW_RULE_COUNTERS_MAX: (rule cookie, direction) keys
 
 ENDPOINTS_MAP = MapSpec("lw_endpoints_v1", _HASH, U32, ENDPOINT.size, ENDPOINTS_MAX)
 EPADDR_MAP = MapSpec("lw_epaddr_v1", _HASH, EPADDR_KEY.size, EPADDR_VALUE.size, EPADDRS_MAX)
@@ -103,6 +105,7 @@ SVCNET_MAP = MapSpec("lw_svcnet_v1", _LPM_TRIE, CIDR_KEY.size, SVCNET_VALUE.size
 CT_NEW_MAP = MapSpec("lw_ct_new_v1", _LRU_HASH, CT_KEY.size, CT_VALUE.size, CT_NEW_MAX)
 CT_BUDGET_MAP = MapSpec("lw_ctbudget_v1", _LRU_HASH, U32, CT_BUDGET.size, ENDPOINTS_MAX)
 CT_CONFIG_MAP = MapSpec("lw_ctcfg_v1", _ARRAY, U32, CT_CONFIG.size, 1)
+RULECNT_MAP = MapSpec("lw_rulecnt_v1", _PERCPU_HASH, RULE_KEY.size, COUNTER.size, RULE_COUNTERS_MAX)
 
 MAPS: tuple[MapSpec, ...] = (
     ENDPOINTS_MAP,
@@ -125,6 +128,7 @@ MAPS: tuple[MapSpec, ...] = (
     CT_NEW_MAP,
     CT_BUDGET_MAP,
     CT_CONFIG_MAP,
+    RULECNT_MAP,
 )
 
 #: The maps.h macro that sizes each map (an #ifndef default), so an object can be built
@@ -143,6 +147,7 @@ SIZE_MACROS: dict[str, str] = {
     FRAGS_MAP.name: "LW_FRAGS_MAX",
     CT_NEW_MAP.name: "LW_CT_NEW_MAX",
     CT_BUDGET_MAP.name: "LW_ENDPOINTS_MAX",  # one bucket per endpoint
+    RULECNT_MAP.name: "LW_RULE_COUNTERS_MAX",
 }
 
 

@@ -13,7 +13,7 @@ from functools import cache
 from typing import Any
 
 from labelwall.cluster import Direction
-from labelwall.datapath import codecs, libbpf, mapspecs
+from labelwall.datapath import abi, codecs, libbpf, mapspecs
 from labelwall.datapath.mapio import MapIO
 from labelwall.policy.lookup import Reason
 from labelwall.policy.mapstate import MapState, state_of
@@ -72,9 +72,10 @@ def possible_cpus() -> int:
     return total
 
 
-def _percpu(fd: int, spec: mapspecs.MapSpec, index: int) -> list[bytes]:
+def _percpu(fd: int, spec: mapspecs.MapSpec, index: int | bytes) -> list[bytes]:
     slot = (spec.value_size + 7) // 8 * 8  # each CPU's value is rounded up to 8 bytes
-    raw = libbpf.lookup_elem(fd, codecs.encode_u32(index), slot * possible_cpus())
+    key = codecs.encode_u32(index) if isinstance(index, int) else index
+    raw = libbpf.lookup_elem(fd, key, slot * possible_cpus())
     if raw is None:
         return []
     return [raw[i * slot : i * slot + spec.value_size] for i in range(possible_cpus())]
@@ -108,3 +109,32 @@ def read_event_rate(map_fds: Mapping[str, int]) -> codecs.EventRate:
         sum(c.suppressed for c in cells),
         sum(c.lost for c in cells),
     )
+
+
+def _summed(fd: int, spec: mapspecs.MapSpec, key: int | bytes) -> codecs.Counter:
+    cells = [codecs.decode_counter(c) for c in _percpu(fd, spec, key)]
+    return codecs.Counter(sum(c.packets for c in cells), sum(c.bytes for c in cells))
+
+
+def read_rule_counters(map_fds: Mapping[str, int]) -> dict[tuple[int, Direction], codecs.Counter]:
+    """lw_rulecnt_v1: (rule cookie, direction) -> packets/bytes that rule allowed, summed."""
+    spec = mapspecs.RULECNT_MAP
+    fd = map_fds[spec.name]
+    out = {}
+    for raw in list(libbpf.iter_keys(fd, spec.key_size)):
+        c = _summed(fd, spec, raw)
+        if c.packets:
+            out[codecs.decode_rule_key(raw)] = c
+    return out
+
+
+def read_rule_overflow(map_fds: Mapping[str, int]) -> dict[Direction, codecs.Counter]:
+    """Packets allowed by a rule but counted nowhere per rule (lw_rulecnt_v1 was full)."""
+    fd = map_fds[mapspecs.COUNTERS_MAP.name]
+    out = {}
+    for direction in Direction:
+        index = (int(direction) - 1) * abi.REASON_MAX + abi.COUNTER_RULE_FULL
+        c = _summed(fd, mapspecs.COUNTERS_MAP, index)
+        if c.packets:
+            out[direction] = c
+    return out

@@ -107,6 +107,11 @@ def start_supervisor(paths: LabPaths) -> dict[str, Any]:
     return entry
 
 
+#: The lab agent's flow endpoint: 127.0.0.1 of the lab's node netns (`labelwall lab observe`).
+LAB_FLOWS_PORT = 9964
+LAB_FLOWS_BUFFER = 16384
+
+
 def start_agent(
     paths: LabPaths,
     metrics_port: int = 0,
@@ -122,6 +127,7 @@ def start_agent(
         "--source", f"dir:{paths.state}", "--netns", paths.node_netns, "--node", "",
         "--metrics-port", str(metrics_port), "--health-port", "0",
         "--drift-interval", str(drift_interval),
+        "--flows-port", str(LAB_FLOWS_PORT), "--flows-buffer", str(LAB_FLOWS_BUFFER),
     ]  # fmt: skip
     if config is not None:
         argv += ["--config", str(config)]

@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from labelwall.cluster import Namespace, Node, Pod
 from labelwall.identity.allocator import IdentityRegistry, InMemoryRegistry, PublishedRegistry
 from labelwall.identity.labels import LabelSet
+from labelwall.policy.attribution import Naming
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import Compiled, CompileOptions, Engine, NeedsRebuild
+from labelwall.policy.cookies import RuleRef
 from labelwall.policy.mapstate import MapDelta, MapState, diff
 from labelwall.policy.model import NetworkPolicy
 
@@ -58,6 +60,19 @@ class IncrementalCompiler:
     def state(self) -> ClusterState:
         """The objects compiled right now."""
         return self._engine.state()
+
+    def naming(self) -> Naming:
+        """What names verdicts now (observe), a few ms where ``compiled`` takes 100s of ms."""
+        e = self._engine
+        cookies: dict[int, RuleRef] = {}
+        for rs in e.rules.values():  # as Engine.compiled: the smallest ref of a cookie
+            prev = cookies.get(rs.cookie)
+            if prev is None or rs.ref < prev:
+                cookies[rs.cookie] = rs.ref
+        return Naming(
+            cookies, {k: frozenset(ps.subjects) for k, ps in e.pol.items()}, e.state(),
+            dict(e.num_ls), dict(e.ls_num), dict(e.cidrs.data), frozenset(self.options.exclude),
+        )  # fmt: skip
 
     def identity_of(self, key: str) -> int | None:
         """The identity the maps give pod ``key`` (``init`` while unpublished)."""

@@ -16,6 +16,7 @@ from typing import Any
 from labelwall.cluster import Direction, IPAddress, Pod, Protocol
 from labelwall.errors import FieldError, InvalidInputError
 from labelwall.identity.numbers import Reserved
+from labelwall.policy.attribution import allowing_rule, isolating_policies
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import Compiled, compile_cluster
 from labelwall.policy.cookies import RuleRef
@@ -290,14 +291,8 @@ def side(c: Compiled, direction: Direction, pod: str, verdict: Verdict) -> Side:
         else SubjectFlags.EGRESS_ISOLATED
     )
     isolated = bool(c.map_state.subjects.get(ident, SubjectFlags.NONE) & flag)
-    policies = tuple(
-        sorted(
-            k
-            for k, subjects in c.policy_subjects.items()
-            if ident in subjects and direction in c.state.policies[k].policy_types
-        )
-    )
-    rule = c.cookies.get(verdict.cookie) if verdict.reason is Reason.POLICY else None
+    policies = isolating_policies(c, ident, direction)  # shared with observe (attribution.py)
+    rule = allowing_rule(c, verdict)
     return Side(direction, pod, ident, isolated, policies, verdict, rule, _entry_text(c, verdict))
 
 

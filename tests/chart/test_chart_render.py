@@ -157,6 +157,10 @@ def test_agent_runs_on_the_host_network_with_its_node_name(default_docs: Docs) -
         "/etc/labelwall/config.yaml",
         "--source",
         "kubernetes",
+        "--flows-port",  # 127.0.0.1 only (labelwall/agent/flowring.py), issue 12
+        "9964",
+        "--flows-buffer",
+        "4096",
     ]
     env = {e["name"]: e for e in agent["env"]}
     assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"

@@ -474,7 +474,8 @@ struct lw_counter {
 };
 _Static_assert(sizeof(struct lw_counter) == 16, "lw_counter");
 
-/* lw_events_v1 (ring buffer) record: one verdict, for drops and for new-flow allows. */
+/* lw_events_v1 (ring buffer) record: one verdict, for drops and for new-flow allows, and
+ * for the first reply of a TCP connection (reason CT_REPLY, SYN+ACK, subject 0). */
 struct lw_event {
 	__u64 ts_ns;         /* bpf_ktime_get_coarse_ns(): CLOCK_MONOTONIC, jiffy resolution */
 	__u32 subject;       /* host order: identity of the pod behind the veth */
@@ -487,7 +488,7 @@ struct lw_event {
 	__u8 dir;            /* LW_DIR_* of the hook */
 	__u8 verdict;        /* LW_VERDICT_* */
 	__u8 reason;         /* LW_REASON_* */
-	__u8 pad;            /* zero */
+	__u8 tcp_flags;      /* TCP flags byte of the packet, 0 for other protocols (was pad) */
 	__be16 sport;        /* network order */
 	__be16 dport;        /* network order */
 	__u8 pad2[2];        /* zero */
@@ -553,5 +554,26 @@ struct lw_ct_config {
 	__u32 promote_burst; /* per endpoint; 0 = LW_CT_PROMOTE_BURST_DEFAULT */
 };
 _Static_assert(sizeof(struct lw_ct_config) == 8, "lw_ct_config");
+
+/*
+ * lw_rulecnt_v1 (per-CPU hash, issue 12): packets and bytes judged by each rule, keyed by
+ * the rule cookie of the policy entry that allowed them (LW_REASON_POLICY) and the hook
+ * direction. Counts every verdict the rule made, never sampled (unlike lw_events_v1);
+ * packets that pass through conntrack afterwards are in lw_counters_v1 (CT_*), not here.
+ * Bounded by the rules on the node, never by pod pairs. Not preallocated: a key is made by
+ * the first packet of its rule. If the map is full, the packet is counted in
+ * lw_counters_v1 at LW_COUNTER_RULE_FULL of its direction instead (nothing is lost).
+ */
+#ifndef LW_RULE_COUNTERS_MAX
+#define LW_RULE_COUNTERS_MAX 16384
+#endif
+#define LW_COUNTER_RULE_FULL 31 /* lw_counters_v1 slot within a direction (not a reason) */
+
+struct lw_rule_key {
+	__u32 cookie; /* host order: lw_policy_value.cookie of the entry that allowed */
+	__u8 dir;     /* LW_DIR_* of the hook */
+	__u8 pad[3];  /* zero */
+};
+_Static_assert(sizeof(struct lw_rule_key) == 8, "lw_rule_key");
 
 #endif /* LW_ABI_H */

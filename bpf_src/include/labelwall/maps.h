@@ -199,5 +199,14 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC); /* required for LPM tries */
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lw_svcnet_v1 SEC(".maps");
+/* Per-CPU packet/byte counters by (rule cookie, direction): abi.h lw_rule_key. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, LW_RULE_COUNTERS_MAX);
+	__type(key, struct lw_rule_key);
+	__type(value, struct lw_counter);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* one key per rule that matched, made on first use */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_rulecnt_v1 SEC(".maps");
 
 #endif /* LW_MAPS_H */

@@ -9,6 +9,14 @@
 #include "policy.h"
 
 #define LW_NANO_EVENTS 1000000000ULL /* token units per event */
+#define LW_TCP_SYN_ACK 0x12            /* SYN | ACK: the first reply of a TCP connection */
+
+/* A conntrack pass worth an event: the SYN-ACK that answers a tracked SYN (is_reply). */
+static __always_inline int lw_ct_reportable(__u8 ct, const struct lw_packet *pkt)
+{
+	return ct == LW_REASON_CT_REPLY && pkt->t.proto == IPPROTO_TCP &&
+	       (pkt->tcp_flags & LW_TCP_SYN_ACK) == LW_TCP_SYN_ACK;
+}
 
 static __always_inline void lw_count(__u8 dir, __u8 reason, __u32 bytes)
 {
@@ -20,6 +28,31 @@ static __always_inline void lw_count(__u8 dir, __u8 reason, __u32 bytes)
 	c = bpf_map_lookup_elem(&lw_counters_v1, &idx);
 	if (!c)
 		return;
+	c->packets++; /* per-CPU slot: no atomics needed */
+	c->bytes += bytes;
+}
+
+/*
+ * Per-rule counter (lw_rulecnt_v1): the packets each rule allowed. The first packet of a
+ * rule on a CPU creates its key (BPF_NOEXIST: a racing CPU's insert wins, ours re-reads);
+ * a full map counts in the LW_COUNTER_RULE_FULL slot instead, so no packet is uncounted.
+ */
+static __always_inline void lw_count_rule(__u8 dir, __u32 cookie, __u32 bytes)
+{
+	struct lw_rule_key key = {.cookie = cookie, .dir = dir};
+	struct lw_counter *c = bpf_map_lookup_elem(&lw_rulecnt_v1, &key);
+
+	if (!c) {
+		struct lw_counter first = {.packets = 1, .bytes = bytes};
+
+		if (bpf_map_update_elem(&lw_rulecnt_v1, &key, &first, BPF_NOEXIST) == 0)
+			return;
+		c = bpf_map_lookup_elem(&lw_rulecnt_v1, &key);
+		if (!c) {
+			lw_count(dir, LW_COUNTER_RULE_FULL, bytes);
+			return;
+		}
+	}
 	c->packets++; /* per-CPU slot: no atomics needed */
 	c->bytes += bytes;
 }
@@ -87,14 +120,17 @@ static __always_inline void lw_emit_at(__u32 ifindex, __u8 dir, __u32 subject,
 	e->dir = dir;
 	e->verdict = d->verdict;
 	e->reason = d->reason;
-	e->pad = 0;
+	e->tcp_flags = pkt->tcp_flags;
 	e->sport = pkt->t.sport;
 	e->dport = pkt->t.dport;
 	e->pad2[0] = 0;
 	e->pad2[1] = 0;
 	__builtin_memcpy(e->saddr, pkt->t.saddr, 16);
 	__builtin_memcpy(e->daddr, pkt->t.daddr, 16);
-	bpf_ringbuf_submit(e, 0);
+	/* Wake the reader only once a quarter of the ring is queued: a wakeup per record is
+	 * a context switch per new connection; the reader polls on a 100 ms timer anyway. */
+	bpf_ringbuf_submit(e, bpf_ringbuf_query(&lw_events_v1, BPF_RB_AVAIL_DATA) >=
+				      LW_EVENTS_BYTES / 4 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 static __always_inline void lw_emit(struct __sk_buff *skb, __u8 dir, __u32 subject,
