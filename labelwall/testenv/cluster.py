@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,7 @@ class Cluster:
         self._control_plane()
         for node in self.nodes:
             self._start_containerd(node)
+        self._import_images()
         for node in self.nodes:
             self._node_daemons(node)
         self._wait_nodes_ready()
@@ -354,7 +356,7 @@ class Cluster:
         ]
         return run_in(self.state.holders[node.name], argv, timeout_s=timeout_s)
 
-    def _node_daemons(self, node: NodeLayout) -> None:
+    def _containerd_ready(self, node: NodeLayout) -> None:
         def containerd_up() -> bool:
             if not node.containerd_socket.exists():
                 return False
@@ -365,13 +367,25 @@ class Cluster:
             return True
 
         self._wait(f"containerd on {node.name}", containerd_up, f"containerd-{node.name}", 60)
+
+    def _import_images(self) -> None:
+        """Import every archive into every node's containerd, the nodes in parallel."""
+        for node in self.nodes:
+            self._containerd_ready(node)
         t0 = time.monotonic()
-        for image in self.bins.images:
-            self._ctr(node, "images", "import", str(image), timeout_s=300)
+
+        def one(node: NodeLayout) -> None:
+            for image in self.bins.images:
+                self._ctr(node, "images", "import", str(image), timeout_s=600)
+
+        with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
+            list(pool.map(one, self.nodes))
         self.progress(
-            f"{node.name}: containerd up, {len(self.bins.images)} images imported "
+            f"{len(self.bins.images)} images imported into {len(self.nodes)} node(s) "
             f"in {time.monotonic() - t0:.1f}s"
         )
+
+    def _node_daemons(self, node: NodeLayout) -> None:
         k = node.kubelet_dir
         k.mkdir(parents=True)
         (k / "resolv.conf").write_text("nameserver 127.0.0.1\noptions ndots:1\n")
@@ -544,6 +558,9 @@ def down(directory: Path, progress: Progress = print) -> list[str]:
     containers, holders) is killed by pid from its cgroup.procs. Returns what it did.
     """
     directory = directory.resolve()
+    if not is_cluster(directory):
+        progress(f"no cluster state in {directory}; nothing to stop")
+        return []
     state = State.load(directory)
     marker = str(directory)
     done: list[str] = []

@@ -106,6 +106,9 @@ def node_mounts(holder: int, node: NodeLayout) -> None:
     cni_cache.mkdir(parents=True, exist_ok=True)
     script = "\n".join(
         [
+            # Whatever is mounted there is the caller's (containerd would look at the
+            # lowest of stacked mounts); only this namespace loses them.
+            "while mountpoint -q /sys/fs/bpf; do umount -l /sys/fs/bpf; done",
             "mount -t bpf bpf /sys/fs/bpf",
             "mount --make-shared /sys/fs/bpf",
             "mount -t tmpfs -o mode=0755 tmpfs /var/log",
