@@ -33,6 +33,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -62,13 +63,12 @@ from labelwall.testenv.nodeconfig import (
     kubelet_config,
 )
 from labelwall.testenv.nodesetup import (
-    VAR_LIB_CNI,
     control_plane_net,
     node_mounts,
     node_net,
     underlay_link,
 )
-from labelwall.testenv.processes import is_running, log_tail, spawn, stop_pid
+from labelwall.testenv.processes import cmdline, is_running, log_tail, spawn, stop_pid
 
 #: The cluster's own state (pids, holders, cgroup); `down` needs nothing else.
 CLUSTER_STATE = "cluster-state.json"
@@ -77,17 +77,6 @@ CONTRACT = "testenv.json"
 CHART = Path(__file__).resolve().parents[2] / "charts" / "labelwall"
 LABELWALL_NAMESPACE = "labelwall-system"
 RELEASE = "labelwall"
-#: Stop order: what depends on others goes first.
-STOP_ORDER = (
-    "kube-proxy",
-    "kubelet",
-    "kube-scheduler",
-    "kube-controller-manager",
-    "containerd",
-    "kube-apiserver",
-    "etcd",
-    "relay",
-)
 
 Progress = Callable[[str], None]
 
@@ -104,14 +93,12 @@ class State:
     cgroup: str
     holders: dict[str, int] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
-    made_var_lib_cni: bool = False
 
     def save(self) -> None:
         data = {
             "cgroup": self.cgroup,
             "holders": self.holders,
             "pids": self.pids,
-            "made_var_lib_cni": self.made_var_lib_cni,
         }
         tmp = self.directory / f".{CLUSTER_STATE}.tmp"
         tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -125,7 +112,6 @@ class State:
             cgroup=str(data["cgroup"]),
             holders={k: int(v) for k, v in data["holders"].items()},
             pids={k: int(v) for k, v in data["pids"].items()},
-            made_var_lib_cni=bool(data.get("made_var_lib_cni", False)),
         )
 
 
@@ -207,10 +193,6 @@ class Cluster:
         self.state.save()
         cgroups.create(f"{self.state.cgroup}/daemons")
         self.progress(f"cgroup sub-tree {self.state.cgroup} created in every hierarchy")
-        if not VAR_LIB_CNI.exists():
-            VAR_LIB_CNI.mkdir(parents=True)
-            self.state.made_var_lib_cni = True
-            self.state.save()
         self._holders()
         self._control_plane()
         for node in self.nodes:
@@ -358,8 +340,6 @@ class Cluster:
 
     def _containerd_ready(self, node: NodeLayout) -> None:
         def containerd_up() -> bool:
-            if not node.containerd_socket.exists():
-                return False
             try:
                 self._ctr(node, "version", timeout_s=10)
             except Exception:
@@ -564,14 +544,19 @@ def down(directory: Path, progress: Progress = print) -> list[str]:
     state = State.load(directory)
     marker = str(directory)
     done: list[str] = []
-    order = sorted(
-        state.pids.items(),
-        key=lambda kv: next((i for i, p in enumerate(STOP_ORDER) if kv[0].startswith(p)), 99),
-    )
-    for name, pid in order:
-        if is_running(pid):
-            stop_pid(pid, marker, grace_s=5.0)
-            done.append(f"stopped {name} ({pid})")
+    # Everything is throwaway: SIGTERM every recorded daemon at once (only if its command
+    # line still names DIR: a recorded pid may belong to someone else by now), give them
+    # a few seconds together, then the cgroup sweep kills whatever is left.
+    termed = []
+    for name, pid in state.pids.items():
+        if is_running(pid) and any(marker in a for a in cmdline(pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+                termed.append((name, pid))
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and any(is_running(p) for _n, p in termed):
+        time.sleep(0.1)
+    done.extend(f"stopped {n} ({p})" for n, p in termed)
     killed = cgroups.kill_tree(state.cgroup)
     if killed:
         done.append(f"killed {len(killed)} process(es) left in {state.cgroup}")
@@ -583,9 +568,6 @@ def down(directory: Path, progress: Progress = print) -> list[str]:
     if left:
         raise ClusterError(f"cgroups still in use: {', '.join(map(str, left))}")
     done.append(f"removed cgroup sub-tree {state.cgroup}")
-    if state.made_var_lib_cni:
-        with contextlib.suppress(OSError):
-            VAR_LIB_CNI.rmdir()
     shutil.rmtree(directory, ignore_errors=True)
     done.append(f"removed {directory}")
     for line in done:

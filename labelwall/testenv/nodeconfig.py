@@ -24,6 +24,8 @@ UNDERLAY_CIDR = "10.250.0.0/24"
 CONTROL_PLANE_IP = "10.250.0.1"
 #: The `kubernetes` Service's ClusterIP (first address of SERVICE_CIDR).
 KUBERNETES_SERVICE_IP = "10.96.0.1"
+#: containerd's sockets, in the node's private /run (labelwall.testenv.nodesetup).
+RUN_DIR = Path("/run/containerd")
 
 
 def node_ip(index: int) -> str:
@@ -61,7 +63,9 @@ class NodeLayout:
 
     @property
     def containerd_socket(self) -> Path:
-        return self.containerd_dir / "containerd.sock"
+        """Inside the node's private /run tmpfs (a path under DIR can exceed the 108-byte
+        limit of a unix socket path); only processes in the node's namespace use it."""
+        return RUN_DIR / "containerd.sock"
 
     @property
     def cni_conf_dir(self) -> Path:
@@ -85,9 +89,9 @@ def containerd_config(n: NodeLayout) -> str:
         "[grpc]",
         f'  address = "{n.containerd_socket}"',
         "[ttrpc]",
-        f'  address = "{d / "containerd.sock.ttrpc"}"',
+        f'  address = "{RUN_DIR / "containerd.sock.ttrpc"}"',
         "[debug]",
-        f'  address = "{d / "debug.sock"}"',
+        f'  address = "{RUN_DIR / "debug.sock"}"',
         '  level = "info"',
         "",
         "[plugins.'io.containerd.internal.v1.opt']",

@@ -10,10 +10,11 @@ namespace (``peer ... netns PID``), so no link ever exists in the host's namespa
 
 No default route anywhere; forwarding is switched on in these namespaces only (per-netns
 sysctls). Inside each node's private mount namespace: its own bpffs at /sys/fs/bpf (made
-shared there, for the agent's HostToContainer mount), a tmpfs on /var/log (the kubelet
-writes /var/log/containers), /var/lib/cni bound to the node's directory (libcni's cache),
-and plain files bound over the /proc/sys entries the kubelet would otherwise change for
-the whole machine.
+shared there, for the agent's mounts), tmpfs on /run, /var/lib and /var/log (paths the
+node's programs write no matter their flags: containerd's shim sockets and runc state
+under /run/containerd, libcni's cache in /var/lib/cni, the kubelet's device-plugin socket
+in /var/lib/kubelet, /var/log/containers), and plain files bound over the /proc/sys
+entries the kubelet would otherwise change for the whole machine.
 """
 
 from __future__ import annotations
@@ -39,8 +40,18 @@ KUBELET_SYSCTLS = (
     "kernel/keys/root_maxkeys",
     "kernel/keys/root_maxbytes",
 )
-#: The host directory libcni caches results in (bound over per node).
-VAR_LIB_CNI = Path("/var/lib/cni")
+#: Host directories each node gets a private tmpfs on (see the module docstring).
+PRIVATE_TMPFS = ("/run", "/var/lib", "/var/log")
+#: What node programs would create on the host without those (tests check they do not).
+HOST_PATHS_NOT_TOUCHED = (
+    "/run/containerd",
+    "/var/lib/cni",
+    "/var/lib/kubelet",
+    "/var/lib/containerd",
+    "/etc/cni",
+    "/opt/cni",
+    "/opt/containerd",
+)
 
 
 def control_plane_net(holder: int) -> None:
@@ -102,8 +113,6 @@ def node_mounts(holder: int, node: NodeLayout) -> None:
         copy = procsys / entry.replace("/", ".")
         copy.write_text(src.read_text())
         binds.append(f"mount --bind {shlex.quote(str(copy))} {src}")
-    cni_cache = node.directory / "var-lib-cni"
-    cni_cache.mkdir(parents=True, exist_ok=True)
     script = "\n".join(
         [
             # Whatever is mounted there is the caller's (containerd would look at the
@@ -111,8 +120,8 @@ def node_mounts(holder: int, node: NodeLayout) -> None:
             "while mountpoint -q /sys/fs/bpf; do umount -l /sys/fs/bpf; done",
             "mount -t bpf bpf /sys/fs/bpf",
             "mount --make-shared /sys/fs/bpf",
-            "mount -t tmpfs -o mode=0755 tmpfs /var/log",
-            f"mount --bind {shlex.quote(str(cni_cache))} {VAR_LIB_CNI}",
+            *(f"mount -t tmpfs -o mode=0755 tmpfs {d}" for d in PRIVATE_TMPFS),
+            "mkdir -p /run/containerd",
             *binds,
         ]
     )

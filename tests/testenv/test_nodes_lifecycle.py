@@ -25,7 +25,7 @@ import yaml
 
 from labelwall.testenv import cgroups
 from labelwall.testenv.cluster import CLUSTER_STATE, CONTRACT, LABELWALL_NAMESPACE
-from labelwall.testenv.nodesetup import VAR_LIB_CNI
+from labelwall.testenv.nodesetup import HOST_PATHS_NOT_TOUCHED
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.netns]
 
@@ -81,11 +81,12 @@ def _mountpoints() -> list[str]:
 class Snapshot:
     links: list[str]
     mounts: list[str]
-    var_lib_cni: bool
+    host_paths: list[str]
 
     @classmethod
     def take(cls) -> Snapshot:
-        return cls(_host_links(), _mountpoints(), VAR_LIB_CNI.exists())
+        present = [p for p in HOST_PATHS_NOT_TOUCHED if Path(p).exists()]
+        return cls(_host_links(), _mountpoints(), present)
 
 
 @dataclass
@@ -112,7 +113,7 @@ def _assert_nothing_left(directory: Path, before: Snapshot, rec: Recorded) -> No
     assert _netns_inodes(_all_pids()) & rec.netns == set()
     assert _host_links() == before.links
     assert _mountpoints() == before.mounts
-    assert VAR_LIB_CNI.exists() == before.var_lib_cni
+    assert Snapshot.take().host_paths == before.host_paths
 
 
 @dataclass
@@ -294,15 +295,18 @@ def test_down_after_kill_9_of_up_leaves_nothing_behind(cluster: Env, tmp_path: P
     proc = subprocess.Popen(
         [sys.executable, "-m", "labelwall.cli.testenv", "up", "--dir", str(directory),
          "--nodes", "1", "--no-labelwall"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=(tmp_path / "up.log").open("wb"),
+        stderr=subprocess.STDOUT,
     )  # fmt: skip
     state = directory / CLUSTER_STATE
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if state.exists() and "kubelet-node-1" in json.loads(state.read_text())["pids"]:
             break
-        assert proc.poll() is None, "up exited before the kubelet started"
+        if proc.poll() is not None:
+            pytest.fail(
+                f"up exited before the kubelet started:\n{(tmp_path / 'up.log').read_text()}"
+            )
         time.sleep(0.2)
     else:
         pytest.fail("the kubelet never started")
