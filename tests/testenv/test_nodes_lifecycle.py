@@ -8,156 +8,31 @@ the ~1 GB labelwall image into both nodes' containerd).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from labelwall.testenv import cgroups
-from labelwall.testenv.cluster import CLUSTER_STATE, CONTRACT, LABELWALL_NAMESPACE
-from labelwall.testenv.nodesetup import HOST_PATHS_NOT_TOUCHED
+from labelwall.testenv.cluster import CLUSTER_STATE, LABELWALL_NAMESPACE
+
+from .nodes_helpers import (
+    Env,
+    Snapshot,
+    assert_nothing_left,
+    cli,
+    record,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.netns]
 
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.53"
 NS = "tenv-nodes"
-
-
-def _cli(*args: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "labelwall.cli.testenv", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-
-
-def _netns_inodes(pids: list[int]) -> set[int]:
-    out = set()
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            out.add(os.stat(f"/proc/{pid}/ns/net").st_ino)
-    return out
-
-
-def _all_pids() -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def _pids_naming(directory: Path) -> list[int]:
-    found = []
-    needle = str(directory).encode()
-    for pid in _all_pids():
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if needle in f.read():
-                    found.append(pid)
-        except OSError:
-            pass
-    return found
-
-
-def _host_links() -> list[str]:
-    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
-    return sorted(line.split(":")[1].strip() for line in out.stdout.splitlines())
-
-
-def _mountpoints() -> list[str]:
-    return sorted(line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines())
-
-
-@dataclass
-class Snapshot:
-    links: list[str]
-    mounts: list[str]
-    host_paths: list[str]
-
-    @classmethod
-    def take(cls) -> Snapshot:
-        present = [p for p in HOST_PATHS_NOT_TOUCHED if Path(p).exists()]
-        return cls(_host_links(), _mountpoints(), present)
-
-
-@dataclass
-class Recorded:
-    """What the environment created, read while it runs (for the leftover checks)."""
-
-    cgroup: str
-    netns: set[int]
-
-
-def _record(directory: Path) -> Recorded:
-    state = json.loads((directory / CLUSTER_STATE).read_text())
-    pids = cgroups.tree_pids(state["cgroup"])
-    return Recorded(cgroup=state["cgroup"], netns=_netns_inodes(pids))
-
-
-def _assert_nothing_left(directory: Path, before: Snapshot, rec: Recorded) -> None:
-    assert not directory.exists()
-    assert _pids_naming(directory) == []
-    assert cgroups.tree_pids(rec.cgroup) == []
-    assert cgroups.existing(rec.cgroup) == []
-    # Every node, pod and control-plane namespace is gone: no process is in one.
-    assert rec.netns, "recorded no namespaces (the record is wrong, not the cleanup)"
-    assert _netns_inodes(_all_pids()) & rec.netns == set()
-    assert _host_links() == before.links
-    assert _mountpoints() == before.mounts
-    assert Snapshot.take().host_paths == before.host_paths
-
-
-@dataclass
-class Env:
-    directory: Path
-    contract: dict[str, Any]
-    up_seconds: float
-
-    def kubectl(self, *args: str, stdin: str | None = None) -> str:
-        res = subprocess.run(
-            ["kubectl", f"--kubeconfig={self.contract['kubeconfig']}", *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert res.returncode == 0, f"kubectl {' '.join(args)}: {res.stderr}"
-        return res.stdout
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    if os.geteuid() != 0:
-        pytest.fail("real nodes need root (namespaces, mounts, cgroups)")
-    directory = tmp_path_factory.mktemp("nodes") / "env"
-    before = Snapshot.take()
-    t0 = time.monotonic()
-    res = _cli("up", "--dir", str(directory), "--nodes", "2")
-    up_s = time.monotonic() - t0
-    print(f"testenv up --nodes 2: {up_s:.1f}s\n{res.stdout}")
-    assert res.returncode == 0, f"up failed:\n{res.stdout}\n{res.stderr}"
-    contract = json.loads((directory / CONTRACT).read_text())
-    rec = _record(directory)
-    try:
-        yield Env(directory, contract, up_s)
-    finally:
-        if directory.exists():
-            rec = _record(directory)
-            t1 = time.monotonic()
-            res = _cli("down", "--dir", str(directory))
-            print(f"testenv down: {time.monotonic() - t1:.1f}s\n{res.stdout}")
-            assert res.returncode == 0, res.stderr
-        _assert_nothing_left(directory, before, rec)
 
 
 def test_up_writes_the_contract_and_every_node_is_ready(cluster: Env) -> None:
@@ -310,11 +185,11 @@ def test_down_after_kill_9_of_up_leaves_nothing_behind(cluster: Env, tmp_path: P
         time.sleep(0.2)
     else:
         pytest.fail("the kubelet never started")
-    rec = _record(directory)
+    rec = record(directory)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-    res = _cli("down", "--dir", str(directory))
+    res = cli("down", "--dir", str(directory))
     assert res.returncode == 0, res.stderr
-    _assert_nothing_left(directory, before, rec)
+    assert_nothing_left(directory, before, rec)
     # The first environment was not disturbed.
     assert "node-1" in cluster.kubectl("get", "nodes", "-o", "name")
