@@ -12,8 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from labelwall.testenv import cgroups
+from labelwall.testenv.binaries import find_binaries
 from labelwall.testenv.cluster import CLUSTER_STATE
 from labelwall.testenv.nodesetup import HOST_PATHS_NOT_TOUCHED
+
+
+def kubectl() -> str:
+    """The kubectl the environment itself uses (tools/k8s cache, else PATH)."""
+    return str(find_binaries().kubectl)
 
 
 def cli(*args: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
@@ -107,7 +113,7 @@ class Env:
 
     def kubectl(self, *args: str, stdin: str | None = None) -> str:
         res = subprocess.run(
-            ["kubectl", f"--kubeconfig={self.contract['kubeconfig']}", *args],
+            [kubectl(), f"--kubeconfig={self.contract['kubeconfig']}", *args],
             input=stdin,
             capture_output=True,
             text=True,

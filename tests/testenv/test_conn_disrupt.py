@@ -29,7 +29,7 @@ from labelwall.testenv import cgroups
 from labelwall.testenv.cluster import CHART, LABELWALL_NAMESPACE, RELEASE
 from labelwall.testenv.nodebins import LABELWALL_IMAGE, find_helm
 
-from .nodes_helpers import Env
+from .nodes_helpers import Env, kubectl
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.netns]
 
@@ -140,7 +140,7 @@ except OSError:
 def _probe(env: Env, pod: str, target: str) -> bool:
     """One new connection from ``pod`` to ``target``: True if it was accepted."""
     res = subprocess.run(
-        ["kubectl", f"--kubeconfig={env.contract['kubeconfig']}", "exec", "-n", NS, pod,
+        [kubectl(), f"--kubeconfig={env.contract['kubeconfig']}", "exec", "-n", NS, pod,
          "--", "python3", "-c", PROBE, target],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
@@ -154,13 +154,13 @@ def _pods_json(env: Env, ns: str) -> list[dict[str, Any]]:
     return items
 
 
-def _wait(what: str, probe: Any, timeout_s: float = 180) -> None:
+def _wait(what: str, probe: Any, timeout_s: float = 180, detail: Any = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if probe():
             return
         time.sleep(1)
-    pytest.fail(f"{what}: not within {timeout_s:.0f}s")
+    pytest.fail(f"{what}: not within {timeout_s:.0f}s" + (f"; {detail()}" if detail else ""))
 
 
 def _labelwall_ready(env: Env, nodes: int) -> bool:
@@ -236,10 +236,9 @@ def test_connections_survive_upgrade_agent_delete_and_operator_kill(cluster: Env
     env = cluster
     state = json.loads((env.directory / "cluster-state.json").read_text())
     server = _pod("srv", "node-2", {"app": "srv"}, SERVER, [])
-    server["spec"]["containers"][0]["readinessProbe"] = {
-        "tcpSocket": {"port": PORT},
-        "periodSeconds": 1,
-    }
+    # No readiness probe: the kubelet probes from the node's ptp gateway address
+    # (10.244.<i>.1), which labelwall does not count as the node, so the isolated server
+    # would turn NotReady and leave its Service (see the README's known limitations).
     docs: list[Any] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
         server,
@@ -286,10 +285,13 @@ def test_connections_survive_upgrade_agent_delete_and_operator_kill(cluster: Env
                 "--timeout=90s")  # fmt: skip
 
     # The policy is enforced before any counted traffic: ok-* connect, deny-* do not.
-    def enforced() -> bool:
-        return all(_probe(env, n, t) == n.startswith("ok") for n in names for t in targets)
+    last: dict[str, bool] = {}
 
-    _wait("the policy enforced on both nodes", enforced, 60)
+    def enforced() -> bool:
+        last.update({f"{n}->{t}": _probe(env, n, t) for n in names for t in targets})
+        return all(ok == k.startswith("ok") for k, ok in last.items())
+
+    _wait("the policy enforced on both nodes", enforced, 120, lambda: f"last probes: {last}")
     for n in names:
         env.kubectl("exec", "-n", NS, n, "--", "touch", "/tmp/go")
     time.sleep(3)

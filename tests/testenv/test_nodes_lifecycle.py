@@ -26,6 +26,7 @@ from .nodes_helpers import (
     Snapshot,
     assert_nothing_left,
     cli,
+    kubectl,
     record,
 )
 
@@ -105,7 +106,7 @@ def _server(name: str, node: str) -> list[dict[str, Any]]:
 def _connect(env: Env, pod: str, target: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
-            "kubectl",
+            kubectl(),
             f"--kubeconfig={env.contract['kubeconfig']}",
             "exec",
             "-n",
