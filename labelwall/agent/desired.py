@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from labelwall.cluster import Namespace, Pod
+from labelwall.cluster import IPAddress, Namespace, Node, Pod
 from labelwall.identity.labels import LabelSet
 from labelwall.identity.numbers import Reserved
 from labelwall.policy.clusterstate import ClusterState
@@ -60,6 +60,28 @@ def compose(deltas: Iterable[MapDelta]) -> dict[str, dict[Any, Any]]:
                 out[t][k] = _GONE
             out[t].update(ch.upserts)
     return out
+
+
+def with_local_addresses(
+    state: ClusterState, node: str | None, local: frozenset[IPAddress]
+) -> ClusterState:
+    """``state`` with ``node``'s addresses extended by the addresses found on the node itself.
+
+    The Node object names its InternalIP; the agent also finds the gateway addresses the
+    CNI puts on host-side veths (agent/routes.py: why). They are ``host`` on this node
+    only, like every Node address (other nodes do not see them: remote nodes keep the
+    Node object's addresses). No node name, or nothing local: ``state`` unchanged.
+    """
+    if node is None or not local:
+        return state
+    current = state.nodes.get(node)
+    have = current.addresses if current is not None else ()
+    extra = sorted(local - set(have), key=lambda a: (a.version, int(a)))
+    if not extra:
+        return state
+    nodes = dict(state.nodes)
+    nodes[node] = Node(node, (*have, *extra))
+    return replace(state, nodes=nodes)
 
 
 def compiler_input(

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from labelwall.agent.desired import DesiredState
+from labelwall.agent.desired import DesiredState, with_local_addresses
 from labelwall.agent.metrics import AgentMetrics
 from labelwall.agent.port import DatapathPort, RoutesPort
 from labelwall.agent.reconcile import Reconciler, WriteStats
@@ -81,6 +81,8 @@ class Agent:
         self.source = source
         self.desired = DesiredState(options, grace_s, published_mode)
         self.reconciler = Reconciler(datapath, routes, node)
+        self.routes = routes
+        self.node = node
         self.metrics = metrics or AgentMetrics()
         self.drift_interval_s = drift_interval_s
         self.clock = clock
@@ -121,7 +123,8 @@ class Agent:
             self.metrics.syncs.labels("rejected").inc()
             return AgentSyncResult(False, 0, time.perf_counter() - t0, tuple(errors))
         try:
-            update = self.desired.update(snap.state, self.clock(), snap.published)
+            state = with_local_addresses(snap.state, self.node, self.routes.local_addresses())
+            update = self.desired.update(state, self.clock(), snap.published)
         except Exception as exc:
             log.exception(
                 "compile failed; keeping the previous state", extra={"revision": snap.revision}

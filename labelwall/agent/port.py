@@ -47,6 +47,10 @@ class RoutesPort(Protocol):
         """Pod address -> ifindex of the interface its /32 (/128) host route points at."""
         ...
 
+    def local_addresses(self) -> frozenset[IPAddress]:
+        """The node's own addresses: every global address on an interface of its netns."""
+        ...
+
 
 class MemoryDatapath:
     """A datapath in dicts; ``writes`` counts every entry written (upsert, delete, endpoint).
@@ -129,8 +133,16 @@ class MemoryDatapath:
 
 
 class StaticRoutes:
-    def __init__(self, routes: Mapping[IPAddress, int] | None = None) -> None:
+    def __init__(
+        self,
+        routes: Mapping[IPAddress, int] | None = None,
+        local: Iterable[IPAddress] = (),
+    ) -> None:
         self.routes: dict[IPAddress, int] = dict(routes or {})
+        self.local: frozenset[IPAddress] = frozenset(local)
 
     def host_routes(self) -> dict[IPAddress, int]:
         return dict(self.routes)
+
+    def local_addresses(self) -> frozenset[IPAddress]:
+        return self.local

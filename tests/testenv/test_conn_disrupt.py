@@ -236,9 +236,14 @@ def test_connections_survive_upgrade_agent_delete_and_operator_kill(cluster: Env
     env = cluster
     state = json.loads((env.directory / "cluster-state.json").read_text())
     server = _pod("srv", "node-2", {"app": "srv"}, SERVER, [])
-    # No readiness probe: the kubelet probes from the node's ptp gateway address
-    # (10.244.<i>.1), which labelwall does not count as the node, so the isolated server
-    # would turn NotReady and leave its Service (see the README's known limitations).
+    # A readiness probe on the isolated server: the kubelet probes from the node's ptp
+    # gateway address (10.244.<i>.1), which the agent counts as the node (agent/routes.py),
+    # so the server stays Ready under its ingress policy (traffic from its own node).
+    server["spec"]["containers"][0]["readinessProbe"] = {
+        "tcpSocket": {"port": PORT},
+        "periodSeconds": 1,
+        "failureThreshold": 2,
+    }
     docs: list[Any] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
         server,
@@ -292,6 +297,10 @@ def test_connections_survive_upgrade_agent_delete_and_operator_kill(cluster: Env
         return all(ok == k.startswith("ok") for k, ok in last.items())
 
     _wait("the policy enforced on both nodes", enforced, 120, lambda: f"last probes: {last}")
+    time.sleep(3)  # > failureThreshold x periodSeconds of the server's readiness probe
+    srv = next(p for p in _pods_json(env, NS) if p["metadata"]["name"] == "srv")
+    ready = {c["type"]: c["status"] for c in srv["status"]["conditions"]}["Ready"]
+    assert ready == "True", "kubelet probes from the node are dropped by the isolated server"
     for n in names:
         env.kubectl("exec", "-n", NS, n, "--", "touch", "/tmp/go")
     time.sleep(3)
