@@ -8,7 +8,7 @@ reuses the classifier's pinned maps, so a kernel without BPF_PROG_TYPE_NETFILTER
 loads the classifier.
 
 One BPF link per address family (NFPROTO_IPV4, NFPROTO_IPV6) at NF_INET_PRE_ROUTING,
-priority ``PRIORITY`` (just after NF_IP_PRI_NAT_DST), with defragmentation, in the network
+priority ``PRIORITY`` (just after NF_IP_PRI_NAT_DST), in the network
 namespace of the calling process (the node's: the agent runs on the host network). Links
 are pinned (``mapspecs.NF_LINK_PINS``), so an agent restart neither detaches nor
 re-creates them: ``attach`` keeps a pinned link whose program is the same code on the same
@@ -43,7 +43,9 @@ OBJECT_NAME = "labelwall_nf.bpf.o"
 NF_INET_PRE_ROUTING = 0
 NFPROTO = {4: 2, 6: 10}  # address family -> NFPROTO_IPV4 / NFPROTO_IPV6
 PRIORITY = -99  # NF_IP_PRI_NAT_DST (-100) + 1: right after kube-proxy's DNAT
-FLAGS = libbpf.BPF_F_NETFILTER_IP_DEFRAG
+# No BPF_F_NETFILTER_IP_DEFRAG: it would reassemble every datagram the node forwards (the
+# classifier judges fragments itself); conntrack, which any DNAT needs, defragments anyway.
+FLAGS = 0
 SVCNET_VALUE = b"\0\0\0\0"  # struct lw_svcnet_value: flags 0
 
 #: The defaults of the agent's ``serviceCIDRs`` (config.py), as networks.

@@ -170,7 +170,7 @@ def test_links_attach_once_survive_a_reload_and_go_with_the_cidrs_first(dp: Data
                 finally:
                     os.close(fd)
             assert [(i.pf, i.hooknum, i.priority, i.flags) for i in infos] == [
-                (2, 0, -99, 1), (10, 0, -99, 1)
+                (2, 0, -99, 0), (10, 0, -99, 0)
             ]  # fmt: skip
             # an agent restart: same program on the same maps, the pinned links are kept
             again = dp.enable_services(CIDRS[:1])

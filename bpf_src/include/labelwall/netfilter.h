@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * handle_svc_nat: the netfilter half of "egress through a Service" (service.h says why).
- * BPF_PROG_TYPE_NETFILTER (kernel >= 6.4; defrag flag >= 6.6), attached with BPF links at
+ * BPF_PROG_TYPE_NETFILTER (kernel >= 6.4), attached with BPF links at
  * NF_INET_PRE_ROUTING for IPv4 and IPv6 at priority LW_NF_PRIORITY, right after
  * kube-proxy's DNAT (NF_IP_PRI_NAT_DST, -100), in the node's network namespace.
  *
@@ -140,13 +140,15 @@ static __always_inline int lw_nf_parse(struct bpf_dynptr *p, __u8 pf, __u32 len,
 
 		if (h[0] != 0x45) /* version 4, no options */
 			return LW_REASON_UNSUPPORTED;
-		__builtin_memcpy(&frag, &h[6], 2);
-		if (bpf_ntohs(frag) & (LW_IPV4_MORE_FRAGS | LW_IPV4_FRAG_OFFSET_MASK))
-			return LW_REASON_FRAGMENT; /* never after defrag */
 		pkt->t.family = LW_FAMILY_IPV4;
 		pkt->t.proto = h[9];
 		__builtin_memcpy(pkt->t.saddr, &h[12], 4);
 		__builtin_memcpy(pkt->t.daddr, &h[16], 4);
+		__builtin_memcpy(&frag, &h[6], 2);
+		/* with conntrack (which any DNAT needs) netfilter reassembled it already; an
+		 * untracked fragment to a Service address is dropped below (fail closed) */
+		if (bpf_ntohs(frag) & (LW_IPV4_MORE_FRAGS | LW_IPV4_FRAG_OFFSET_MASK))
+			return LW_REASON_FRAGMENT;
 		off = 20;
 	} else {
 		if ((h[0] >> 4) != 6 || len < LW_NF_HDR)

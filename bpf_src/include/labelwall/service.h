@@ -16,8 +16,8 @@
  * What is never deferred: a pod that is not egress-isolated (judged NOT_ISOLATED at tc as
  * before, and tracked on the pre-DNAT tuple), ICMP errors (their own path, 2b), unparsed
  * packets. A first fragment opens its datagram's fragment entry, so the later fragments
- * reach the stack too: netfilter reassembles them (the link asks for defrag) and the
- * whole datagram is judged at -99.
+ * reach the stack too: conntrack (which kube-proxy's DNAT needs) reassembles them before
+ * -99 and the whole datagram is judged there; untracked, handle_svc_nat drops them.
  * Fail closed: the agent fills lw_svcnet_v1 only while the netfilter links are attached
  * (an empty map defers nothing: kernels without BPF_PROG_TYPE_NETFILTER judge at tc as
  * before, so egress to a ClusterIP is denied unless an ipBlock admits it).
