@@ -1,8 +1,8 @@
-"""Datapath benchmark: per-packet cost, pod-to-pod traffic vs iptables/nftables, write rate.
+"""Datapath benchmark: per-packet cost, pod-to-pod and Service traffic, firewalls, write rate.
 
-    sudo .venv/bin/python bench/datapath.py [--quick] [--json]
+    sudo .venv/bin/python bench/datapath.py [--quick] [--service-only] [--json]
 
-Three parts, measured in one run on this machine, side by side with their baselines:
+Four parts, measured in one run on this machine, side by side with their baselines:
 
 1. Per-packet cost with BPF_PROG_TEST_RUN (repeat 1e6; the kernel reports the average ns
    per run; we take the median of 5 such runs): labelwall's worst verdict path (new flow,
@@ -22,7 +22,12 @@ Three parts, measured in one run on this machine, side by side with their baseli
    ESTABLISHED shortcut; nftables with a 10k-element concatenated set (saddr . dport).
    Each size is measured in rounds that interleave every configuration, so drift on this
    shared machine hits all of them alike; ratios are medians of per-round ratios.
-3. Map write rate through the writer (MapWriter, batched) for 10k and 100k ipcache
+3. Pod -> Service -> pod (issue 11): RR and CRR from the client, egress-isolated and
+   allowed to the server's pod port, to a ClusterIP that an nftables DNAT rule in the node
+   namespace (kube-proxy's part) translates to the server; labelwall (tc deferral + the
+   netfilter program judging after DNAT) against the same path with no program, in
+   interleaved rounds (``service_rr_overhead_pct``, ``service_crr_vs_none``).
+4. Map write rate through the writer (MapWriter, batched) for 10k and 100k ipcache
    entries, and per-entry LPM-trie policy writes for comparison.
 
 Isolation: the benchmark re-executes itself in a private mount namespace with its own
@@ -87,6 +92,8 @@ CIDR_ID = LOCAL_FLAG | 1
 WORST_PEER = "10.200.0.9"  # not in the ipcache; inside the policy CIDR 10.200.0.0/16
 NAMED_PORT, NAME_ID = 8080, 7
 ESTABLISHED_PORT = 9000
+SERVICE_V4, SERVICE_PORT = "10.96.0.50", 80  # a ClusterIP DNATed to SERVER_V4:PERF_PORT
+SERVICE_CIDR = "10.96.0.0/12"
 SEED = 20240601
 
 
@@ -278,6 +285,9 @@ def packet_costs(dp: Datapath, base: Baselines, size: int, repeat: int) -> dict[
     # The SYN is allowed by policy and creates the conntrack entry the ACKs then hit.
     if testrun.run(to_pod, first, testrun.LOOPBACK_IFINDEX, 1).retval != testrun.TC_ACT_OK:
         raise RuntimeError("the established flow's SYN was not allowed")
+    # Its answer moves the flow to the replied table (conntrack.h): one lookup from now on.
+    if testrun.run(from_pod, reply, testrun.LOOPBACK_IFINDEX, 1).retval != testrun.TC_ACT_OK:
+        raise RuntimeError("the established flow's reply was not allowed")
     base.grow_flows(size, established)
     runs = 5
     return {
@@ -345,8 +355,11 @@ class Traffic:
             p.kill()  # by pid: only the process we started
             p.wait(timeout=5)
 
-    def perf(self, mode: str, secs: float, max_n: int = 400_000) -> dict[str, Any]:
-        argv = [self.lwperf, mode, SERVER_V4, str(PERF_PORT), str(secs)]
+    def perf(
+        self, mode: str, secs: float, max_n: int = 400_000, dst: str = SERVER_V4,
+        port: int = PERF_PORT,
+    ) -> dict[str, Any]:  # fmt: skip
+        argv = [self.lwperf, mode, dst, str(port), str(secs)]
         if mode != "stream":
             argv.append(str(max_n))
         r = L.run(self.client.name, argv, timeout=secs + 30)
@@ -365,6 +378,50 @@ class Traffic:
             "crr_per_s": float(crr["per_s"]),
             "gbit_s": float(stream["bytes_per_s"]) * 8 / 1e9,
         }
+
+    def measure_service(self) -> dict[str, float]:
+        """RR and CRR from the client to the server through its ClusterIP (DNAT)."""
+        rr = self.perf("rr", self.secs, dst=SERVICE_V4, port=SERVICE_PORT)
+        crr = self.perf("crr", self.secs / 2, dst=SERVICE_V4, port=SERVICE_PORT)
+        return {
+            "rr_ns": float(rr["median_ns"]),
+            "rr_per_s": float(rr["per_s"]),
+            "crr_per_s": float(crr["per_s"]),
+        }
+
+    @contextlib.contextmanager
+    def service_dnat(self) -> Iterator[None]:
+        """kube-proxy's part: a DNAT of SERVICE_V4:80 to the server, and the client's route."""
+        script = f"""table ip lwbench_svc {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr {SERVICE_V4} tcp dport {SERVICE_PORT} dnat to {SERVER_V4}:{PERF_PORT}
+  }}
+}}
+"""
+        _in_node(["nft", "-f", "-"], script)
+        r = L.run(self.client.name, ["ip", "route", "add", SERVICE_CIDR, "via",
+                                     LAB_NODE.gateway_v4, "dev", "eth0"])  # fmt: skip
+        if r.returncode != 0:
+            raise RuntimeError(f"service route: {r.stderr.strip()}")
+        try:
+            yield
+        finally:
+            L.run(self.client.name, ["ip", "route", "del", SERVICE_CIDR])
+            _in_node(["nft", "delete", "table", "ip", "lwbench_svc"])
+
+    @contextlib.contextmanager
+    def labelwall_services(self) -> Iterator[None]:
+        """The classifier plus the netfilter program judging egress after DNAT."""
+        with self.labelwall():
+            with L.in_netns(NODE):
+                hook = self.dp.enable_services([ipaddress.ip_network(SERVICE_CIDR)])
+            if not hook.active:
+                raise RuntimeError(f"no netfilter program: {hook.reason}")
+            try:
+                yield
+            finally:
+                self.dp.disable_services()
 
     # -- configurations: each is a context manager that installs and removes itself
 
@@ -482,8 +539,9 @@ def paired_ratio(a: list[dict[str, float]], b: list[dict[str, float]], key: str)
     return float(statistics.median(x[key] / y[key] for x, y in zip(a, b, strict=True)))
 
 
-def run_all(quick: bool) -> dict[str, Any]:
+def run_all(quick: bool, service_only: bool = False) -> dict[str, Any]:
     sizes = [10, 1_000, 10_000, 1_000_000] if not quick else [10, 1_000]
+    sizes = [] if service_only else sizes
     testrun_sizes = {10, 10_000, 1_000_000} if not quick else {10, 1_000}
     repeat = 1_000_000 if not quick else 100_000
     rounds, secs = (5, 1.0) if not quick else (1, 0.3)
@@ -491,6 +549,7 @@ def run_all(quick: bool) -> dict[str, Any]:
     report: dict[str, Any] = {
         "machine": _machine.facts(),
         "quick": quick,
+        "service_only": service_only,
         "repeat": repeat,
         "rounds": rounds,
         "seconds_per_rr": secs,
@@ -509,7 +568,8 @@ def run_all(quick: bool) -> dict[str, Any]:
         )  # fmt: skip
         base = build_baselines(tmp)
         dp = Datapath.open()
-        report["writes"] = write_rates(dp, [10_000, 100_000] if not quick else [10_000])
+        if not service_only:
+            report["writes"] = write_rates(dp, [10_000, 100_000] if not quick else [10_000])
 
         node_net = L.setup_node(LAB_NODE)
         client = L.create_pod(PREFIX + "a", CLIENT_V4, CLIENT_V6, node=LAB_NODE)
@@ -553,6 +613,7 @@ def run_all(quick: bool) -> dict[str, Any]:
                 "iptables_rr_vs_labelwall": paired_ratio(ipt, lw, "rr_ns"),
                 "rounds": raw,
             }
+        report["service"] = measure_services(traffic, rounds)
     finally:
         if traffic is not None:
             traffic.stop_server()
@@ -569,8 +630,39 @@ def run_all(quick: bool) -> dict[str, Any]:
             else:
                 path.unlink(missing_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
-    report["summary"] = summarize(report, sizes)
+    if service_only:
+        report["summary"] = {k: report["service"][k] for k in SERVICE_KEYS}
+    else:
+        report["summary"] = summarize(report, sizes)
     return report
+
+
+SERVICE_KEYS = ("service_rr_overhead_pct", "service_crr_vs_none")
+
+
+def measure_services(t: Traffic, rounds: int) -> dict[str, Any]:
+    """Pod -> Service -> pod with the client egress-isolated (allowed to the server's pod
+    port), through kube-proxy-style DNAT, with labelwall (tc deferral + the netfilter
+    program) and without any program: the same cluster path, interleaved rounds."""
+    w = t.dp.writer
+    w.apply_changes(mapstate.SUBJECTS, MapChanges(upserts={PEER: SubjectFlags.EGRESS_ISOLATED}))
+    allow = {PolicyKey(PEER, SUBJECT, Direction.EGRESS, Protocol.TCP, PERF_PORT, 16): 43}
+    w.apply_changes(mapstate.POLICY, MapChanges(upserts=allow))
+    log("pod -> Service -> pod: measuring")
+    rows: dict[str, list[dict[str, float]]] = {"none": [], "labelwall": []}
+    with t.service_dnat():
+        for _ in range(rounds):
+            with t.no_program():
+                rows["none"].append(t.measure_service())
+            with t.labelwall_services():
+                rows["labelwall"].append(t.measure_service())
+    lw, none = rows["labelwall"], rows["none"]
+    return {
+        "median": {name: {k: median_of(v, k) for k in v[0]} for name, v in rows.items()},
+        "service_rr_overhead_pct": (paired_ratio(lw, none, "rr_ns") - 1) * 100,
+        "service_crr_vs_none": paired_ratio(lw, none, "crr_per_s"),
+        "rounds": rows,
+    }
 
 
 def summarize(r: dict[str, Any], sizes: list[int]) -> dict[str, float]:
@@ -594,6 +686,8 @@ def summarize(r: dict[str, Any], sizes: list[int]) -> dict[str, float]:
         "crr_vs_nft_min": min(tr[s]["crr_vs_nft"] for s in tr),
         "rr_vs_iptables_10k": tr[ipt_size]["iptables_rr_vs_labelwall"],
         "writes_per_s": writes[f"ipcache_upserts_per_s_{biggest_write}"],
+        "service_rr_overhead_pct": r["service"]["service_rr_overhead_pct"],
+        "service_crr_vs_none": r["service"]["service_crr_vs_none"],
     }
 
 
@@ -607,6 +701,10 @@ def _size(n: str | int) -> str:
 
 def print_tables(r: dict[str, Any]) -> None:
     print(f"machine: {_machine.describe()}")
+    if r["service_only"]:
+        print(f"mode: service only; {r['rounds']} interleaved rounds, {r['seconds_per_rr']} s RR")
+        print_service(r["service"])
+        return
     print(f"mode: {'quick' if r['quick'] else 'full'}; BPF_PROG_TEST_RUN repeat {r['repeat']}, "
           f"median of 5; traffic: {r['rounds']} interleaved rounds, "
           f"{r['seconds_per_rr']} s RR each")  # fmt: skip
@@ -629,6 +727,7 @@ def print_tables(r: dict[str, Any]) -> None:
         print(f"{'':>8} {'ratios':>12} labelwall RR overhead {t['rr_overhead_pct']:+.1f}% vs none, "
               f"{t['rr_vs_nft']:.3f}x nft RR, {t['crr_vs_nft']:.3f}x nft CRR/s, "
               f"iptables RR {t['iptables_rr_vs_labelwall']:.1f}x labelwall")  # fmt: skip
+    print_service(r["service"])
     print("\nMap writes through the writer")
     for k, v in r["writes"].items():
         print(f"  {k:32} {v:12,.0f} entries/s")
@@ -637,10 +736,22 @@ def print_tables(r: dict[str, Any]) -> None:
         print(f"  {k:34} {v:10.3f}")
 
 
+def print_service(s: dict[str, Any]) -> None:
+    print("\nPod -> Service (ClusterIP, DNAT) -> pod, IPv4 TCP, client egress-isolated (medians)")
+    print(f"{'config':>12} {'RR us':>8} {'RR/s':>9} {'CRR/s':>8}")
+    for name, m in s["median"].items():
+        print(f"{name:>12} {m['rr_ns'] / 1000:8.2f} {m['rr_per_s']:9.0f} {m['crr_per_s']:8.0f}")
+    print(f"{'ratios':>12} labelwall RR overhead {s['service_rr_overhead_pct']:+.1f}% vs none, "
+          f"CRR/s {s['service_crr_vs_none']:.3f}x none")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true", help="small sizes, short runs (smoke test)")
+    parser.add_argument(
+        "--service-only", action="store_true", help="only part 3 (pod -> Service -> pod)"
+    )
     parser.add_argument(INNER_FLAG, action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -666,7 +777,7 @@ def main() -> int:
     subprocess.run(["mount", "-t", "bpf", "bpf", mapspecs.PIN_ROOT], check=True)
     os.makedirs(L.NETNS_DIR, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "lwbench", L.NETNS_DIR], check=True)
-    report = run_all(args.quick)
+    report = run_all(args.quick, args.service_only)
     if args.json:
         slim = {**report["summary"], "details": {k: v for k, v in report.items() if k != "summary"}}
         print(json.dumps(slim, indent=1, sort_keys=False))

@@ -124,7 +124,8 @@ static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 				 d.verdict == LW_VERDICT_DROP || d.reason == LW_REASON_AUDIT, now);
 	}
 
-	/* 5. New flow: the lookup.py order; track every allowed flow, report every verdict.
+	/* 5. New flow: the lookup.py order; track every allowed flow (in lw_ct_new_v1 until
+	 * its reply: conntrack.h), report every verdict.
 	 * An allowed first fragment also opens its datagram's fragment entry, except where
 	 * the direction is not isolated (later fragments pass there anyway: no entry, so
 	 * such a pod cannot fill the table; lw_frag_key in abi.h). */

@@ -35,6 +35,10 @@ MAX_MAP_ENTRIES = 1 << 24
 
 _OBJ = "Config"
 
+#: Upper bound of the conntrack promotion rate and burst (u32 in lw_ct_config; a burst is
+#: multiplied by 1e9 token units in a u64, so 2^32 - 1 cannot overflow).
+MAX_PROMOTE = (1 << 32) - 1
+
 
 @dataclass(frozen=True)
 class IdentityConfig:
@@ -61,7 +65,20 @@ class MapSizes:
     ipcache: int = mapspecs.IPCACHE_MAX  # pod addresses -> peer identity (exact-match hash)
     cidrs: int = mapspecs.CIDRS_MAX  # ipBlock prefixes the policies name (LPM trie)
     ports: int = mapspecs.PORTS_MAX  # named-port / port-range entries
-    conntrack: int = mapspecs.CT_MAX  # LRU 5-tuple flows
+    conntrack: int = mapspecs.CT_MAX  # LRU flows with a reply seen (lw_ct_v3)
+    conntrack_new: int = mapspecs.CT_NEW_MAX  # LRU flows not replied yet (lw_ct_new_v1)
+
+
+@dataclass(frozen=True)
+class ConntrackConfig:
+    """How fast one endpoint (pod veth) may move flows into the replied-flows table.
+
+    Over budget a flow keeps working from the unreplied table (conntrack.h); defaults are
+    abi.h's LW_CT_PROMOTE_*_DEFAULT.
+    """
+
+    promote_per_second: int = 1000
+    promote_burst: int = 2000
 
 
 @dataclass(frozen=True)
@@ -107,6 +124,7 @@ class Config:
     )
     operator: OperatorConfig = field(default_factory=OperatorConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
+    conntrack: ConntrackConfig = field(default_factory=ConntrackConfig)
 
     def audits(self, namespace: str) -> bool:
         """Whether policy drops in ``namespace`` are only reported, not enforced."""
@@ -132,11 +150,13 @@ class Config:
         maps = r.section(top.get("mapSizes"), "mapSizes")
         op = r.section(top.get("operator"), "operator")
         ag = r.section(top.get("agent"), "agent")
+        ct = r.section(top.get("conntrack"), "conntrack")
         r.unknown(top, "", _TOP_KEYS)
         r.unknown(identity, "identity", ("excludeLabels", "gcGracePeriodSeconds"))
         r.unknown(maps, "mapSizes", tuple(_MAP_KEYS))
         r.unknown(op, "operator", ("metricsPort", "healthPort"))
         r.unknown(ag, "agent", ("metricsPort", "healthPort", "nodeName", "bpffs"))
+        r.unknown(ct, "conntrack", ("promotePerSecond", "promoteBurst"))
 
         d = cls()
         config = cls(
@@ -177,6 +197,19 @@ class Config:
                 node_name=r.string(ag, "agent", "nodeName", env.get("NODE_NAME", "")),
                 bpffs=r.string(ag, "agent", "bpffs", d.agent.bpffs, nonempty=True),
             ),
+            conntrack=ConntrackConfig(
+                promote_per_second=r.integer(
+                    ct,
+                    "conntrack",
+                    "promotePerSecond",
+                    d.conntrack.promote_per_second,
+                    1,
+                    MAX_PROMOTE,
+                ),
+                promote_burst=r.integer(
+                    ct, "conntrack", "promoteBurst", d.conntrack.promote_burst, 1, MAX_PROMOTE
+                ),
+            ),
         )
         for name, section in (("operator", config.operator), ("agent", config.agent)):
             if section.metrics_port == section.health_port:
@@ -206,6 +239,10 @@ class Config:
                 "nodeName": self.agent.node_name,
                 "bpffs": self.agent.bpffs,
             },
+            "conntrack": {
+                "promotePerSecond": self.conntrack.promote_per_second,
+                "promoteBurst": self.conntrack.promote_burst,
+            },
         }
 
 
@@ -232,7 +269,7 @@ def load_config(path: str | None, *, env: Mapping[str, str] | None = None) -> Co
 
 
 _TOP_KEYS = ("logLevel", "identity", "audit", "auditNamespaces", "mapSizes", "serviceCIDRs",
-             "operator", "agent")  # fmt: skip
+             "operator", "agent", "conntrack")  # fmt: skip
 #: camelCase YAML key -> MapSizes attribute (identical today; the table keeps them apart).
 _MAP_KEYS = {
     "endpoints": "endpoints",
@@ -242,6 +279,7 @@ _MAP_KEYS = {
     "cidrs": "cidrs",
     "ports": "ports",
     "conntrack": "conntrack",
+    "conntrackNew": "conntrack_new",
 }
 
 T = TypeVar("T")

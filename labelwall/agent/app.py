@@ -32,6 +32,7 @@ from labelwall.source import ClusterSource
 
 if TYPE_CHECKING:
     from labelwall.datapath.facade import Datapath
+    from labelwall.datapath.netfilter import ServiceHook
 
 log = logging.getLogger("labelwall.agent")
 
@@ -89,10 +90,11 @@ def map_sizes(config: Config) -> dict[str, int]:
         mapspecs.CIDRS_MAP.name: ms.cidrs,
         mapspecs.PORTS_MAP.name: ms.ports,
         mapspecs.CT_MAP.name: ms.conntrack,
+        mapspecs.CT_NEW_MAP.name: ms.conntrack_new,
     }
 
 
-def enable_services(dp: Datapath, config: Config, nf_object: Path, metrics: AgentMetrics) -> None:
+def enable_services(dp: Datapath, config: Config, nf_object: Path, metrics: AgentMetrics) -> Gauge:
     """Egress through Services judged after DNAT (datapath/netfilter.py), or say why not.
 
     Idempotent (pinned links are kept across restarts). Where the kernel refuses the
@@ -107,6 +109,37 @@ def enable_services(dp: Datapath, config: Config, nf_object: Path, metrics: Agen
     )
     hook = dp.enable_services(config.service_cidrs, nf_object)
     gauge.set(1 if hook.active else 0)
+    _log_services(hook)
+    return gauge
+
+
+def watch_services(
+    dp: Datapath, config: Config, nf_object: Path, gauge: Gauge, stop: threading.Event,
+    interval_s: float,
+) -> threading.Thread:  # fmt: skip
+    """Every ``interval_s``: while Service CIDRs are written, both netfilter links must be
+    attached. If one went (its pin removed by hand), the CIDRs are emptied first (tc judges
+    Service addresses itself again: fail closed, never unjudged), then re-attached."""
+
+    def run() -> None:
+        while not stop.wait(interval_s):
+            try:
+                if not dp.service_cidrs() or dp.services_attached():
+                    continue
+                log.warning("a netfilter link of egress through Services is gone; re-attaching")
+                dp.disable_services()
+                hook = dp.enable_services(config.service_cidrs, nf_object)
+                gauge.set(1 if hook.active else 0)
+                _log_services(hook)
+            except OSError as e:
+                log.error("checking the netfilter links failed", extra={"error": str(e)})
+
+    thread = threading.Thread(target=run, name="service-links", daemon=True)
+    thread.start()
+    return thread
+
+
+def _log_services(hook: ServiceHook) -> None:
     if hook.active:
         log.info(
             "egress to Services judged after DNAT",
@@ -125,19 +158,29 @@ def build_agent(
     source_spec: str,
     node: str | None,
     drift_s: float,
+    stop: threading.Event | None = None,
     flows_port: int = 0,
     flows_buffer: int = DEFAULT_BUFFER,
 ) -> tuple[Agent, Any]:
-    from labelwall.datapath import mapspecs, sizing
+    """The agent and its datapath; with ``stop``, also the netfilter-link watcher until set."""
+    from labelwall.datapath import codecs, mapspecs, sizing
     from labelwall.datapath.facade import Datapath
 
     source, published_mode = make_source(source_spec, node)
     defines = sizing.defines_for(map_sizes(config))
     maps = mapspecs.resized(defines)
-    dp = Datapath.open(sizing.object_for(defines), maps=maps)
+    ct = config.conntrack
+    dp_config = codecs.DatapathConfig(
+        ct_promote_per_s=ct.promote_per_second, ct_promote_burst=ct.promote_burst
+    )
+    dp = Datapath.open(sizing.object_for(defines), config=dp_config, maps=maps)
     metrics = AgentMetrics(max_entries={m.name: m.max_entries for m in maps})
-    enable_services(dp, config, sizing.object_for(defines, netfilter=True), metrics)
+    nf_object = sizing.object_for(defines, netfilter=True)
+    services = enable_services(dp, config, nf_object, metrics)
+    if stop is not None:
+        watch_services(dp, config, nf_object, services, stop, max(1.0, drift_s))
     metrics.add_datapath(dp.counters)
+    metrics.add_kernel_written(lambda spec: len(dp.io.items(spec)))
     options = CompileOptions(
         exclude=frozenset(config.identity.exclude_labels),
         audit=config.audit,
@@ -196,17 +239,22 @@ def run(args: AgentOptions) -> int:
     if not args.source:
         raise _usage("--source is required (dir:PATH or kubernetes), unless --cleanup")
     node = config.agent.node_name if args.node is None else args.node
+    stop = threading.Event()
     agent, dp = build_agent(
-        config, args.source, node or None, args.drift_interval, args.flows_port,
-        args.flows_buffer,
-    )  # fmt: skip
+        config,
+        args.source,
+        node or None,
+        args.drift_interval,
+        stop,
+        flows_port=args.flows_port,
+        flows_buffer=args.flows_buffer,
+    )
     metrics_port = config.agent.metrics_port if args.metrics_port is None else args.metrics_port
     health_port = config.agent.health_port if args.health_port is None else args.health_port
     if metrics_port:
         start_http_server(metrics_port, registry=agent.metrics.registry)
     if health_port:
         serve_health(health_port, agent, max(5.0, 5 * args.drift_interval))
-    stop = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:
         log.info("stopping", extra={"signal": signal.Signals(signum).name})
@@ -233,6 +281,7 @@ def run(args: AgentOptions) -> int:
     try:
         agent.run(stop)
     finally:
+        stop.set()  # the netfilter-link watcher too, before the maps close
         for stop_one in agent.on_stop:  # readers of the datapath first (flow collector)
             stop_one()
         dp.close()

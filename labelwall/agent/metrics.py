@@ -19,6 +19,9 @@ MAP_SPECS: dict[str, mapspecs.MapSpec] = {
     "endpoints": mapspecs.ENDPOINTS_MAP,
 }
 
+#: Maps the classifier fills itself: their pressure is counted at scrape time.
+KERNEL_WRITTEN = (mapspecs.CT_MAP, mapspecs.CT_NEW_MAP)
+
 CounterReader = Callable[[], Mapping[tuple[Direction, Reason], codecs.Counter]]
 
 
@@ -121,6 +124,27 @@ class AgentMetrics:
 
     def add_datapath(self, read: CounterReader) -> None:
         self.registry.register(DatapathCounters(read))
+
+    def add_kernel_written(self, count: Callable[[mapspecs.MapSpec], int]) -> None:
+        """Entries and pressure of the maps the classifier writes itself (conntrack), read
+        at scrape time: ``count(spec)`` is the map's entries now (a batch read)."""
+        for spec in KERNEL_WRITTEN:
+            size = self.max_entries.get(spec.name, spec.max_entries)
+
+            def entries(spec: mapspecs.MapSpec = spec) -> float:
+                try:
+                    return float(count(spec))
+                except OSError:
+                    return float("nan")
+
+            def pressure(
+                entries: Callable[[], float] = entries, size: int = size
+            ) -> float:  # fmt: skip
+                return entries() / size
+
+            self.entries.labels(spec.name).set_function(entries)
+            self.fill.labels(spec.name).set_function(pressure)
+            self.pressure.labels(spec.name).set_function(pressure)
 
     def record_writes(self, upserts: Mapping[str, int], deletes: Mapping[str, int]) -> None:
         for m, n in upserts.items():

@@ -19,6 +19,7 @@ from labelwall.cli import observe as observe_cli
 from labelwall.cli.flags import add_filename
 from labelwall.cli.offline import probe_ports
 from labelwall.cli.render import grid
+from labelwall.config import load_config
 from labelwall.errors import FieldError, InvalidInputError
 from labelwall.lab import topology
 from labelwall.lab.control import LAB_FLOWS_PORT, Lab, LabDown, down
@@ -56,6 +57,8 @@ def add_parser(sub: Any) -> None:
     _files(p, required=False)
     p.add_argument("--metrics-port", type=int, default=9962, help="agent metrics port "
                    "(inside the lab's node netns; 0: off)")  # fmt: skip
+    p.add_argument("--config", default=None, metavar="PATH", help="the agent's config "
+                   "file (chart format: mapSizes, conntrack budget)")  # fmt: skip
     p.set_defaults(handler=cmd_up)
 
     p = lsub.add_parser("apply", help="create or update Namespaces, Pods, NetworkPolicies")
@@ -123,7 +126,10 @@ def _report(answer: dict[str, Any]) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     lab = _lab(args)
     docs = _read(args.filename) if args.filename else []
-    answer = lab.up(docs, args.metrics_port)
+    config = Path(args.config).resolve() if args.config else None
+    if config is not None:
+        load_config(str(config))  # a bad file fails here, naming the field, before any change
+    answer = lab.up(docs, args.metrics_port, config=config)
     st = lab.status()
     print(f"lab up: {len(st['pods'])} pods in netns {st['node_netns']}, dir {lab.paths.root}")
     return _report(answer)

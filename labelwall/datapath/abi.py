@@ -84,6 +84,10 @@ CT_ICMP_TIMEOUT_S = 30
 CT_OTHER_TIMEOUT_S = 60
 FRAG_TIMEOUT_S = 5  # LW_FRAG_TIMEOUT_S: a fragment entry's lifetime from its first fragment
 
+# Conntrack promotion budget per endpoint (LW_CT_PROMOTE_*_DEFAULT, conntrack.h).
+CT_PROMOTE_PER_S_DEFAULT = 1000
+CT_PROMOTE_BURST_DEFAULT = 2000
+
 EVENTS_PER_S_DEFAULT = 1000  # per CPU
 EVENTS_BURST_DEFAULT = 200  # per CPU
 
@@ -213,6 +217,8 @@ RULE_KEY = _s("lw_rule_key", F("cookie", "I"), F("dir", "B"), F("pad", "3s"))
 CONFIG = _s(
     "lw_config", F("events_per_s", "I"), F("events_burst", "I"), F("flags", "I"), F("pad", "I")
 )
+CT_BUDGET = _s("lw_ct_budget", F("last_ns", "Q"), F("tokens", "Q"))
+CT_CONFIG = _s("lw_ct_config", F("promote_per_s", "I"), F("promote_burst", "I"))
 
 STRUCTS: tuple[CStruct, ...] = (
     ENDPOINT,
@@ -240,5 +246,7 @@ STRUCTS: tuple[CStruct, ...] = (
     CLOCK,
     CONFIG,
     SVCNET_VALUE,
+    CT_BUDGET,
+    CT_CONFIG,
     RULE_KEY,
 )

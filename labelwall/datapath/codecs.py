@@ -20,6 +20,8 @@ from labelwall.datapath.abi import (
     CIDR_VALUE,
     CONFIG,
     COUNTER,
+    CT_BUDGET,
+    CT_CONFIG,
     CT_KEY,
     CT_VALUE,
     DIR_NAMED,
@@ -396,10 +398,23 @@ class DatapathConfig:
     events_per_s: int = 0  # per CPU; 0 = EVENTS_PER_S_DEFAULT
     events_burst: int = 0  # per CPU; 0 = EVENTS_BURST_DEFAULT
     flags: ConfigFlags = ConfigFlags.NONE
+    #: lw_ctcfg_v1: conntrack promotions per endpoint (conntrack.h); 0 = the abi.h default
+    ct_promote_per_s: int = 0
+    ct_promote_burst: int = 0
 
 
 def encode_config(c: DatapathConfig) -> bytes:
     return CONFIG.codec.pack(c.events_per_s, c.events_burst, int(c.flags), 0)
+
+
+def encode_ct_config(c: DatapathConfig) -> bytes:
+    return CT_CONFIG.codec.pack(c.ct_promote_per_s, c.ct_promote_burst)
+
+
+def decode_ct_budget(raw: bytes) -> tuple[int, int]:
+    """lw_ct_budget: (last refill ns, tokens in promotions x 1e9)."""
+    last_ns, tokens = CT_BUDGET.codec.unpack(raw)
+    return int(last_ns), int(tokens)
 
 
 def decode_config(raw: bytes) -> DatapathConfig:

@@ -164,10 +164,16 @@ class Datapath:
     def event_rate(self) -> codecs.EventRate:
         return reader.read_event_rate(self._loaded.map_fds)
 
+    def conntrack_tables(
+        self,
+    ) -> tuple[dict[codecs.CtKey, codecs.CtValue], dict[codecs.CtKey, codecs.CtValue]]:
+        """(unreplied, replied): lw_ct_new_v1 and lw_ct_v3 (conntrack.h)."""
+        return reader.read_conntrack_tables(self.io)
+
     def clear_conntrack(self) -> None:
-        spec = mapspecs.CT_MAP
-        keys = [k for k, _ in self.io.items(spec)]
-        self.writer.delete_raw(spec, keys)
+        """Both conntrack tables and the promotion buckets (full again)."""
+        for spec in (mapspecs.CT_MAP, mapspecs.CT_NEW_MAP, mapspecs.CT_BUDGET_MAP):
+            self.writer.delete_raw(spec, [k for k, _ in self.io.items(spec)])
 
     def events(self) -> EventStream:
         return EventStream(self._loaded.map_fds[mapspecs.EVENTS_MAP.name])

@@ -15,6 +15,8 @@ from labelwall.datapath.abi import (
     CLOCK,
     CONFIG,
     COUNTER,
+    CT_BUDGET,
+    CT_CONFIG,
     CT_KEY,
     CT_VALUE,
     ENDPOINT,
@@ -74,6 +76,7 @@ IPCACHE_MAX = 1 << 20
 CIDRS_MAX = 65536
 PORTS_MAX = 262144
 CT_MAX = 262144
+CT_NEW_MAX = 65536  # LW_CT_NEW_MAX: flows not replied yet (conntrack.h)
 FRAGS_MAX = 8192  # LW_FRAGS_MAX: datagrams in flight whose first fragment was allowed
 EVENTS_BYTES = 256 * 1024
 COUNTERS_MAX = 2 * REASON_MAX
@@ -99,6 +102,9 @@ EVRATE_MAP = MapSpec("lw_evrate_v1", _PERCPU_ARRAY, U32, EVRATE.size, 1)
 CLOCK_MAP = MapSpec("lw_clock_v1", _PERCPU_ARRAY, U32, CLOCK.size, 1)
 CONFIG_MAP = MapSpec("lw_config_v1", _ARRAY, U32, CONFIG.size, 1)
 SVCNET_MAP = MapSpec("lw_svcnet_v1", _LPM_TRIE, CIDR_KEY.size, SVCNET_VALUE.size, SVCNETS_MAX)
+CT_NEW_MAP = MapSpec("lw_ct_new_v1", _LRU_HASH, CT_KEY.size, CT_VALUE.size, CT_NEW_MAX)
+CT_BUDGET_MAP = MapSpec("lw_ctbudget_v1", _LRU_HASH, U32, CT_BUDGET.size, ENDPOINTS_MAX)
+CT_CONFIG_MAP = MapSpec("lw_ctcfg_v1", _ARRAY, U32, CT_CONFIG.size, 1)
 RULECNT_MAP = MapSpec("lw_rulecnt_v1", _PERCPU_HASH, RULE_KEY.size, COUNTER.size, RULE_COUNTERS_MAX)
 
 MAPS: tuple[MapSpec, ...] = (
@@ -119,6 +125,9 @@ MAPS: tuple[MapSpec, ...] = (
     CLOCK_MAP,
     CONFIG_MAP,
     SVCNET_MAP,
+    CT_NEW_MAP,
+    CT_BUDGET_MAP,
+    CT_CONFIG_MAP,
     RULECNT_MAP,
 )
 
@@ -136,6 +145,8 @@ SIZE_MACROS: dict[str, str] = {
     PORTS_MAP.name: "LW_PORTS_MAX",
     CT_MAP.name: "LW_CT_MAX",
     FRAGS_MAP.name: "LW_FRAGS_MAX",
+    CT_NEW_MAP.name: "LW_CT_NEW_MAX",
+    CT_BUDGET_MAP.name: "LW_ENDPOINTS_MAX",  # one bucket per endpoint
     RULECNT_MAP.name: "LW_RULE_COUNTERS_MAX",
 }
 

@@ -38,8 +38,20 @@ def read_endpoints(io: MapIO) -> dict[int, codecs.Endpoint]:
 
 
 def read_conntrack(io: MapIO) -> dict[codecs.CtKey, codecs.CtValue]:
-    raw = io.items(mapspecs.CT_MAP)
-    return {codecs.decode_ct_key(k): codecs.decode_ct_value(v) for k, v in raw}
+    """Both conntrack tables (conntrack.h): unreplied flows, then replied ones over them."""
+    new, est = read_conntrack_tables(io)
+    return {**new, **est}
+
+
+def read_conntrack_tables(
+    io: MapIO,
+) -> tuple[dict[codecs.CtKey, codecs.CtValue], dict[codecs.CtKey, codecs.CtValue]]:
+    """(lw_ct_new_v1, lw_ct_v3): flows not replied yet, flows promoted after their reply."""
+    new, est = (
+        {codecs.decode_ct_key(k): codecs.decode_ct_value(v) for k, v in io.items(spec)}
+        for spec in (mapspecs.CT_NEW_MAP, mapspecs.CT_MAP)
+    )
+    return new, est
 
 
 def read_fragments(io: MapIO) -> dict[codecs.FragKey, int]:

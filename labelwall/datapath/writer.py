@@ -48,9 +48,13 @@ matches no named rule. So a full map drops traffic the new state allows (the clo
 failure) and never passes traffic it denies, for every subject the new state isolates.
 If c still met a full map, ``MapFullError`` names each one, its size and what it needed;
 the agent reports it and retries (agent/loop.py), and a retry completes once space
-returns (a policy removed: often within the same delta, through c). One case stays
-open-ended: a full lw_cidrs_v1 can leave an address on a shorter prefix than the new state
-gives it (README, Known limitations).
+returns (a policy removed: often within the same delta, through c).
+A full lw_cidrs_v1 is the one map where a refused entry would open something: an address
+in a refused prefix would match a shorter prefix around it (e.g. the ipBlock around an
+``except`` hole), whose identity the new state may allow. So after every cidrs write made
+while failing closed (``_close_cidr_gaps``), each prefix that contains a refused one is
+deleted too: the addresses of both are then world with no CIDR identity (the peer that
+only an any-peer rule admits, as it admits everyone) until the refused prefix fits.
 
 Batching: hash maps take BPF_MAP_UPDATE_BATCH / DELETE_BATCH (one syscall per chunk); LPM
 tries do not implement batch ops, so they fall back to one syscall per entry.
@@ -146,6 +150,8 @@ class MapWriter:
         self._unwritten: dict[int, SubjectFlags] = {}
         # while failing closed: the full maps met so far (upserts skip refused entries)
         self._closing: list[MapFullError] | None = None
+        # while failing closed: prefixes deleted around a refused one (written again later)
+        self._cidr_evicted: dict[Any, Any] = {}
         # shadow of lw_epaddr_v1 (ifindex -> addresses), loaded on first use
         self._addrs: dict[int, frozenset[IPAddress]] | None = None
 
@@ -185,6 +191,7 @@ class MapWriter:
         refused entries (``_closing``)."""
         subj = delta.subjects
         self._closing = []
+        self._cidr_evicted = {}
         try:
             self._write_table(mapstate.SUBJECTS, subj.upserts, frozenset())
             for step in rest:
@@ -200,6 +207,7 @@ class MapWriter:
             found = self._closing
         finally:
             self._closing = None
+            self._cidr_evicted = {}
         if not found:
             return None
         by_map = {e.map_name: e for e in reversed(found)}  # the first error of each map
@@ -221,6 +229,9 @@ class MapWriter:
             self._write_policy(upserts, deletes)
             return
         codec = codecs.CODEC_OF[table]
+        if table is mapstate.CIDRS and upserts:
+            self._write_cidrs(upserts)
+            upserts = {}
         if upserts:
             self.upsert_raw(
                 codec.spec,
@@ -233,6 +244,53 @@ class MapWriter:
             for k in (*upserts, *deletes):
                 self._unwritten.pop(k, None)
             self._mirror_subjects({**upserts, **{k: SubjectFlags.NONE for k in deletes}})
+
+    def _write_cidrs(self, upserts: Mapping[Any, Any]) -> None:
+        """lw_cidrs_v1 upserts, longest prefix first, so a full trie refuses a prefix
+        before any shorter new one around it is written. While failing closed, a prefix
+        around a refused one is not written, and those already there are deleted
+        (module docstring): no address falls back to a shorter prefix than it should."""
+        codec = codecs.CODEC_OF[mapstate.CIDRS]
+        if self._closing is not None:  # what an earlier pass took out is wanted back
+            upserts = {**self._cidr_evicted, **upserts}
+        nets = sorted(upserts, key=lambda n: (-n.prefixlen, n.version, str(n)))
+        if self._closing is None:
+            self.upsert_raw(
+                codec.spec,
+                [codec.encode_key(n) for n in nets],
+                [codec.encode_value(upserts[n]) for n in nets],
+            )
+            return
+        refused: list[Any] = []
+        skipped: list[Any] = []
+        for n in nets:
+            if any(self._contains(n, r) for r in refused):
+                skipped.append(n)
+                continue
+            try:
+                self.io.update(codec.spec, codec.encode_key(n), codec.encode_value(upserts[n]))
+            except OSError as e:
+                if e.errno not in FULL_ERRNOS:
+                    raise
+                refused.append(n)
+            else:
+                self._cidr_evicted.pop(n, None)
+        if not refused:
+            return
+        self._closing.append(self._full(codec.spec, [codec.encode_key(n) for n in nets]))
+        present = {codec.decode_key(k): v for k, v in self.io.items(codec.spec)}
+        around = [p for p in present if any(self._contains(p, r) for r in refused)]
+        self.delete_raw(codec.spec, [codec.encode_key(p) for p in around])
+        self._cidr_evicted.update({p: codec.decode_value(present[p]) for p in around})
+
+    @staticmethod
+    def _contains(outer: Any, inner: Any) -> bool:
+        """``outer`` is a strictly shorter prefix around ``inner`` (same family)."""
+        return bool(
+            outer.version == inner.version
+            and outer.prefixlen < inner.prefixlen
+            and inner.subnet_of(outer)
+        )
 
     # ---- endpoints: the subject-flags mirror ----
 
@@ -496,3 +554,6 @@ class MapWriter:
 
     def set_config(self, config: codecs.DatapathConfig) -> None:
         self.io.update(mapspecs.CONFIG_MAP, codecs.encode_u32(0), codecs.encode_config(config))
+        self.io.update(
+            mapspecs.CT_CONFIG_MAP, codecs.encode_u32(0), codecs.encode_ct_config(config)
+        )

@@ -10,6 +10,12 @@ from kubernetes.client import CoreV1Event, V1EventSource, V1ObjectMeta, V1Object
 #: The API server refuses longer messages (events.k8s.io note limit: 1 kB).
 MESSAGE_MAX = 1024
 
+#: The Node condition an agent keeps while a full map refuses entries: how a node's
+#: degraded enforcement reaches the policies' labelwall.io/status (the operator watches
+#: Nodes and names the degraded nodes a policy's pods run on: operator/plan.py). Set
+#: only when the state changes, like the MapFull / MapSpaceReturned Events beside it.
+DEGRADED_CONDITION = "LabelwallEnforcementDegraded"
+
 
 @dataclass(frozen=True)
 class Poster:
@@ -43,3 +49,24 @@ def event_body(
         last_timestamp=now,
         count=1,
     )
+
+
+def degraded_condition_patch(
+    degraded: bool, reason: str, message: str, now: datetime.datetime
+) -> dict[str, object]:
+    """A nodes/status strategic-merge patch that sets only our condition (merged by type)."""
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "status": {
+            "conditions": [
+                {
+                    "type": DEGRADED_CONDITION,
+                    "status": "True" if degraded else "False",
+                    "reason": reason,
+                    "message": message[:MESSAGE_MAX],
+                    "lastTransitionTime": stamp,
+                    "lastHeartbeatTime": stamp,
+                }
+            ]
+        }
+    }

@@ -37,7 +37,7 @@ from urllib3.exceptions import HTTPError
 
 from labelwall.cluster import Namespace, Node, Pod
 from labelwall.kube.client import api_client
-from labelwall.kube.events import Poster, event_body
+from labelwall.kube.events import Poster, degraded_condition_patch, event_body
 from labelwall.kube.objects import (
     GROUP,
     PLURAL,
@@ -219,6 +219,11 @@ class KubernetesSource:
         except (ApiException, HTTPError, OSError) as e:  # best effort: the log line and
             # the metric are the record
             log.warning("could not post a Node event", extra={"reason": reason, "error": str(e)})
+        try:  # the condition the operator reads into the policies' status (events.py)
+            patch = degraded_condition_patch(bool(degraded), reason, message, now)
+            self.core.patch_node_status(self.node, patch, _request_timeout=3)
+        except (ApiException, HTTPError, OSError) as e:
+            log.warning("could not set the Node condition", extra={"error": str(e)})
 
     def stop(self) -> None:
         # Signal every watch first, then wait a bounded total: stopping them one by one

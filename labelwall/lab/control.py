@@ -113,9 +113,15 @@ LAB_FLOWS_BUFFER = 16384
 
 
 def start_agent(
-    paths: LabPaths, metrics_port: int = 0, drift_interval: float = 1.0
+    paths: LabPaths,
+    metrics_port: int = 0,
+    drift_interval: float = 1.0,
+    config: Path | None = None,
 ) -> dict[str, Any]:
-    """Start `labelwall agent` for the lab (in the lab's node netns, watching state/)."""
+    """Start `labelwall agent` for the lab (in the lab's node netns, watching state/).
+
+    ``config``: the agent's config file (chart format: map sizes, conntrack budget).
+    """
     argv = [
         sys.executable, "-m", "labelwall.cli.main", "agent",
         "--source", f"dir:{paths.state}", "--netns", paths.node_netns, "--node", "",
@@ -123,6 +129,8 @@ def start_agent(
         "--drift-interval", str(drift_interval),
         "--flows-port", str(LAB_FLOWS_PORT), "--flows-buffer", str(LAB_FLOWS_BUFFER),
     ]  # fmt: skip
+    if config is not None:
+        argv += ["--config", str(config)]
     entry = _spawn(argv, paths.agent_log)
     update_record(paths, agent=entry)
     return entry
@@ -191,7 +199,10 @@ class Lab:
 
     # lifecycle
 
-    def up(self, docs: list[SourceDoc], metrics_port: int = 0) -> dict[str, Any]:
+    def up(
+        self, docs: list[SourceDoc], metrics_port: int = 0, config: Path | None = None
+    ) -> dict[str, Any]:
+        """Start the lab; ``config``: the agent's config file (default: all defaults)."""
         paths = self.paths
         if alive(read_record(paths).get("supervisor")):
             raise LabError(f"a lab is already up under {paths.root}: `labelwall lab down` first")
@@ -208,7 +219,7 @@ class Lab:
         paths.root.mkdir(parents=True, exist_ok=True)
         update_record(paths, pins_existed=pins_existed, prefix=paths.prefix)
         start_supervisor(paths)
-        start_agent(paths, metrics_port)
+        start_agent(paths, metrics_port, config=config)
         return self.apply(docs) if docs else self.wait_enforced()
 
 

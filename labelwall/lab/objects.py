@@ -52,6 +52,27 @@ def object_key(obj: Mapping[str, Any]) -> ObjKey | None:
     return kind, namespace, name
 
 
+def lab_node_object(node: LabNode) -> dict[str, Any]:
+    """The Node object the lab registers for its own node: its addresses are ``host``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": node.name, "labels": {"labelwall.io/lab": "true"}},
+        "status": {"addresses": [{"type": "InternalIP", "address": a} for a in node.addresses]},
+    }
+
+
+def with_lab_node(
+    objects: Mapping[ObjKey, Mapping[str, Any]], node: LabNode
+) -> dict[ObjKey, Mapping[str, Any]]:
+    """``objects`` plus the lab's own Node when they declare no Node (as a kubelet
+    registers its node: the kubelet probe path, node -> pod, is then ``host``)."""
+    out = dict(objects)
+    if not any(k[0] == "Node" for k in out):
+        out[("Node", "", node.name)] = lab_node_object(node)
+    return out
+
+
 def flatten(docs: Iterable[SourceDoc]) -> tuple[list[SourceDoc], list[FieldError]]:
     """Expand ``*List`` documents; errors for malformed lists."""
     out: list[SourceDoc] = []
@@ -117,7 +138,7 @@ class ObjectStore:
     def state_of(self, objects: Mapping[ObjKey, Mapping[str, Any]]) -> ClusterState:
         docs = [
             SourceDoc(f"{k[0]} {k[1]}/{k[2]}".replace(" /", " "), 0, o)
-            for k, o in sorted(objects.items())
+            for k, o in sorted(with_lab_node(objects, self.node).items())
         ]
         state = load_cluster(docs).state
         errors = lab_errors(state, self.node)

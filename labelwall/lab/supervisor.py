@@ -30,9 +30,10 @@ from labelwall.agent import logs
 from labelwall.agent.dirsource import STATUS_FILE, state_digest
 from labelwall.errors import FieldError, InvalidInputError
 from labelwall.lab import topology
-from labelwall.lab.fanout import fan_out
+from labelwall.lab.fanout import fan_out, node_source
 from labelwall.lab.layout import LabPaths, update_record
-from labelwall.lab.objects import LabPod, ObjectStore, ObjKey, lab_pods
+from labelwall.lab.objects import LabPod, ObjectStore, ObjKey, lab_pods, with_lab_node
+from labelwall.lab.prober import ProbeHelper
 from labelwall.lab.sandbox import PodSandbox
 from labelwall.manifests import SourceDoc
 
@@ -58,6 +59,8 @@ class Supervisor:
         self.pods: dict[str, PodHandle] = {}
         self.lock = threading.Lock()  # serialises apply/delete
         self.node: topology.NodeNet | None = None
+        self._written = False  # the agent's files exist (the lab's Node at least)
+        self.node_prober: ProbeHelper | None = None  # probes from the node (node -> pod)
 
     # ---- lifecycle ----
 
@@ -71,8 +74,11 @@ class Supervisor:
             prefix=self.paths.prefix,
             supervisor_pid=os.getpid(),
         )
+        self._write_objects({})  # the lab's own Node, before any pod
 
     def teardown(self) -> None:
+        if self.node_prober is not None:
+            self.node_prober.close()
         for key in list(self.pods):
             self._remove_pod(key)
         if self.node is not None:
@@ -109,9 +115,12 @@ class Supervisor:
     # ---- manifests ----
 
     def _write_objects(self, new: Mapping[ObjKey, Mapping[str, Any]]) -> bool:
+        """The agent's files: ``new`` and, when it has no Node, the lab's own (objects.py)."""
         changed = False
-        for key, obj in new.items():
-            if self.store.objects.get(key) == obj:
+        old_files = with_lab_node(self.store.objects, self.lab_node) if self._written else {}
+        files = with_lab_node(new, self.lab_node)
+        for key, obj in files.items():
+            if old_files.get(key) == obj:
                 continue
             path = self.paths.object_file(key[0], key[1] or None, key[2])
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,11 +128,12 @@ class Supervisor:
             tmp.write_text(yaml.safe_dump(dict(obj), sort_keys=False))
             os.replace(tmp, path)
             changed = True
-        for key in self.store.objects.keys() - new.keys():
+        for key in old_files.keys() - files.keys():
             with contextlib.suppress(FileNotFoundError):
                 self.paths.object_file(key[0], key[1] or None, key[2]).unlink()
             changed = True
         self.store.objects = dict(new)
+        self._written = True
         return changed
 
     def wait_enforced(self, timeout: float = SYNC_TIMEOUT_S) -> dict[str, Any]:
@@ -170,7 +180,11 @@ class Supervisor:
         pods = dict(self.pods)
         sandboxes = {k: h.sandbox for k, h in pods.items()}
         addresses: dict[str, str | None] = {k: h.spec.ipv4 for k, h in pods.items()}
-        return fan_out(requests, timeout, sandboxes, addresses, self.lab_node)
+        if any(r.get("src") == node_source(self.lab_node) for r in requests):
+            with self.lock:
+                if self.node_prober is None:
+                    self.node_prober = ProbeHelper.start(self.paths.node_netns)
+        return fan_out(requests, timeout, sandboxes, addresses, self.lab_node, self.node_prober)
 
     def status(self) -> dict[str, Any]:
         return {

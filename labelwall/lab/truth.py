@@ -6,18 +6,27 @@ A cell is measured allowed when the connection reached the destination: an echo 
 back, or the destination's stack refused it (a TCP RST or ICMP port unreachable means
 the packet passed the classifier both ways). A timeout is a drop. Cells the matrix
 cannot probe (a named port the destination lacks) are not sent.
+
+Besides every pod pair, the node itself probes every pod (``node/<name>`` rows: the
+kubelet's probe path, from the node's IPv4 address), predicted by the pod's ingress
+lookup with the node's address as the peer: ``host`` when the node is registered (the
+lab registers its own, objects.py), so always allowed.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labelwall.cluster import Protocol
+from labelwall.cluster import Direction, Protocol
 from labelwall.lab.control import Lab
+from labelwall.lab.fanout import node_source
+from labelwall.lab.node import LabNode
 from labelwall.policy.clusterstate import ClusterState
-from labelwall.policy.compile import compile_cluster
+from labelwall.policy.compile import Compiled, compile_cluster
+from labelwall.policy.lookup import Reason, Verdict, decide
 from labelwall.policy.matrix import Cell, reachability, resolve_port
 
 PortProto = tuple[int | str, Protocol]
@@ -48,11 +57,38 @@ class MeasuredCell:
         }
 
 
+NODE_EGRESS = Verdict(True, Reason.HOST)  # the node is no pod: only the pod's side judges
+
+
+def node_cells(compiled: Compiled, node: LabNode, ports: Sequence[PortProto]) -> list[Cell]:
+    """node -> pod cells: the pod's ingress lookup with the node's IPv4 address as peer."""
+    state = compiled.state
+    src = ipaddress.ip_address(node.host_v4)
+    cells = []
+    for port, protocol in ports:
+        for key in sorted(state.pods):
+            dst = state.pods[key]
+            dst_ip = next((ip for ip in dst.ips if ip.version == 4), None)
+            number = resolve_port(dst, port, protocol)
+            if dst_ip is None or number is None:
+                continue
+            ingress = decide(
+                compiled.map_state, compiled.pod_identity[key], Direction.INGRESS, src, dst_ip,
+                protocol, number,
+            )  # fmt: skip
+            cells.append(
+                Cell(node_source(node), key, port, protocol, ingress.allowed, NODE_EGRESS, ingress)
+            )
+    return cells
+
+
 def measure(
     lab: Lab, state: ClusterState, ports: Sequence[PortProto], timeout: float = 0.3
 ) -> list[MeasuredCell]:
-    """Probe every cell of ``reachability(state, ports)`` through the lab's pods."""
-    cells = reachability(compile_cluster(state), ports)
+    """Probe every cell of ``reachability(state, ports)`` through the lab's pods, and
+    every pod from the lab's node."""
+    compiled = compile_cluster(state)
+    cells = reachability(compiled, ports) + node_cells(compiled, lab.paths.node, ports)
     requests: list[dict[str, Any]] = []
     sent: list[int] = []
     for i, c in enumerate(cells):

@@ -35,7 +35,7 @@ from labelwall.cluster import Namespace, Pod
 from labelwall.config import Config, load_config
 from labelwall.decode.kinds import NAMESPACE as NS
 from labelwall.decode.kinds import NETWORK_POLICY as NP
-from labelwall.decode.kinds import POD
+from labelwall.decode.kinds import NODE, POD
 from labelwall.errors import InvalidInputError
 from labelwall.kube.client import NoClusterError, api_client
 from labelwall.kube.objects import (
@@ -51,6 +51,8 @@ from labelwall.kube.objects import (
 )
 from labelwall.kube.registry import IdentityCache, KubeIdentityRegistry
 from labelwall.operator.metrics import OperatorMetrics
+from labelwall.operator.peering import ensure_peering
+from labelwall.operator.plan import degraded_condition
 from labelwall.operator.sync import IndexSnapshot, Syncer
 
 log = logging.getLogger("labelwall.operator")
@@ -94,6 +96,19 @@ class OperatorState:
     last_error: str | None = None
     task: asyncio.Task[None] | None = None
     indexes: dict[str, Any] = field(default_factory=dict)
+    #: node -> message of its agent's degraded condition (only nodes where it is True)
+    degraded_nodes: dict[str, str] = field(default_factory=dict)
+
+    def node_seen(self, name: str, degraded: str | None) -> None:
+        """A Node event: a sync only when its degraded condition changed (a Node is
+        updated on every kubelet heartbeat; those must not recompile every policy)."""
+        if self.degraded_nodes.get(name) == degraded:
+            return
+        if degraded is None:
+            self.degraded_nodes.pop(name, None)
+        else:
+            self.degraded_nodes[name] = degraded
+        self.changed(affects_policies=True)
 
     def changed(self, affects_policies: bool) -> None:
         if affects_policies:
@@ -127,6 +142,7 @@ def take_snapshot(state: OperatorState) -> IndexSnapshot:
         policies=_values(idx[_INDEX_POLICIES]),
         identities=tuple(identities.values()),
         policy_generation=state.policy_generation,
+        degraded_nodes=dict(state.degraded_nodes),
     )
 
 
@@ -236,12 +252,19 @@ def build_registry(state: OperatorState) -> kopf.OperatorRegistry:
     def cluster_changed(**_: Any) -> None:
         state.changed(affects_policies=True)
 
+    @kopf.on.event(NODE.group, NODE.version, NODE.plural, registry=reg, id="lw_node_changed")
+    def node_changed(body: kopf.Body, **kwargs: Any) -> None:
+        raw = _raw(body)
+        name = str((raw.get("metadata") or {}).get("name") or "")
+        gone = kwargs.get("type") == "DELETED"
+        state.node_seen(name, None if gone else degraded_condition(raw))
+
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=reg, id="lw_identity_changed")
     def identity_changed(**_: Any) -> None:
         state.changed(affects_policies=False)
 
     del login, startup, cleanup, probe, index_pods, index_namespaces, index_policies
-    del index_identities, cluster_changed, identity_changed
+    del index_identities, cluster_changed, identity_changed, node_changed
     return reg
 
 
@@ -297,11 +320,15 @@ def run(options: OperatorOptions) -> int:
     state = make_state(options)
     state.metrics.serve(options.config.operator.metrics_port)
     reg = build_registry(state)
+    # kopf waits silently for a missing peering object: create it or say we run alone.
+    standalone = options.standalone or not ensure_peering(
+        CustomObjectsApi(api_client()), options.peering
+    )
     kopf.run(
         registry=reg,
         clusterwide=True,
-        standalone=options.standalone,
-        peering_name=None if options.standalone else options.peering,
+        standalone=standalone,
+        peering_name=None if standalone else options.peering,
         liveness_endpoint=f"http://0.0.0.0:{options.config.operator.health_port}/healthz",
     )
     return 0

@@ -16,9 +16,11 @@ from typing import Any
 from labelwall.cluster import Namespace, Pod
 from labelwall.identity.allocator import InMemoryRegistry
 from labelwall.identity.labels import LabelSet
+from labelwall.kube.events import DEGRADED_CONDITION
 from labelwall.kube.objects import IN_USE_CONDITION, IdentityRecord, PolicyEntry, format_time
 from labelwall.policy.clusterstate import ClusterState
 from labelwall.policy.compile import CompileOptions, compile_cluster
+from labelwall.policy.selectors import matches
 
 
 def identity_usage(
@@ -155,6 +157,10 @@ class PolicyReport:
     peers: int = 0
     error: str | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    #: Nodes running a pod the policy selects whose agent could not write every map entry
+    #: (a full map: the pods stay isolated, with part of their allows; see
+    #: ``degraded_nodes``). Not in the annotation when empty.
+    degraded_nodes: tuple[str, ...] = ()
 
     @property
     def outcome(self) -> str:
@@ -172,6 +178,8 @@ class PolicyReport:
         }
         if self.warnings:
             body["warnings"] = list(self.warnings)
+        if self.degraded_nodes:
+            body["degradedNodes"] = list(self.degraded_nodes)
         return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
     def event(self) -> tuple[str, str, str]:
@@ -179,9 +187,48 @@ class PolicyReport:
         if not self.compiled:
             return "Warning", "Invalid", f"not compiled: {self.error}"
         counts = f"selects {self.subjects} subject and {self.peers} peer identities"
+        if self.degraded_nodes:
+            return (
+                "Warning",
+                "NotEnforcedWhole",
+                (
+                    f"{counts}; not enforced whole on {', '.join(self.degraded_nodes)}: a full "
+                    "map refused entries (the selected pods stay isolated and may lose allowed "
+                    f"traffic; see the nodes' {DEGRADED_CONDITION} condition)"
+                ),
+            )
         if self.warnings:
             return "Warning", "CompiledWithWarnings", f"{counts}; " + "; ".join(self.warnings)
         return "Normal", "Compiled", counts
+
+
+def degraded_condition(node: Mapping[str, Any]) -> str | None:
+    """The message of a Node object's degraded condition when it is True, else None."""
+    for cond in (node.get("status") or {}).get("conditions") or ():
+        if isinstance(cond, Mapping) and cond.get("type") == DEGRADED_CONDITION:
+            return str(cond.get("message") or "degraded") if cond.get("status") == "True" else None
+    return None
+
+
+def degraded_nodes(
+    entry: PolicyEntry, pods: Mapping[str, Pod], degraded: Mapping[str, str]
+) -> tuple[str, ...]:
+    """The degraded nodes that run a pod ``entry`` selects (its subjects)."""
+    policy = entry.policy
+    if policy is None or not degraded:
+        return ()
+    return tuple(
+        sorted(
+            {
+                p.node
+                for p in pods.values()
+                if p.node is not None
+                and p.node in degraded
+                and p.namespace == policy.namespace
+                and matches(policy.pod_selector, p.labels)
+            }
+        )
+    )
 
 
 def _field_message(field_path: str, message: str) -> str:
@@ -194,6 +241,7 @@ def policy_reports(
     namespaces: Mapping[str, Namespace],
     numbers: Mapping[LabelSet, int],
     exclude: Iterable[str],
+    degraded: Mapping[str, str] | None = None,
 ) -> dict[str, PolicyReport]:
     """Compile every valid policy against the cluster; report invalid ones by field.
 
@@ -226,5 +274,6 @@ def policy_reports(
             subjects=0 if stats is None else stats.subject_identities,
             peers=0 if stats is None else stats.peer_identities,
             warnings=tuple(parse_warnings + warnings.get(key, [])),
+            degraded_nodes=degraded_nodes(entry, pods, degraded or {}),
         )
     return out

@@ -60,6 +60,8 @@ class IndexSnapshot:
     #: Bumped by handlers whenever pods, namespaces or policies change (policy reports
     #: are recomputed only then: identities alone never change what a policy selects).
     policy_generation: int = 0
+    #: Node name -> message, for nodes whose agent reports a full map (plan.py).
+    degraded_nodes: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -204,6 +206,7 @@ class Syncer:
             snap.namespaces,
             self.registry.cache.published(),
             self.exclude,
+            snap.degraded_nodes,
         )
         counts = {"compiled": 0, "warnings": 0, "invalid": 0}
         written = 0

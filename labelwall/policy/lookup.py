@@ -54,6 +54,19 @@ conntrack; ``decide_later_fragment`` and ``decide_icmp_error``):
      allowed first packet is tracked) -> ALLOW (ICMP_RELATED); any other error is a new
      ICMP packet, judged by steps 1-6 by protocol. An error leaving a pod must pass the
      source check (0b) first; one with a forged source drops as SOURCE_INVALID.
+
+Conntrack itself, per veth (bpf_src/include/labelwall/conntrack.h; modelled by
+``labelwall.policy.ctmodel``, which the kernel must equal on random packet sequences):
+ C1. The flow is in the replied table (lw_ct_v3) -> ALLOW (CT_ESTABLISHED in the first
+     packet's direction, CT_REPLY the other way): one lookup, the established hot path.
+ C2. Else, unless the packet is a bare TCP SYN, the flow is in the new table
+     (lw_ct_new_v1): a packet against the first one's direction marks it replied. Not
+     replied -> ALLOW (CT_ESTABLISHED). Replied -> C3.
+ C3. The veth's promotion bucket (rate and burst from the config) has a token -> the
+     flow moves to the replied table, ALLOW (CT_REPLY / CT_ESTABLISHED); else ALLOW
+     (CT_UNPROMOTED), the flow stays in the new table and the next packet tries again.
+ C4. Else a new flow, steps 0a-6 (or F1/F2); an allowed one enters the new table, whether
+     or not the subject is isolated (a policy may isolate it while the flow lives).
 """
 
 from __future__ import annotations
@@ -85,6 +98,7 @@ class Reason(IntEnum):
     FRAGMENT_OF_ALLOWED = 9
     ICMP_RELATED = 10
     SERVICE_DEFERRED = 11  # tc: to a Service address, judged after DNAT (step S)
+    CT_UNPROMOTED = 12  # tracked, reply seen, endpoint over its promotion budget (C1-C3)
     # drops
     POLICY_DENIED = 16
     UNKNOWN_ENDPOINT = 17

@@ -45,6 +45,9 @@ class Pki:
     admin_key: Path
     sa_private_key: Path
     sa_public_key: Path
+    #: The API server's client certificate towards kubelets (group system:masters).
+    kubelet_client_cert: Path
+    kubelet_client_key: Path
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -118,8 +121,12 @@ def _leaf(
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
-def write_pki(directory: Path) -> Pki:
-    """Create a fresh CA and every certificate and key under ``directory`` (mode 0700)."""
+def write_pki(directory: Path, extra_ips: tuple[str, ...] = ()) -> Pki:
+    """Create a fresh CA and every certificate and key under ``directory`` (mode 0700).
+
+    ``extra_ips`` are added to the serving certificate's SANs (a cluster with nodes
+    reaches the API server on its underlay address and on the `kubernetes` ClusterIP).
+    """
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
 
@@ -147,7 +154,9 @@ def write_pki(directory: Path) -> Pki:
     )
 
     san = x509.SubjectAlternativeName(
-        [x509.DNSName(n) for n in SERVING_DNS_NAMES] + [x509.IPAddress(ip) for ip in SERVING_IPS]
+        [x509.DNSName(n) for n in SERVING_DNS_NAMES]
+        + [x509.IPAddress(ip) for ip in SERVING_IPS]
+        + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips]
     )
     serving_cert, serving_key = _leaf(
         ca_key, ca_name, _name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, now, san
@@ -157,6 +166,15 @@ def write_pki(directory: Path) -> Pki:
         ca_key,
         ca_name,
         _name("labelwall-admin", "system:masters"),
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+        now,
+    )
+    # The kubelets authorise the API server's exec/logs/port-forward calls by a
+    # SubjectAccessReview of this user; system:masters is allowed everything.
+    kubelet_client_cert, kubelet_client_key = _leaf(
+        ca_key,
+        ca_name,
+        _name("kube-apiserver-kubelet-client", "system:masters"),
         ExtendedKeyUsageOID.CLIENT_AUTH,
         now,
     )
@@ -171,6 +189,8 @@ def write_pki(directory: Path) -> Pki:
         admin_key=directory / "admin.key",
         sa_private_key=directory / "sa.key",
         sa_public_key=directory / "sa.pub",
+        kubelet_client_cert=directory / "apiserver-kubelet-client.crt",
+        kubelet_client_key=directory / "apiserver-kubelet-client.key",
     )
     files: dict[Path, bytes] = {
         pki.ca_cert: _cert_pem(ca_cert),
@@ -183,8 +203,42 @@ def write_pki(directory: Path) -> Pki:
         pki.sa_public_key: sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
+        pki.kubelet_client_cert: _cert_pem(kubelet_client_cert),
+        pki.kubelet_client_key: _key_pem(kubelet_client_key),
     }
     for path, data in files.items():
         path.write_bytes(data)
         path.chmod(0o600)
     return pki
+
+
+def _load_ca(pki: Pki) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{pki.ca_key}: not an EC private key")
+    return cert, key
+
+
+def issue_client_cert(
+    pki: Pki, stem: Path, common_name: str, organization: str | None = None
+) -> tuple[Path, Path]:
+    """A client certificate for ``CN=common_name, O=organization`` signed by the CA.
+
+    Writes ``stem.crt`` and ``stem.key`` (mode 0600) and returns their paths. Kubernetes
+    maps CN to the user and O to its group: ``system:node:NAME``/``system:nodes`` for a
+    kubelet (Node authorizer, NodeRestriction), ``system:kube-proxy`` for kube-proxy.
+    """
+    ca_cert, ca_key = _load_ca(pki)
+    cert, key = _leaf(
+        ca_key,
+        ca_cert.subject,
+        _name(common_name, organization),
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+        datetime.datetime.now(datetime.UTC),
+    )
+    crt_path, key_path = stem.with_suffix(".crt"), stem.with_suffix(".key")
+    for path, data in ((crt_path, _cert_pem(cert)), (key_path, _key_pem(key))):
+        path.write_bytes(data)
+        path.chmod(0o600)
+    return crt_path, key_path

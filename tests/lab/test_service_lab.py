@@ -13,12 +13,15 @@ rules and routes are removed in a finally.
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from labelwall.datapath import mapspecs
 from labelwall.lab import topology
 from labelwall.lab.control import Lab
 
@@ -297,3 +300,16 @@ def test_policies_see_pod_addresses_an_ipblock_on_the_service_range_is_no_hole(
     denied = _count(services, "policy_denied")
     assert _probe(services, "client", NO_ENDPOINTS, 80) == "timeout"
     assert _count(services, "policy_denied") - denied >= 1
+
+
+def test_a_netfilter_link_removed_by_hand_is_re_attached_by_the_agent(services: Lab) -> None:
+    pin = mapspecs.NF_LINK_PINS[4]
+    os.unlink(pin)  # the link (and its hook) goes with its last reference
+    deadline = time.monotonic() + 10
+    while not os.path.exists(pin) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert os.path.exists(pin), "the agent did not re-attach the IPv4 link"
+    time.sleep(0.2)  # the CIDRs are written right after the links
+    assert _probe(services, "client", WEB_SVC, 80) == "ok"
+    assert _probe(services, "nope", WEB_SVC, 80) == "timeout"
+    assert metric(services, "labelwall_agent_service_egress_after_dnat") == 1.0

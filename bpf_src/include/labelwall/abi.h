@@ -114,6 +114,8 @@
 #define LW_REASON_FRAGMENT_OF_ALLOWED 9 /* non-first fragment of an allowed first (frag.h) */
 #define LW_REASON_ICMP_RELATED 10       /* ICMP/ICMPv6 error about a tracked flow */
 #define LW_REASON_SERVICE_DEFERRED 11   /* to a Service address: judged after DNAT (service.h) */
+#define LW_REASON_CT_UNPROMOTED 12      /* tracked flow, reply seen, endpoint over its
+					 * promotion budget: it stays in lw_ct_new_v1 */
 #define LW_REASON_FIRST_DROP 16 /* reasons >= this drop */
 #define LW_REASON_POLICY_DENIED 16
 #define LW_REASON_UNKNOWN_ENDPOINT 17
@@ -184,6 +186,9 @@
 #endif
 #ifndef LW_CT_MAX
 #define LW_CT_MAX 262144
+#endif
+#ifndef LW_CT_NEW_MAX
+#define LW_CT_NEW_MAX 65536 /* unreplied flows (conntrack.h); LW_CT_MAX: replied ones */
 #endif
 #ifndef LW_FRAGS_MAX
 #define LW_FRAGS_MAX 8192 /* datagrams in flight whose first fragment was allowed */
@@ -522,6 +527,33 @@ struct lw_config {
 	__u32 pad;          /* zero */
 };
 _Static_assert(sizeof(struct lw_config) == 16, "lw_config");
+
+/*
+ * Conntrack promotion budget (conntrack.h): how many flows one endpoint (host veth) may
+ * move from lw_ct_new_v1 to lw_ct_v3 per second, and how many at once.
+ */
+#define LW_CT_PROMOTE_PER_S_DEFAULT 1000
+#define LW_CT_PROMOTE_BURST_DEFAULT 2000
+#define LW_CT_NANO_TOKENS 1000000000ULL /* token units per promotion */
+
+/*
+ * lw_ct_new_v1 (LRU hash): the same key and value as lw_ct_v3, for flows whose reply has
+ * not been seen yet (or whose endpoint was over its promotion budget when it was).
+ */
+
+/* lw_ctbudget_v1 (LRU hash): host veth ifindex (u32, host order) -> its token bucket. */
+struct lw_ct_budget {
+	__u64 last_ns; /* last refill, bpf_ktime_get_coarse_ns() */
+	__u64 tokens;  /* in LW_CT_NANO_TOKENS units */
+};
+_Static_assert(sizeof(struct lw_ct_budget) == 16, "lw_ct_budget");
+
+/* lw_ctcfg_v1 (array, 1 entry): the budget's knobs, written by the loader; 0 = default. */
+struct lw_ct_config {
+	__u32 promote_per_s; /* per endpoint; 0 = LW_CT_PROMOTE_PER_S_DEFAULT */
+	__u32 promote_burst; /* per endpoint; 0 = LW_CT_PROMOTE_BURST_DEFAULT */
+};
+_Static_assert(sizeof(struct lw_ct_config) == 8, "lw_ct_config");
 
 /*
  * lw_rulecnt_v1 (per-CPU hash, issue 12): packets and bytes judged by each rule, keyed by

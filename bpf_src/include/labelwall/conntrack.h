@@ -1,5 +1,38 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Connection tracking: established/reply lookups in front of policy, entries for allows. */
+/*
+ * Connection tracking: established/reply lookups in front of policy, entries for allows.
+ *
+ * Two tables, so that one pod cannot flood out another pod's connections (issue 11):
+ *  - lw_ct_new_v1 (LW_CT_NEW_MAX): every allowed first packet creates its entry here.
+ *  - lw_ct_v3 (LW_CT_MAX): a flow moves here ("promotion") when a packet of the reverse
+ *    direction is seen (LW_CT_F_REPLY_SEEN: Linux's "seen reply", the step before
+ *    ASSURED), if the endpoint it belongs to (the host veth of the hook) still has
+ *    promotion budget: a token bucket per ifindex (lw_ctbudget_v1, rate and burst from
+ *    lw_ctcfg_v1, i.e. the agent config). Over budget, the packet passes and is counted as
+ *    LW_REASON_CT_UNPROMOTED and the flow keeps working from lw_ct_new_v1 while it lives
+ *    there; every later packet of it tries again, so it moves once the bucket refills.
+ * Lookup order: lw_ct_v3 first, so an established flow still costs one hash lookup; then
+ * lw_ct_new_v1 (unreplied flows, the slow path). A bare TCP SYN (SYN without ACK) skips
+ * lw_ct_new_v1: it starts a connection, so the new-flow path keeps one conntrack lookup
+ * (a retransmitted SYN is judged again and writes the same entry again).
+ * What this bounds: a pod sending new flows as fast as it can evicts only unreplied
+ * entries (LRU of lw_ct_new_v1): what such an eviction costs is that the flow's next
+ * packet is judged by policy again, and a reply that only conntrack admitted is refused
+ * (the flow's own retries make a new entry). Entries with a reply seen, i.e. every
+ * working connection, live in lw_ct_v3, which one endpoint can fill at most at its
+ * promotion rate (burst + rate x seconds); with default sizes (262,144 entries,
+ * 1,000/s, burst 2,000) one endpoint needs over four minutes of answered new flows to
+ * cycle it, and a flood that nobody answers never reaches it.
+ * Not done, and why: "do not track a subject isolated in neither direction" (its packets
+ * all pass as NOT_ISOLATED anyway, and related ICMP errors and later fragments of such a
+ * direction pass without an entry too). It would make a connection opened before a
+ * policy isolates the pod lose its replies the moment the policy lands (an ingress
+ * policy on a client with open connections to a database: the answers are refused);
+ * Linux conntrack, Cilium and Calico all keep those. With the split tables above such a
+ * pod's flood only churns lw_ct_new_v1, so tracking it costs no one else a connection.
+ * The bucket is not per CPU: two CPUs promoting for one veth at the same instant may
+ * overshoot it by a promotion each (no atomics on the slow path; bounded by CPUs).
+ */
 #ifndef LW_CONNTRACK_H
 #define LW_CONNTRACK_H
 
@@ -8,6 +41,8 @@
 #include "parse.h"
 
 #define LW_NS_PER_S 1000000000ULL
+#define LW_CT_TCP_SYN 0x02
+#define LW_CT_TCP_ACK 0x10
 
 static __always_inline __u8 lw_dir_opposite(__u8 dir)
 {
@@ -122,23 +157,83 @@ static __always_inline void lw_ct_touch(struct lw_ct_value *v, const struct lw_p
 	}
 }
 
+/* 1 when the endpoint behind ifindex may promote one more flow now (its token bucket). */
+static __always_inline int lw_ct_promote_budget(__u32 ifindex, __u64 now)
+{
+	__u32 zero = 0;
+	const struct lw_ct_config *cfg = bpf_map_lookup_elem(&lw_ctcfg_v1, &zero);
+	__u64 rate = cfg && cfg->promote_per_s ? cfg->promote_per_s : LW_CT_PROMOTE_PER_S_DEFAULT;
+	__u64 cap = (cfg && cfg->promote_burst ? cfg->promote_burst : LW_CT_PROMOTE_BURST_DEFAULT) *
+		    LW_CT_NANO_TOKENS;
+	struct lw_ct_budget *b = bpf_map_lookup_elem(&lw_ctbudget_v1, &ifindex);
+	__u64 elapsed;
+
+	if (!b) {
+		/* a veth seen for the first time starts with a full bucket, less this one */
+		struct lw_ct_budget fresh = { .last_ns = now, .tokens = cap - LW_CT_NANO_TOKENS };
+
+		bpf_map_update_elem(&lw_ctbudget_v1, &ifindex, &fresh, BPF_NOEXIST);
+		return 1;
+	}
+	elapsed = now - b->last_ns;
+	b->last_ns = now;
+	/* tokens += elapsed_ns * rate nano-tokens, capped (compare first: no overflow) */
+	if (elapsed >= cap / rate || b->tokens + elapsed * rate >= cap)
+		b->tokens = cap;
+	else
+		b->tokens += elapsed * rate;
+	if (b->tokens < LW_CT_NANO_TOKENS)
+		return 0;
+	b->tokens -= LW_CT_NANO_TOKENS;
+	return 1;
+}
+
+/*
+ * A hit in lw_ct_new_v1: touch it; once a reply was seen, move it to lw_ct_v3 if the
+ * endpoint has budget (else LW_REASON_CT_UNPROMOTED: it passes, and stays here).
+ */
+static __always_inline __u8 lw_ct_lookup_new(const struct lw_ct_key *key, __u32 flipped,
+					     const struct lw_packet *pkt, __u64 now)
+{
+	struct lw_ct_value *v = bpf_map_lookup_elem(&lw_ct_new_v1, key);
+	struct lw_ct_value moved;
+	__u32 reply;
+
+	if (!v || v->expires_ns <= now)
+		return 0;
+	reply = !(v->flags & LW_CT_F_FLIPPED) != !flipped;
+	lw_ct_touch(v, pkt, reply ? LW_CT_F_REPLY_SEEN : 0, reply, now);
+	if (!(v->flags & LW_CT_F_REPLY_SEEN))
+		return LW_REASON_CT_ESTABLISHED;
+	if (!lw_ct_promote_budget(key->ifindex, now))
+		return LW_REASON_CT_UNPROMOTED;
+	moved = *v;
+	if (bpf_map_update_elem(&lw_ct_v3, key, &moved, BPF_ANY) == 0)
+		bpf_map_delete_elem(&lw_ct_new_v1, key);
+	return reply ? LW_REASON_CT_REPLY : LW_REASON_CT_ESTABLISHED;
+}
+
 /*
  * Returns LW_REASON_CT_ESTABLISHED (the packet goes the way the flow's first packet went),
- * LW_REASON_CT_REPLY (the other way), or 0 for a new flow: one lookup either way.
+ * LW_REASON_CT_REPLY (the other way), LW_REASON_CT_UNPROMOTED (either way, over budget:
+ * see the top of this file), or 0 for a new flow. An established flow: one lookup.
  */
 static __always_inline __u8 lw_ct_lookup(const struct lw_ct_key *key, __u32 flipped,
 					 const struct lw_packet *pkt, __u64 now)
 {
 	struct lw_ct_value *v = bpf_map_lookup_elem(&lw_ct_v3, key);
 
-	if (!v || v->expires_ns <= now)
-		return 0;
-	if (!(v->flags & LW_CT_F_FLIPPED) == !flipped) {
-		lw_ct_touch(v, pkt, 0, 0, now);
-		return LW_REASON_CT_ESTABLISHED;
+	if (v && v->expires_ns > now) {
+		if (!(v->flags & LW_CT_F_FLIPPED) == !flipped) {
+			lw_ct_touch(v, pkt, 0, 0, now);
+			return LW_REASON_CT_ESTABLISHED;
+		}
+		lw_ct_touch(v, pkt, LW_CT_F_REPLY_SEEN, 1, now);
+		return LW_REASON_CT_REPLY;
 	}
-	lw_ct_touch(v, pkt, LW_CT_F_REPLY_SEEN, 1, now);
-	return LW_REASON_CT_REPLY;
+	if ((pkt->tcp_flags & (LW_CT_TCP_SYN | LW_CT_TCP_ACK)) == LW_CT_TCP_SYN)
+		return 0;
+	return lw_ct_lookup_new(key, flipped, pkt, now);
 }
 
 /*
@@ -161,10 +256,16 @@ static __always_inline int lw_ct_related(struct __sk_buff *skb, const struct lw_
 		return 0;
 	key = lw_ct_key_of(&in, lw_dir_opposite(dir), skb->ifindex, &buf, &flipped);
 	v = bpf_map_lookup_elem(&lw_ct_v3, key);
+	if (v && v->expires_ns > now)
+		return 1;
+	v = bpf_map_lookup_elem(&lw_ct_new_v1, key);
 	return v && v->expires_ns > now;
 }
 
-/* Track an allowed new flow (also when not isolated: the other side may be). */
+/*
+ * Track an allowed new flow in lw_ct_new_v1, also when not isolated (top of this file:
+ * the pod may be isolated while the flow lives).
+ */
 static __always_inline void lw_ct_create(const struct lw_ct_key *key, __u32 flipped,
 					 const struct lw_packet *pkt, __u64 now)
 {
@@ -174,7 +275,7 @@ static __always_inline void lw_ct_create(const struct lw_ct_key *key, __u32 flip
 	};
 
 	v.expires_ns = now + lw_ct_timeout_ns(pkt->t.proto, v.flags);
-	bpf_map_update_elem(&lw_ct_v3, key, &v, BPF_ANY);
+	bpf_map_update_elem(&lw_ct_new_v1, key, &v, BPF_ANY);
 }
 
 #endif /* LW_CONNTRACK_H */

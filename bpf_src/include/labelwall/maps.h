@@ -163,6 +163,33 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } lw_config_v1 SEC(".maps");
 
+/* Conntrack of flows not replied yet (conntrack.h: why two tables); lw_ct_v3 has the rest. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, LW_CT_NEW_MAX);
+	__type(key, struct lw_ct_key);
+	__type(value, struct lw_ct_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_ct_new_v1 SEC(".maps");
+
+/* Per-endpoint token bucket: flows promoted from lw_ct_new_v1 to lw_ct_v3 (conntrack.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, LW_ENDPOINTS_MAX);
+	__type(key, __u32);
+	__type(value, struct lw_ct_budget);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_ctbudget_v1 SEC(".maps");
+
+/* The promotion budget's rate and burst, written by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lw_ct_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} lw_ctcfg_v1 SEC(".maps");
+
 /* The cluster's Service CIDRs: egress there is judged after DNAT (service.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

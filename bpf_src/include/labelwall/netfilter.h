@@ -10,7 +10,9 @@
  * destination AS TC SAW IT (before DNAT: the conntrack tuple of the packet's direction,
  * struct nf_conn tuplehash[dir].tuple.dst; the packet's own when it has no conntrack, so
  * no NAT happened) is in lw_svcnet_v1, and whose flow has no lw conntrack entry at this
- * veth under that pre-DNAT tuple. Everything else is NF_ACCEPT untouched (tc judged it).
+ * veth under that pre-DNAT tuple (or that is the first packet of a new nf conntrack
+ * entry: a new translation, judged even when the lw entry exists).
+ * Everything else is NF_ACCEPT untouched (tc judged it).
  * Judged on the packet as it is now (after DNAT: the backend pod and its port; not
  * translated -> the Service address itself, i.e. world: fail closed) with the same
  * lw_policy_decide as tc. Allowed -> NF_ACCEPT and the lw conntrack entry keyed on the
@@ -39,6 +41,8 @@
 #define LW_NF_DROP 0
 #define LW_NF_ACCEPT 1
 #define LW_NFCT_INFOMASK 7UL  /* skb->_nfct: low bits are enum ip_conntrack_info */
+#define LW_IP_CT_NEW 2        /* ctinfo: no reply seen yet */
+#define LW_IPS_CONFIRMED 8UL  /* nf_conn.status: in the table (1 << IPS_CONFIRMED_BIT) */
 #define LW_IP_CT_IS_REPLY 3   /* ctinfo >= this: the packet goes the reply direction */
 #define LW_NFPROTO_IPV4 2
 #define LW_NFPROTO_IPV6 10
@@ -80,6 +84,7 @@ struct nf_conntrack_tuple_hash {
 
 struct nf_conn {
 	struct nf_conntrack_tuple_hash tuplehash[2];
+	unsigned long status;
 } __attribute__((preserve_access_index));
 
 /* The netfilter program's context (include/net/netfilter/nf_bpf_link.h, not uapi). */
@@ -207,6 +212,19 @@ static __always_inline int lw_nf_pre_dnat(unsigned long nfct, __u8 *daddr, __be1
 	return 0;
 }
 
+/* The first packet of an nf conntrack entry (not yet confirmed): a translation just made. */
+static __always_inline int lw_nf_new_translation(unsigned long nfct)
+{
+	const struct nf_conn *ct = (const struct nf_conn *)(nfct & ~LW_NFCT_INFOMASK);
+	unsigned long status = 0;
+
+	if (!ct || (nfct & LW_NFCT_INFOMASK) != LW_IP_CT_NEW)
+		return 0;
+	if (bpf_core_read(&status, sizeof(status), &ct->status))
+		return 1; /* unreadable: judge it */
+	return !(status & LW_IPS_CONFIRMED);
+}
+
 static __always_inline int lw_nf_finish(__u32 ifindex, __u32 subject, __u32 len,
 					const struct lw_packet *pkt, const struct lw_decision *d,
 					__u64 now)
@@ -286,13 +304,16 @@ static __always_inline int lw_nf_handle(struct bpf_nf_ctx *ctx)
 	if (pkt.icmp_inner)
 		return LW_NF_ACCEPT; /* ICMP errors are judged at tc (never deferred) */
 
-	/* 4. Its flow at this veth, under the tuple tc sees (pre-DNAT): a hit passes. */
+	/* 4. Its flow at this veth, under the tuple tc sees (pre-DNAT): a hit passes, unless
+	 * this is the first packet of a new nf conntrack entry, i.e. a new translation
+	 * (kube-proxy flushed a UDP flow's entry when its backend went, and the next packet
+	 * was translated anew): the lw entry names no backend, so every translation is judged. */
 	orig = pkt;
 	__builtin_memcpy(orig.t.daddr, pre_daddr, 16);
 	if (pkt.has_ports)
 		orig.t.dport = pre_dport;
 	key = lw_ct_key_of(&orig, LW_DIR_EGRESS, ifindex, &ct_buf, &flipped);
-	if (lw_ct_lookup(key, flipped, &orig, now))
+	if (lw_ct_lookup(key, flipped, &orig, now) && !lw_nf_new_translation(nfct))
 		return LW_NF_ACCEPT;
 
 	/* 5. New: lookup.py on the translated destination; track it for tc if allowed. */

@@ -18,6 +18,10 @@ mapSizes:
   cidrs: {{ .Values.mapSizes.cidrs | int64 }}
   ports: {{ .Values.mapSizes.ports | int64 }}
   conntrack: {{ .Values.mapSizes.conntrack | int64 }}
+  conntrackNew: {{ .Values.mapSizes.conntrackNew | int64 }}
+conntrack:
+  promotePerSecond: {{ .Values.conntrack.promotePerSecond | int64 }}
+  promoteBurst: {{ .Values.conntrack.promoteBurst | int64 }}
 operator:
   metricsPort: {{ .Values.operator.metricsPort | int64 }}
   healthPort: {{ .Values.operator.healthPort | int64 }}
