@@ -18,8 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from lab.conftest import PREFIX, lab  # noqa: F401 - the session lab fixture
-from lab.helpers import metric, sync_to
+from observe.scenario import ADDRESS, OBJECTS
 
 from labelwall.cli.lab import lab_flow_source, lab_state
 from labelwall.cluster import Protocol
@@ -30,7 +29,8 @@ from labelwall.policy.flows import Flow, PolicyRef, flow_from_json
 from labelwall.policy.lookup import Reason
 from labelwall.policy.matrix import Side, explain
 
-from .scenario import ADDRESS, OBJECTS
+from .conftest import PREFIX
+from .helpers import metric, sync_to
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf, pytest.mark.netns]
 
@@ -38,7 +38,7 @@ _ports = iter(range(42000, 43000))
 
 
 @pytest.fixture(scope="module")
-def shop(lab: Lab) -> Iterator[Lab]:  # noqa: F811
+def shop(lab: Lab) -> Iterator[Lab]:
     sync_to(lab, OBJECTS)
     yield lab
     sync_to(lab, [])

@@ -11,9 +11,6 @@ import itertools
 from collections.abc import Iterator
 
 import pytest
-from datapath import packets as P  # noqa: N812
-from datapath.conftest import fresh_datapath
-from datapath.helpers import LO, write
 from prometheus_client import CollectorRegistry
 
 from labelwall.agent.flowmetrics import FlowCounters
@@ -22,6 +19,10 @@ from labelwall.datapath import codecs
 from labelwall.datapath.facade import Datapath
 from labelwall.policy.cookies import RuleRef, cookie
 from labelwall.policy.mapstate import IpcacheEntry, MapState, PolicyKey, SubjectFlags
+
+from . import packets as P  # noqa: N812
+from .conftest import fresh_datapath
+from .helpers import LO, write
 
 pytestmark = [pytest.mark.root, pytest.mark.bpf]
 
