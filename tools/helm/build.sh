@@ -24,13 +24,9 @@ if [[ "${1:-}" == "--print-path" ]]; then
   exit 0
 fi
 
-if [[ -n "${GO:-}" ]]; then :
-elif [[ -x /usr/local/go/bin/go ]]; then GO=/usr/local/go/bin/go
-else GO="$(command -v go || true)"; fi
-if [[ -z "$GO" ]]; then
-  echo "tools/helm/build.sh: no Go toolchain found (set GO=/path/to/go)" >&2
-  exit 2
-fi
+# shellcheck source=../lib/go.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/go.sh"
+lw_find_go tools/helm/build.sh
 
 # Exactly the installed toolchain (never fetch another one); two compile jobs at most so
 # the shared 2-core machine stays usable.

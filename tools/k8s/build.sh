@@ -28,13 +28,9 @@ if [[ "${1:-}" == "--print-dir" ]]; then
   exit 0
 fi
 
-if [[ -n "${GO:-}" ]]; then :
-elif [[ -x /usr/local/go/bin/go ]]; then GO=/usr/local/go/bin/go
-else GO="$(command -v go || true)"; fi
-if [[ -z "$GO" ]]; then
-  echo "build.sh: no Go toolchain found (set GO=/path/to/go)" >&2
-  exit 2
-fi
+# shellcheck source=../lib/go.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/go.sh"
+lw_find_go tools/k8s/build.sh
 
 # Use exactly the installed toolchain (never fetch another one), and keep the
 # 2-core machine usable for others: two compile jobs at most.

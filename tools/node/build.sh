@@ -47,13 +47,9 @@ if [[ $# -gt 0 ]]; then
   exit 2
 fi
 
-if [[ -n "${GO:-}" ]]; then :
-elif [[ -x /usr/local/go/bin/go ]]; then GO=/usr/local/go/bin/go
-else GO="$(command -v go || true)"; fi
-if [[ -z "$GO" ]]; then
-  echo "tools/node/build.sh: no Go toolchain found (set GO=/path/to/go)" >&2
-  exit 2
-fi
+# shellcheck source=../lib/go.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/go.sh"
+lw_find_go tools/node/build.sh
 
 # Exactly the installed toolchain (never fetch another one); two compile jobs at most and a
 # lower priority so the shared 2-core machine stays usable for others.
