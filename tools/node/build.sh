@@ -75,6 +75,12 @@ RUN_TMP="$(mktemp -d "$CACHE_ROOT/.work-XXXXXX")"
 trap 'rm -rf "$RUN_TMP"' EXIT
 trap "exit 143" TERM
 trap "exit 130" INT
+# stamp_ok NAME WANT: the binary exists and was built from WANT (module@version + Go + how).
+stamp_ok() {
+  [[ -x "$OUT/$1" && -f "$OUT/.$1.stamp" && "$(cat "$OUT/.$1.stamp")" == "$2" ]]
+}
+skipped() { [[ "$SKIP" == *" $1 "* ]]; }
+
 # new_work NAME: a scratch directory for one build step.
 new_work() { mktemp -d "$RUN_TMP/$1.XXXXXX"; }
 
