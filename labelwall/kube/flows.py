@@ -23,7 +23,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import portforward
 
-DEFAULT_PORT = 9964  # chart agent.flowsPort
+DEFAULT_PORT = 9966  # chart agent.flowsPort (9964 is the operator's metrics port)
 
 
 class FlowAccessError(PermissionError):

@@ -108,7 +108,7 @@ def start_supervisor(paths: LabPaths) -> dict[str, Any]:
 
 
 #: The lab agent's flow endpoint: 127.0.0.1 of the lab's node netns (`labelwall lab observe`).
-LAB_FLOWS_PORT = 9964
+LAB_FLOWS_PORT = 9966
 LAB_FLOWS_BUFFER = 16384
 
 

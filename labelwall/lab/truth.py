@@ -83,12 +83,19 @@ def node_cells(compiled: Compiled, node: LabNode, ports: Sequence[PortProto]) ->
 
 
 def measure(
-    lab: Lab, state: ClusterState, ports: Sequence[PortProto], timeout: float = 0.3
+    lab: Lab,
+    state: ClusterState,
+    ports: Sequence[PortProto],
+    timeout: float = 0.3,
+    with_node: bool = True,
 ) -> list[MeasuredCell]:
     """Probe every cell of ``reachability(state, ports)`` through the lab's pods, and
-    every pod from the lab's node."""
+    every pod from the lab's node (``with_node``: a prober without a lab node, such as
+    the kubelet stand-in, has pod cells only)."""
     compiled = compile_cluster(state)
-    cells = reachability(compiled, ports) + node_cells(compiled, lab.paths.node, ports)
+    cells = reachability(compiled, ports)
+    if with_node:
+        cells += node_cells(compiled, lab.paths.node, ports)
     requests: list[dict[str, Any]] = []
     sent: list[int] = []
     for i, c in enumerate(cells):

@@ -158,7 +158,7 @@ def test_agent_runs_on_the_host_network_with_its_node_name(default_docs: Docs) -
         "--source",
         "kubernetes",
         "--flows-port",  # 127.0.0.1 only (labelwall/agent/flowring.py), issue 12
-        "9964",
+        "9966",
         "--flows-buffer",
         "4096",
     ]

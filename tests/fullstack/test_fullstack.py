@@ -93,8 +93,15 @@ def test_upstream_case_applied_with_kubectl_matches_the_expectation_with_real_pa
             while True:
                 tries += 1
                 ports = [(probe.port, Protocol[probe.protocol])]
-                # The kubelet answers Lab.probe's requests, which is all measure() uses.
-                cells = measure(stack.kubelet, model, ports, PROBE_TIMEOUT_S)  # type: ignore[arg-type]
+                # The kubelet answers Lab.probe's requests, which is all measure() uses; it
+                # has no lab node, so pod cells only.
+                cells = measure(
+                    stack.kubelet,  # type: ignore[arg-type]
+                    model,
+                    ports,
+                    PROBE_TIMEOUT_S,
+                    with_node=False,
+                )
                 observed = {(m.cell.src, m.cell.dst): bool(m.measured) for m in cells}
                 if not compare(pods, expected, observed):
                     break

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,7 +38,20 @@ pytestmark = [
 ]
 
 
-def test_upstream_netpol_subset_passes_on_two_real_nodes(tmp_path: Path) -> None:
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A work dir with a short path: the kubelet binds unix sockets under it (pod-resources,
+    plugins), and sun_path holds 108 bytes; pytest's tmp_path named after this test is too
+    long ("bind: invalid argument", seen in CI)."""
+    path = Path(tempfile.mkdtemp(prefix="lwe2e-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_upstream_netpol_subset_passes_on_two_real_nodes(short_dir: Path) -> None:
+    tmp_path = short_dir
     if os.geteuid() != 0:
         pytest.fail("run as root: real nodes need network namespaces and mounts", pytrace=False)
     env = dict(os.environ)
