@@ -127,6 +127,9 @@ def scenario(lab: Lab) -> dict[str, Any]:
         assert conn.recv(64) == b"question"
         echo.bind((ADDRS["sink"], ECHO_PORT))
         echo_thread.start()
+        # phase 2 binds 20000..20000+FLOWS, which crosses the ephemeral range
+        # (32768..): an autobound blast socket could hold one of those ports
+        blast.bind((ADDRS["flooder"], 20000 - 1))
 
         start = time.monotonic()
         sent = 0
