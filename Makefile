@@ -1,7 +1,7 @@
 # labelwall developer entry points. `make test` is what CI runs (after scripts/install-system-deps.sh).
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=30
 
 .PHONY: setup tools demo test lint typecheck pytest bench clean-pins node-tools images e2e-upstream
 

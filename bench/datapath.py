@@ -46,6 +46,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import struct
 import subprocess
@@ -145,7 +146,7 @@ class Filler:
         if n > self.policy:
             r = self.rng
             subjects = [SUBJECT, *r.sample(FILLER_IDS, 999)]
-            keys = {}
+            keys: dict[PolicyKey, int] = {}
             while len(keys) < n - self.policy:
                 k = PolicyKey(
                     subject=r.choice(subjects),
@@ -331,6 +332,16 @@ def write_rates(dp: Datapath, sizes: list[int]) -> dict[str, float]:
 # ---------------------------------------------------------------- real traffic
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the bench dies, however it dies (the server
+    would otherwise outlive a bench killed before its finally ran; `ip netns exec` execs,
+    so the setting reaches lwperf)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
 @dataclass
 class Traffic:
     dp: Datapath
@@ -343,7 +354,7 @@ class Traffic:
     def start_server(self) -> None:
         self.server_proc = subprocess.Popen(
             L.exec_argv(self.server.name, [self.lwperf, "server", str(PERF_PORT)]),
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent,
         )  # fmt: skip
         assert self.server_proc.stdout is not None
         if self.server_proc.stdout.readline().strip() != "ready":
@@ -495,7 +506,7 @@ def _in_node(argv: list[str], stdin: str | None = None) -> None:
 def firewall_rules(n: int) -> list[tuple[str, int]]:
     """``n`` (peer, port) allows; the benchmark client's is last (worst case for a list)."""
     rng = random.Random(SEED + 1)
-    rules = set()
+    rules: set[tuple[str, int]] = set()
     while len(rules) < n - 1:
         rules.add(
             (
@@ -745,6 +756,20 @@ def print_service(s: dict[str, Any]) -> None:
           f"CRR/s {s['service_crr_vs_none']:.3f}x none")  # fmt: skip
 
 
+def _run_forwarding_signals(argv: list[str]) -> int:
+    """Run the inner bench; SIGINT and SIGTERM are passed on and waited for, never turned
+    into a SIGKILL (subprocess.call kills its child on KeyboardInterrupt, which skipped the
+    inner cleanup and left the lwperf server and the namespaces behind)."""
+    proc = subprocess.Popen(argv)
+
+    def forward(signum: int, _frame: object) -> None:
+        proc.send_signal(signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    return proc.wait()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -773,7 +798,9 @@ def main() -> int:
             *sys.argv,
             INNER_FLAG,
         ]
-        return subprocess.call(argv)
+        return _run_forwarding_signals(argv)
+    # SIGTERM unwinds like Ctrl-C, so every finally removes what it made.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     subprocess.run(["mount", "-t", "bpf", "bpf", mapspecs.PIN_ROOT], check=True)
     os.makedirs(L.NETNS_DIR, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "lwbench", L.NETNS_DIR], check=True)

@@ -13,6 +13,14 @@ was started, so it includes kubectl's own start-up and request. The same is then
 with the API call made directly (no kubectl), which isolates what labelwall adds.
 
     sudo .venv/bin/python bench/e2e_latency.py [--iterations 50] [--json]
+
+``--real-cluster`` measures on 2 real nodes instead (kubelet, containerd, CNI, kube-proxy;
+labelwall installed by its chart): apply -> enforced for probers on the server's node and
+on the other node, to the pod IP and through the Service, and how soon a new pod on node-2
+is admitted on node-1 (bench/_real_latency.py says how). ``--testenv DIR`` uses a cluster
+already up (`labelwall testenv up --dir DIR --nodes 2`) instead of bringing one up.
+
+    sudo .venv/bin/python bench/e2e_latency.py --real-cluster [--newcomers 20] [--json]
 """
 
 from __future__ import annotations
@@ -290,10 +298,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=50, help="open+close pairs per path")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument(
+        "--real-cluster",
+        action="store_true",
+        help="measure on 2 real nodes (labelwall testenv up --nodes 2)",
+    )
+    parser.add_argument(
+        "--testenv",
+        type=Path,
+        metavar="DIR",
+        help="with --real-cluster: a cluster already up in DIR",
+    )
+    parser.add_argument(
+        "--newcomers", type=int, default=20, help="with --real-cluster: new pods on node-2 to admit"
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("error: needs root (network namespaces, BPF): run with sudo", file=sys.stderr)
         return 2
+    if args.real_cluster or args.testenv:
+        import _real_latency
+
+        real = _real_latency.run(args.testenv, args.iterations, args.newcomers)
+        if args.json:
+            print(json.dumps(real))
+        else:
+            _real_latency.print_table(real)
+        return 0
     with tempfile.TemporaryDirectory(prefix="labelwall-e2e-bench-") as tmp:
         result = run(args.iterations, Path(tmp))
     if args.json:
