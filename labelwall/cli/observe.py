@@ -290,7 +290,7 @@ def observe(
 
 
 #: Where the chart's agents are (kept here, not imported: parsing must not load the client).
-DEFAULT_NAMESPACE = "labelwall"
+DEFAULT_NAMESPACE = "labelwall-system"  # the namespace README and the chart README install into
 DEFAULT_SELECTOR = "app.kubernetes.io/name=labelwall,app.kubernetes.io/component=agent"
 DEFAULT_PORT = 9966  # chart agent.flowsPort (9964 is the operator's metrics port)
 

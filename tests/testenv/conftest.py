@@ -1,4 +1,8 @@
-"""The 2-node cluster with labelwall, brought up once per session by the real-node tests."""
+"""The 2-node cluster with labelwall, brought up once per session by the real-node tests.
+
+``LABELWALL_TESTENV_DIR=DIR`` uses a cluster already up in DIR instead (and leaves it up):
+for iterating on one test; CI never sets it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +23,11 @@ from .nodes_helpers import Env, Snapshot, assert_nothing_left, cli, record
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     if os.geteuid() != 0:
         pytest.fail("real nodes need root (namespaces, mounts, cgroups)")
+    reuse = os.environ.get("LABELWALL_TESTENV_DIR")
+    if reuse:  # a developer's cluster already up (`labelwall testenv up --nodes 2`): left up
+        existing = Path(reuse)
+        yield Env(existing, json.loads((existing / CONTRACT).read_text()), 0.0)
+        return
     directory = tmp_path_factory.mktemp("nodes") / "env"
     before = Snapshot.take()
     t0 = time.monotonic()
