@@ -40,7 +40,7 @@ static __always_inline int lw_finish(struct __sk_buff *skb, __u8 dir, __u32 subj
 
 static __always_inline int lw_handle(struct __sk_buff *skb, __u8 dir)
 {
-	struct lw_packet pkt = {};
+	struct lw_packet pkt = LW_PACKET_INIT;
 	struct lw_decision d = {};
 	const struct lw_ct_key *ct_key = 0;
 	struct lw_ct_key ct_buf;

@@ -66,6 +66,7 @@ class GroupFlags(IntFlag):
 DIR_NAMED = 0x80  # LW_DIR_NAMED, or-ed into lw_policy_key.dir
 GROUP_SLOTS = 8  # LW_GROUP_SLOTS
 SLOT_NAMED = 0x80  # LW_SLOT_NAMED, or-ed into lw_rule_slot.bits
+ICMP_TYPE_NONE = 255  # LW_ICMP_TYPE_NONE: lw_event.icmp_type when no ICMP header was read
 REASON_MAX = 32  # LW_REASON_MAX
 REASON_FIRST_DROP = 16  # LW_REASON_FIRST_DROP
 COUNTER_RULE_FULL = 31  # LW_COUNTER_RULE_FULL: lw_counters_v1 slot, rule counters were full
@@ -206,7 +207,8 @@ EVENT = _s(
     F("tcp_flags", "B"),
     F("sport", "H", True),
     F("dport", "H", True),
-    F("pad2", "2s"),
+    F("icmp_type", "B"),  # ICMP_TYPE_NONE when no ICMP header was read
+    F("icmp_code", "B"),
     F("saddr", "16s", True),
     F("daddr", "16s", True),
 )

@@ -35,6 +35,7 @@ from labelwall.datapath.abi import (
     EVRATE,
     FRAG_KEY,
     FRAG_VALUE,
+    ICMP_TYPE_NONE,
     IP_KEY,
     IPCACHE_VALUE,
     POLICY_KEY,
@@ -365,17 +366,20 @@ class Event:
     saddr: IPAddress | None
     daddr: IPAddress | None
     tcp_flags: int = 0
+    icmp_type: int | None = None  # None: no ICMP header was read (ICMP_TYPE_NONE)
+    icmp_code: int | None = None
 
 
 def decode_event(raw: bytes) -> Event:
     (ts, subject, peer, cidr, cookie, ifindex, family, proto, dir_, verdict, reason, tflags,
-     sport, dport, _pad2, saddr, daddr) = EVENT.codec.unpack(raw[: EVENT.size])  # fmt: skip
+     sport, dport, itype, icode, saddr, daddr) = EVENT.codec.unpack(raw[: EVENT.size])  # fmt: skip
     ip = family in (Family.IPV4, Family.IPV6)
     return Event(
         ts, subject, peer, cidr, cookie, ifindex, family, proto, dir_, TcVerdict(verdict),
         Reason(reason), _swap16(sport), _swap16(dport),
         _addr_from16(family, saddr) if ip else None, _addr_from16(family, daddr) if ip else None,
         tflags,
+        None if itype == ICMP_TYPE_NONE else itype, None if itype == ICMP_TYPE_NONE else icode,
     )  # fmt: skip
 
 

@@ -38,6 +38,8 @@ def to_verdict_event(ev: codecs.Event, offset_ns: int) -> VerdictEvent | None:
         saddr=ev.saddr,
         daddr=ev.daddr,
         tcp_flags=ev.tcp_flags,
+        icmp_type=ev.icmp_type,
+        icmp_code=ev.icmp_code,
     )
 
 

@@ -53,7 +53,6 @@ DROP_REASON_DESCS = (*DROP_REASON_DESC.values(), EXPLICIT_DENY_DESC)
 
 PROTOCOLS = {6: "TCP", 17: "UDP", 132: "SCTP"}
 ICMP_PROTOCOLS = {1: "ICMPv4", 58: "ICMPv6"}
-ECHO_REQUEST = {1: 8, 58: 128}
 TCP_FLAG_NAMES = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR")
 
 
@@ -79,6 +78,8 @@ class VerdictEvent:
     saddr: IPAddress | None
     daddr: IPAddress | None
     tcp_flags: int = 0
+    icmp_type: int | None = None  # ICMP/ICMPv6 type and code; None when none was read
+    icmp_code: int | None = None
 
 
 @dataclass(frozen=True)
@@ -348,10 +349,8 @@ def to_flow(ev: VerdictEvent, view: FlowView) -> Flow:
         source_port=0 if icmp else ev.sport,
         destination_port=0 if icmp else ev.dport,
         tcp_flags=_flags(ev.tcp_flags) if ev.proto == 6 else (),
-        # the classifier tracks ICMP echo by id (ports = id): a new ICMP flow is an echo
-        # request; other ICMP types are not reported by the kernel record (type unknown)
-        icmp_type=ECHO_REQUEST[ev.proto] if icmp and ev.sport == ev.dport else None,
-        icmp_code=0 if icmp and ev.sport == ev.dport else None,
+        icmp_type=ev.icmp_type if icmp else None,
+        icmp_code=ev.icmp_code if icmp else None,
         ingress_allowed_by=allowed if ingress else (),
         egress_allowed_by=() if ingress else allowed,
         ingress_denied_by=denied if ingress else (),

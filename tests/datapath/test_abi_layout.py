@@ -293,7 +293,7 @@ def test_policy_keys_round_trip(key: PolicyKey) -> None:
 def test_event_decodes_from_a_golden_record() -> None:
     raw = bytes.fromhex(
         "0100000000000000" "2c010000" "02000000" "05000001" "07000000" "01000000"
-        "04" "06" "01" "00" "10" "00" "9c40" "0050" "0000"
+        "04" "06" "01" "00" "10" "00" "9c40" "0050" "ff00"
         "0af40001" + "00" * 12 + "08080808" + "00" * 12
     )  # fmt: skip
     ev = codecs.decode_event(raw)

@@ -567,6 +567,28 @@ def test_events_carry_identities_tuple_direction_verdict_reason_and_cookie(pod: 
     )  # fmt: skip
 
 
+def test_events_carry_the_icmp_type_and_code_and_none_for_other_protocols(
+    pod: Datapath,
+) -> None:
+    write(pod, state({A: SubjectFlags.EGRESS_ISOLATED}))  # every new flow out is dropped
+    sent = [
+        P.ipv4(str(A4), str(B4), P.ICMP, P.icmp(8, ident=5)),  # echo request
+        P.ipv4(str(A4), str(B4), P.ICMP, P.icmp(13, code=0)),  # timestamp request
+        P.ipv6(str(A6), str(B6), P.ICMPV6, P.icmp(128, ident=6)),  # echo request
+        P.ipv6(str(A6), str(B6), P.ICMPV6, P.icmp(1, code=4)),  # unreachable, no quote
+        P.packet(A4, B4, P.UDP, 50000, 53),
+    ]
+    with pod.events() as events:
+        events.poll(0)
+        for packet in sent:
+            pod.test_run("handle_from_pod", packet, LO)
+        got = events.poll(100)
+    assert [(e.proto, e.icmp_type, e.icmp_code) for e in got] == [
+        (P.ICMP, 8, 0), (P.ICMP, 13, 0), (P.ICMPV6, 128, 0), (P.ICMPV6, 1, 4),
+        (P.UDP, None, None),
+    ]  # fmt: skip
+
+
 def test_events_are_rate_limited_per_cpu_and_the_excess_is_counted(pod: Datapath) -> None:
     pod.set_config(codecs.DatapathConfig(events_per_s=1, events_burst=3))
     write(pod, state({A: SubjectFlags.INGRESS_ISOLATED}))

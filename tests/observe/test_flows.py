@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 
@@ -43,7 +44,10 @@ def kernel_event(c: Compiled, direction: Direction, src: str, dst: str, proto: P
     return VerdictEvent(T0, direction, v.allowed, v.reason, v.cookie, c.pod_identity[subject],
                         v.peer_identity, v.cidr_identity, int(proto) if proto is not
                         Protocol.ICMP or family == 0 else 58, sport, dport, ip(s), ip(d),
-                        0x02 if proto is Protocol.TCP else 0)  # fmt: skip
+                        0x02 if proto is Protocol.TCP else 0,
+                        # an echo request: type 8 (ICMPv4) / 128 (ICMPv6), code 0
+                        (8, 128)[family] if proto is Protocol.ICMP else None,
+                        0 if proto is Protocol.ICMP else None)  # fmt: skip
 
 
 def expected(side: Side) -> tuple[tuple[PolicyRef, ...], tuple[PolicyRef, ...]]:
@@ -115,6 +119,18 @@ def test_an_allow_names_the_rule_and_its_index(compiled: Compiled) -> None:
     assert flow.as_json()["flow"]["ingress_allowed_by"] == [
         {"name": "allow-web", "namespace": "shop", "kind": "NetworkPolicy", "rule_index": 1}
     ]
+
+
+def test_icmp_type_and_code_are_the_kernel_record_s(compiled: Compiled) -> None:
+    view = FlowView.of(compiled, "node-a")
+    echo = kernel_event(compiled, IN, "shop/client", "shop/web", Protocol.ICMP, 7, 0)
+    unreachable = dataclasses.replace(echo, icmp_type=3, icmp_code=4)
+    assert to_flow(unreachable, view).as_json()["flow"]["l4"] == {"ICMPv4": {"type": 3, "code": 4}}
+    # no ICMP header was read (a non-first fragment): the type is unknown, not "echo reply"
+    unknown = dataclasses.replace(echo, icmp_type=None, icmp_code=None)
+    assert to_flow(unknown, view).as_json()["flow"]["l4"] == {
+        "ICMPv4": {"type": None, "code": None}
+    }
 
 
 def test_icmp_echo_and_the_first_tcp_reply(compiled: Compiled) -> None:

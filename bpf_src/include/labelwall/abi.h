@@ -491,7 +491,8 @@ struct lw_event {
 	__u8 tcp_flags;      /* TCP flags byte of the packet, 0 for other protocols (was pad) */
 	__be16 sport;        /* network order */
 	__be16 dport;        /* network order */
-	__u8 pad2[2];        /* zero */
+	__u8 icmp_type;      /* ICMP/ICMPv6 type; 255 when none was read (not ICMP, fragment) */
+	__u8 icmp_code;      /* ICMP/ICMPv6 code, 0 when none was read (both were pad2[2]) */
 	__u8 saddr[16];      /* network order */
 	__u8 daddr[16];      /* network order */
 };

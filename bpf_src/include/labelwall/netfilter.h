@@ -174,6 +174,8 @@ static __always_inline int lw_nf_parse(struct bpf_dynptr *p, __u8 pf, __u32 len,
 	case IPPROTO_ICMPV6:
 		if (bpf_dynptr_read(l4, LW_ICMP_HDR_LEN, p, off, 0) < 0)
 			return LW_REASON_MALFORMED;
+		pkt->icmp_type = l4[0];
+		pkt->icmp_code = l4[1];
 		if (lw_icmp_is_error(pkt, l4[0])) {
 			pkt->icmp_inner = (__u16)off; /* only "is an error" is used here */
 			return 0;
@@ -240,7 +242,7 @@ static __always_inline int lw_nf_handle(struct bpf_nf_ctx *ctx)
 {
 	const struct nf_hook_state *state = ctx->state;
 	struct sk_buff *skb = ctx->skb;
-	struct lw_packet pkt = {};
+	struct lw_packet pkt = LW_PACKET_INIT;
 	struct lw_packet orig;
 	struct lw_decision d = {};
 	struct lw_ct_key ct_buf;

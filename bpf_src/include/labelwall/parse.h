@@ -54,7 +54,8 @@ struct lw_packet {
 	__u8 frag;          /* LW_FRAG_* */
 	__u8 frag_proto;    /* fragments: IPv4 protocol / IPv6 fragment header next header */
 	__u16 icmp_inner;   /* ICMP errors: offset of the quoted IP header in the skb, else 0 */
-	__u16 pad;
+	__u8 icmp_type;     /* ICMP/ICMPv6 type, LW_ICMP_TYPE_NONE until parsed (LW_PACKET_INIT) */
+	__u8 icmp_code;     /* ICMP/ICMPv6 code, 0 until parsed */
 	__u32 frag_id;      /* fragments: IPv4 id / IPv6 fragment identification, host order */
 } __attribute__((aligned(8))); /* addresses at offsets 8 and 24: read as u64 words */
 
@@ -83,6 +84,10 @@ static __always_inline int lw_load(struct __sk_buff *skb, __u32 off, void *buf, 
 #define LW_UDP_HDR_LEN 8
 #define LW_SCTP_COMMON_HDR_LEN 12
 #define LW_ICMP_HDR_LEN 8
+/* No ICMP header was read (not ICMP, or a non-first fragment): 255 is reserved in both
+ * ICMPv4 and ICMPv6, so no real message carries it. Verdict events carry it as is. */
+#define LW_ICMP_TYPE_NONE 255
+#define LW_PACKET_INIT { .icmp_type = LW_ICMP_TYPE_NONE }
 
 /* An error that quotes the packet it is about, in this packet's own ICMP version. */
 static __always_inline int lw_icmp_is_error(const struct lw_packet *pkt, __u8 type)
@@ -125,6 +130,8 @@ static __always_inline int lw_parse_l4(struct __sk_buff *skb, __u32 off, struct 
 	case IPPROTO_ICMPV6:
 		if (lw_load(skb, off, buf, LW_ICMP_HDR_LEN) < 0)
 			return LW_REASON_MALFORMED;
+		pkt->icmp_type = buf[0];
+		pkt->icmp_code = buf[1];
 		if (lw_icmp_is_error(pkt, buf[0])) {
 			/* the quoted packet starts after the 8-byte ICMP header (RFC 792/4443);
 			 * bounded so the offset fits the u16 (the walk above stays far below) */

@@ -123,8 +123,8 @@ static __always_inline void lw_emit_at(__u32 ifindex, __u8 dir, __u32 subject,
 	e->tcp_flags = pkt->tcp_flags;
 	e->sport = pkt->t.sport;
 	e->dport = pkt->t.dport;
-	e->pad2[0] = 0;
-	e->pad2[1] = 0;
+	e->icmp_type = pkt->icmp_type;
+	e->icmp_code = pkt->icmp_code;
 	__builtin_memcpy(e->saddr, pkt->t.saddr, 16);
 	__builtin_memcpy(e->daddr, pkt->t.daddr, 16);
 	/* Wake the reader only once a quarter of the ring is queued: a wakeup per record is
