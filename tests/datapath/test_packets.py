@@ -589,6 +589,30 @@ def test_events_carry_the_icmp_type_and_code_and_none_for_other_protocols(
     ]  # fmt: skip
 
 
+def test_the_first_reply_of_every_protocol_is_reported_once(pod: Datapath) -> None:
+    """UDP, ICMP echo and SCTP replies are flows too (is_reply); TCP's is its SYN-ACK."""
+    write(pod, state({A: SubjectFlags.INGRESS_ISOLATED}))  # egress open: tracked, NOT_ISOLATED
+    flows = [
+        (P.packet(A4, B4, P.UDP, 5353, 53), P.packet(B4, A4, P.UDP, 53, 5353)),
+        (P.ipv4(str(A4), str(B4), P.ICMP, P.icmp(8, ident=9)),
+         P.ipv4(str(B4), str(A4), P.ICMP, P.icmp(0, ident=9))),
+        (P.packet(A6, B6, P.SCTP, 3000, 3868), P.packet(B6, A6, P.SCTP, 3868, 3000)),
+        (P.packet(A4, B4, P.TCP, 40000, 80), P.packet(B4, A4, P.TCP, 80, 40000, P.SYN | P.ACK)),
+    ]  # fmt: skip
+    for out, back in flows:
+        with pod.events() as events:
+            events.poll(0)
+            pod.test_run("handle_from_pod", out, LO)
+            pod.test_run("handle_to_pod", back, LO)
+            pod.test_run("handle_to_pod", back, LO)  # a second reply: no new record
+            got = events.poll(100)
+        assert [(e.dir, e.reason) for e in got] == [
+            (OUT, Reason.NOT_ISOLATED), (IN, Reason.CT_REPLY)
+        ], (out, got)  # fmt: skip
+    tcp_reply = got[1]
+    assert tcp_reply.tcp_flags == P.SYN | P.ACK
+
+
 def test_events_are_rate_limited_per_cpu_and_the_excess_is_counted(pod: Datapath) -> None:
     pod.set_config(codecs.DatapathConfig(events_per_s=1, events_burst=3))
     write(pod, state({A: SubjectFlags.INGRESS_ISOLATED}))

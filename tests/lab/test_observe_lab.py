@@ -205,12 +205,16 @@ def test_flows_of_real_connections_are_named_as_explain_predicts(shop: Lab) -> N
                 assert f.drop_reason_desc == "POLICY_DENIED"
                 assert [p.key for p in f.ingress_denied_by] == [
                     "shop/allow-web", "shop/default-deny"]  # fmt: skip
-        if s.proto is Protocol.TCP and s.reached:
+        if s.reached:
             replies = matching(flows, s, reply=True)
-            # the SYN-ACK at web's veth (web's ingress connection) and at client's
-            assert sorted(f.traffic_direction for f in replies) == ["EGRESS", "INGRESS"]
+            # the first reply (TCP: the SYN-ACK; UDP: the answer; ICMP: the echo reply) at
+            # web's veth (web's ingress connection) and at client's, each once
+            assert sorted(f.traffic_direction for f in replies) == ["EGRESS", "INGRESS"], s
             assert all(f.verdict == "FORWARDED" and f.policies == () for f in replies)
-            assert all("SYN" in f.tcp_flags and "ACK" in f.tcp_flags for f in replies)
+            if s.proto is Protocol.TCP:
+                assert all("SYN" in f.tcp_flags and "ACK" in f.tcp_flags for f in replies)
+            if s.proto is Protocol.ICMP:
+                assert all(f.icmp_type == (0, 129)[s.family] for f in replies)
         if s.proto is Protocol.ICMP:
             assert all(f.icmp_type == (8, 128)[s.family] for f in got)
 

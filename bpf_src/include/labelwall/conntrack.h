@@ -193,7 +193,7 @@ static __always_inline int lw_ct_promote_budget(__u32 ifindex, __u64 now)
  * endpoint has budget (else LW_REASON_CT_UNPROMOTED: it passes, and stays here).
  */
 static __always_inline __u8 lw_ct_lookup_new(const struct lw_ct_key *key, __u32 flipped,
-					     const struct lw_packet *pkt, __u64 now)
+					     struct lw_packet *pkt, __u64 now)
 {
 	struct lw_ct_value *v = bpf_map_lookup_elem(&lw_ct_new_v1, key);
 	struct lw_ct_value moved;
@@ -202,6 +202,8 @@ static __always_inline __u8 lw_ct_lookup_new(const struct lw_ct_key *key, __u32 
 	if (!v || v->expires_ns <= now)
 		return 0;
 	reply = !(v->flags & LW_CT_F_FLIPPED) != !flipped;
+	/* the flow's first reply (telemetry.h reports it, for every protocol) */
+	pkt->first_reply = reply && !(v->flags & LW_CT_F_REPLY_SEEN);
 	lw_ct_touch(v, pkt, reply ? LW_CT_F_REPLY_SEEN : 0, reply, now);
 	if (!(v->flags & LW_CT_F_REPLY_SEEN))
 		return LW_REASON_CT_ESTABLISHED;
@@ -219,7 +221,7 @@ static __always_inline __u8 lw_ct_lookup_new(const struct lw_ct_key *key, __u32 
  * see the top of this file), or 0 for a new flow. An established flow: one lookup.
  */
 static __always_inline __u8 lw_ct_lookup(const struct lw_ct_key *key, __u32 flipped,
-					 const struct lw_packet *pkt, __u64 now)
+					 struct lw_packet *pkt, __u64 now)
 {
 	struct lw_ct_value *v = bpf_map_lookup_elem(&lw_ct_v3, key);
 

@@ -56,6 +56,8 @@ struct lw_packet {
 	__u16 icmp_inner;   /* ICMP errors: offset of the quoted IP header in the skb, else 0 */
 	__u8 icmp_type;     /* ICMP/ICMPv6 type, LW_ICMP_TYPE_NONE until parsed (LW_PACKET_INIT) */
 	__u8 icmp_code;     /* ICMP/ICMPv6 code, 0 until parsed */
+	__u8 first_reply;   /* conntrack: this is the first packet seen the reverse way */
+	__u8 pad[3];
 	__u32 frag_id;      /* fragments: IPv4 id / IPv6 fragment identification, host order */
 } __attribute__((aligned(8))); /* addresses at offsets 8 and 24: read as u64 words */
 

@@ -11,11 +11,15 @@
 #define LW_NANO_EVENTS 1000000000ULL /* token units per event */
 #define LW_TCP_SYN_ACK 0x12            /* SYN | ACK: the first reply of a TCP connection */
 
-/* A conntrack pass worth an event: the SYN-ACK that answers a tracked SYN (is_reply). */
+/* A conntrack pass worth an event (is_reply): a flow's first reply, which for TCP must be
+ * the SYN-ACK that answers its SYN (a retransmitted SYN-ACK is not a new flow). */
 static __always_inline int lw_ct_reportable(__u8 ct, const struct lw_packet *pkt)
 {
-	return ct == LW_REASON_CT_REPLY && pkt->t.proto == IPPROTO_TCP &&
-	       (pkt->tcp_flags & LW_TCP_SYN_ACK) == LW_TCP_SYN_ACK;
+	if (ct != LW_REASON_CT_REPLY)
+		return 0;
+	if (pkt->t.proto == IPPROTO_TCP && (pkt->tcp_flags & LW_TCP_SYN_ACK) != LW_TCP_SYN_ACK)
+		return 0;
+	return pkt->first_reply; /* TCP's SYN-ACK; UDP, SCTP, ICMP echo, other: first reply */
 }
 
 static __always_inline void lw_count(__u8 dir, __u8 reason, __u32 bytes)
