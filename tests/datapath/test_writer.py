@@ -7,7 +7,6 @@ import time
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from labelwall.agent.port import MemoryDatapath
 from labelwall.cluster import Direction, Protocol
@@ -25,8 +24,7 @@ from labelwall.policy.mapstate import (
 )
 
 from . import packets
-from .conftest import fresh_datapath
-from .helpers import LO, expected_groups, expected_overflow, read_groups, read_overflow
+from .helpers import LO
 from .mapstate_strategies import (
     ADDRS,
     Flow,
@@ -145,25 +143,6 @@ def test_endpoints_are_set_read_and_deleted(dp: Datapath) -> None:
     dp.delete_endpoint(7)
     dp.delete_endpoint(7)
     assert dp.endpoints() == {8: 301}
-
-
-@pytest.mark.root
-@pytest.mark.bpf
-@settings(max_examples=40, deadline=None)
-@given(states=st.lists(map_states(), min_size=2, max_size=3))
-def test_successive_deltas_leave_exactly_the_last_state_in_the_kernel(
-    states: list[MapState],
-) -> None:
-    with fresh_datapath() as dp:
-        applied = MapState()
-        for s in states:
-            dp.apply(diff(applied, s))
-            applied = s
-        assert dp.read_state() == states[-1]
-        assert read_groups(dp) == expected_groups(states[-1])
-        assert read_overflow(dp) == expected_overflow(states[-1])
-        endpoints = reader.read_endpoints(dp.io)
-        assert endpoints == {}  # no endpoint was set: nothing to mirror
 
 
 def _mirrors(dp: Datapath) -> dict[int, codecs.Endpoint]:
