@@ -770,6 +770,21 @@ def _run_forwarding_signals(argv: list[str]) -> int:
     return proc.wait()
 
 
+def _terminate_handler(main_pid: int) -> Callable[[int, object], None]:
+    """SIGTERM: unwind (every finally runs) in the bench process only. pyroute2 forks
+    helpers for netns work (fork mode, no exec) and stops some of them with SIGTERM; they
+    inherit this handler, and a SystemExit there unwound the bench's copied stack in the
+    child, whose run_all finally ran L.cleanup and deleted the bench's namespaces under the
+    parent ("No such file or directory: '/run/netns/lwb-a'", a race that strace hid)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        if os.getpid() != main_pid:
+            os._exit(128 + signum)
+        sys.exit(128 + signum)
+
+    return handler
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -800,7 +815,7 @@ def main() -> int:
         ]
         return _run_forwarding_signals(argv)
     # SIGTERM unwinds like Ctrl-C, so every finally removes what it made.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    signal.signal(signal.SIGTERM, _terminate_handler(os.getpid()))
     subprocess.run(["mount", "-t", "bpf", "bpf", mapspecs.PIN_ROOT], check=True)
     os.makedirs(L.NETNS_DIR, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "lwbench", L.NETNS_DIR], check=True)
