@@ -125,6 +125,29 @@ def _connect(env: Env, pod: str, target: str) -> subprocess.CompletedProcess[str
     )
 
 
+def _diagnostics(env: Env) -> str:
+    """What a failed Service probe needs to be understood after teardown (seen once in a
+    local run, a ClusterIP unanswered for 40 s on one node): the endpoint slices, each
+    node's kube-proxy log tail and the labelwall drops the agents saw."""
+    try:
+        return _gather_diagnostics(env)
+    except Exception as e:  # never hide the probe failure behind a diagnostics error
+        return f"(diagnostics failed: {e!r})"
+
+
+def _gather_diagnostics(env: Env) -> str:
+    parts = [env.kubectl("get", "endpointslices", "-n", NS, "-o", "wide")]
+    for log in sorted((env.directory / "logs").glob("kube-proxy-*.log")):
+        parts.append(f"--- {log.name} (tail)\n" + "\n".join(log.read_text().splitlines()[-25:]))
+    res = subprocess.run(
+        [sys.executable, "-m", "labelwall.cli.main", "observe",
+         f"--kubeconfig={env.contract['kubeconfig']}", "-n", NS, "--last", "50"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    parts.append("--- labelwall observe -n " + NS + "\n" + res.stdout[-4000:] + res.stderr[-2000:])
+    return "\n".join(parts)
+
+
 def test_a_pod_on_each_node_reaches_the_other_through_its_service_and_directly(
     cluster: Env,
 ) -> None:
@@ -159,7 +182,7 @@ def test_a_pod_on_each_node_reaches_the_other_through_its_service_and_directly(
                 break
             time.sleep(1)
         results[(pod, target)] = "ok" if res.returncode == 0 else res.stderr.strip()
-    assert results == {k: "ok" for k in results}
+    assert results == {k: "ok" for k in results}, _diagnostics(cluster)
     # A port nothing listens on is refused: the probe can fail.
     assert _connect(cluster, "a", f"{ip['b']}:8081").returncode != 0
 
