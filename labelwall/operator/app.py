@@ -51,7 +51,7 @@ from labelwall.kube.objects import (
 )
 from labelwall.kube.registry import IdentityCache, KubeIdentityRegistry
 from labelwall.operator.metrics import OperatorMetrics
-from labelwall.operator.peering import ensure_peering
+from labelwall.operator.peering import ensure_peering, start_priority
 from labelwall.operator.plan import degraded_condition
 from labelwall.operator.sync import IndexSnapshot, Syncer
 
@@ -329,6 +329,7 @@ def run(options: OperatorOptions) -> int:
         clusterwide=True,
         standalone=standalone,
         peering_name=None if standalone else options.peering,
+        priority=start_priority(time.time()),
         liveness_endpoint=f"http://0.0.0.0:{options.config.operator.health_port}/healthz",
     )
     return 0

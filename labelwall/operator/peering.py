@@ -65,3 +65,17 @@ def _standalone(name: str, why: str) -> bool:
         extra={"peering": name},
     )  # fmt: skip
     return False
+
+
+def start_priority(started_at_s: float) -> int:
+    """This replica's kopf peering priority: the wall-clock millisecond it started.
+
+    kopf pauses a replica while a live peer of higher priority exists, and pauses *every*
+    replica while two live peers share a priority. kopf's default priority is 0 for all, so
+    two replicas both paused for good, and an operator restarted after ``kill -9`` paused
+    until its dead predecessor's entry expired (up to the peering lifetime, 60 s): new pods
+    stayed ``init`` (isolated) that long. The start time makes priorities distinct and lets
+    the newest replica act: a restarted or replacement operator (a rollout's new pod, a
+    crashed container) acts at once, and older live replicas stand by.
+    """
+    return int(started_at_s * 1000)

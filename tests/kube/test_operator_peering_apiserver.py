@@ -27,14 +27,19 @@ pytestmark = [pytest.mark.apiserver, pytest.mark.slow]
 class PeeringOperator(OperatorProcess):
     """An operator with kopf peering on, through the ClusterKopfPeering ``peering``."""
 
-    def __init__(self, env: TestEnv, workdir: Path, peering: str, **kw: object) -> None:
+    def __init__(
+        self, env: TestEnv, workdir: Path, peering: str, pod_id: str | None = None, **kw: object
+    ) -> None:
         super().__init__(env, workdir, standalone=False, **kw)  # type: ignore[arg-type]
         self.peering = peering
+        self.pod_id = pod_id  # kopf's peer id, as the chart sets it (POD_ID)
 
     def start(self) -> PeeringOperator:
         argv = [sys.executable, "-m", "labelwall.cli.main", "operator",
                 "--config", str(self.config), "--peering", self.peering]  # fmt: skip
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        if self.pod_id is not None:
+            env["POD_ID"] = self.pod_id
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env
@@ -46,8 +51,8 @@ class PeeringOperator(OperatorProcess):
 def peering_ops(crds: TestEnv, tmp_path: Path) -> Iterator[Callable[..., PeeringOperator]]:
     started: list[PeeringOperator] = []
 
-    def start(peering: str, **kw: object) -> PeeringOperator:
-        op = PeeringOperator(crds, tmp_path, peering, name=f"peer{len(started)}", **kw)
+    def start(peering: str, pod_id: str | None = None, **kw: object) -> PeeringOperator:
+        op = PeeringOperator(crds, tmp_path, peering, pod_id, name=f"peer{len(started)}", **kw)
         started.append(op)
         return op.start()
 
@@ -60,7 +65,7 @@ def peering_ops(crds: TestEnv, tmp_path: Path) -> Iterator[Callable[..., Peering
             crds.kubectl("delete", "clusterkopfpeering", op.peering, "--ignore-not-found")
 
 
-def _acts(env: TestEnv, op: OperatorProcess, ns: str) -> None:
+def _acts(env: TestEnv, op: OperatorProcess, ns: str, within_s: float = 45) -> None:
     """The operator syncs: a new policy gets its labelwall.io/status annotation."""
     apply(
         env,
@@ -81,7 +86,7 @@ def _acts(env: TestEnv, op: OperatorProcess, ns: str) -> None:
         ).stdout  # fmt: skip
         return out or None
 
-    status = wait_for(annotated, 45, f"the policy's status annotation\n{op.tail()}")
+    status = wait_for(annotated, within_s, f"the policy's status annotation\n{op.tail()}")
     assert json.loads(status)["subjects"] == 1
 
 
@@ -119,3 +124,39 @@ def test_without_rights_to_create_it_the_operator_runs_standalone_and_says_so(
     assert log.count("running standalone") == 1, log
     assert "creating it was refused (403" in log, log
     assert crds.kubectl("get", "clusterkopfpeering", name, check=False).returncode != 0
+
+
+def test_two_replicas_on_one_peering_object_the_newer_acts_the_older_stands_by(
+    crds: TestEnv,
+    peering_ops: Callable[..., PeeringOperator],
+    fresh_ns: Callable[[str], str],
+) -> None:
+    """kopf pauses every replica while two live ones share a priority (its default 0 for
+    all): before, two replicas both paused for good and nothing was ever synced."""
+    name = f"lw-peer-two-{os.getpid()}"
+    older = peering_ops(name, pod_id="operator-older")
+    older.wait_synced(timeout_s=45)
+    newer = peering_ops(name, pod_id="operator-newer")
+    wait_for(lambda: "Pausing operations in favour of" in older.log.read_text() or None, 45,
+             f"the older replica pausing\n{older.tail()}\n{newer.tail()}")  # fmt: skip
+    _acts(crds, newer, fresh_ns("op-peer-two"))
+    assert "Pausing" not in newer.log.read_text(), newer.tail()
+
+
+def test_an_operator_restarted_after_kill_9_acts_at_once(
+    crds: TestEnv,
+    peering_ops: Callable[..., PeeringOperator],
+    fresh_ns: Callable[[str], str],
+) -> None:
+    """A container restarted in its pod after a crash (same POD_ID) and a replacement pod
+    (another POD_ID) both act within seconds, not after the dead entry's 60 s lifetime."""
+    name = f"lw-peer-kill-{os.getpid()}"
+    first = peering_ops(name, pod_id="operator-a")
+    _acts(crds, first, fresh_ns("op-peer-k0"))
+    for pod_id in ("operator-a", "operator-b"):
+        assert first.proc is not None
+        first.proc.kill()  # SIGKILL: kopf leaves its peering entry alive for its lifetime
+        first.proc.wait(timeout=10)
+        first = peering_ops(name, pod_id=pod_id)
+        _acts(crds, first, fresh_ns(f"op-peer-{pod_id}"), within_s=20)
+        assert "Pausing" not in first.log.read_text(), first.tail()

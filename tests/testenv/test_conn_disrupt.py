@@ -6,7 +6,8 @@ and through its Service) are opened under a NetworkPolicy that admits only
 changed value (both the DaemonSet and the Deployment roll), ``kubectl delete pod`` of the
 agent on the server's node, and ``kill -9`` of the operator process. Afterwards: 0
 broken allowed connections, 0 new connections admitted from a denied client (it retries
-all along), and the agent restarted without a change wrote 0 map entries at startup.
+all along), the agent restarted without a change wrote 0 map entries at startup, and the
+operator restarted by the kill gives a label set new after it its Identity within 20 s.
 
 The clients are small Python programs run in the labelwall image (it has python3); every
 loop is bounded in rounds and time, and the traffic stays in the cluster's namespaces.
@@ -327,6 +328,21 @@ def test_connections_survive_upgrade_agent_delete_and_operator_kill(cluster: Env
     os.kill(pids[0], signal.SIGKILL)
     _wait("the operator restarted", lambda: _operator_pids(state["cgroup"]) not in ([], pids))
     _wait("labelwall Ready after the operator kill", lambda: _labelwall_ready(env, 2))
+    # The restarted operator acts at once: a label set new since the kill gets its Identity
+    # (kopf used to pause it until the dead process's peering entry expired, up to 60 s,
+    # and the new pod stayed init, isolated, all that time; seen as a failed probe in CI).
+    late = _pod("after-kill", "node-1", {"role": "after-kill"}, "import time; time.sleep(300)", [])
+    env.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(late))
+    applied = time.monotonic()
+    _wait(
+        "an Identity for a label set first seen after the operator kill",
+        lambda: env.kubectl("get", "identities", "-l", "role=after-kill", "-o", "name").strip(),
+        20,
+        lambda: env.kubectl(
+            "logs", "-n", LABELWALL_NAMESPACE, "deployment/labelwall-operator", "--tail=15"
+        ),
+    )
+    print(f"a new label set's Identity after the operator kill: {time.monotonic() - applied:.1f} s")
     time.sleep(3)
 
     for n in names:
