@@ -1,6 +1,6 @@
 """Datapath benchmark: per-packet cost, pod-to-pod and Service traffic, firewalls, write rate.
 
-    sudo .venv/bin/python bench/datapath.py [--quick] [--service-only] [--json]
+    sudo .venv/bin/python bench/datapath.py [--quick] [--service-only] [--rounds N] [--json]
 
 Four parts, measured in one run on this machine, side by side with their baselines:
 
@@ -26,7 +26,9 @@ Four parts, measured in one run on this machine, side by side with their baselin
    allowed to the server's pod port, to a ClusterIP that an nftables DNAT rule in the node
    namespace (kube-proxy's part) translates to the server; labelwall (tc deferral + the
    netfilter program judging after DNAT) against the same path with no program, in
-   interleaved rounds (``service_rr_overhead_pct``, ``service_crr_vs_none``).
+   interleaved rounds (``service_rr_overhead_pct``, ``service_crr_vs_none``); a third
+   configuration, the netfilter program alone without tc, splits the cost between the two
+   (``service_rr_netfilter_only_pct``, ``service_rr_tc_over_netfilter_pct``).
 4. Map write rate through the writer (MapWriter, batched) for 10k and 100k ipcache
    entries, and per-entry LPM-trie policy writes for comparison.
 
@@ -425,15 +427,21 @@ class Traffic:
     @contextlib.contextmanager
     def labelwall_services(self) -> Iterator[None]:
         """The classifier plus the netfilter program judging egress after DNAT."""
-        with self.labelwall():
-            with L.in_netns(NODE):
-                hook = self.dp.enable_services([ipaddress.ip_network(SERVICE_CIDR)])
-            if not hook.active:
-                raise RuntimeError(f"no netfilter program: {hook.reason}")
-            try:
-                yield
-            finally:
-                self.dp.disable_services()
+        with self.labelwall(), self.netfilter_only():
+            yield
+
+    @contextlib.contextmanager
+    def netfilter_only(self) -> Iterator[None]:
+        """The netfilter program alone, no tc programs: splits labelwall's Service cost
+        into its netfilter and tc parts (a diagnostic, not a configuration anyone runs)."""
+        with L.in_netns(NODE):
+            hook = self.dp.enable_services([ipaddress.ip_network(SERVICE_CIDR)])
+        if not hook.active:
+            raise RuntimeError(f"no netfilter program: {hook.reason}")
+        try:
+            yield
+        finally:
+            self.dp.disable_services()
 
     # -- configurations: each is a context manager that installs and removes itself
 
@@ -551,12 +559,13 @@ def paired_ratio(a: list[dict[str, float]], b: list[dict[str, float]], key: str)
     return float(statistics.median(x[key] / y[key] for x, y in zip(a, b, strict=True)))
 
 
-def run_all(quick: bool, service_only: bool = False) -> dict[str, Any]:
+def run_all(quick: bool, service_only: bool = False, rounds: int | None = None) -> dict[str, Any]:
     sizes = [10, 1_000, 10_000, 1_000_000] if not quick else [10, 1_000]
     sizes = [] if service_only else sizes
     testrun_sizes = {10, 10_000, 1_000_000} if not quick else {10, 1_000}
     repeat = 1_000_000 if not quick else 100_000
-    rounds, secs = (5, 1.0) if not quick else (1, 0.3)
+    default_rounds, secs = (5, 1.0) if not quick else (1, 0.3)
+    rounds = rounds or default_rounds
     fw_rules = 10_000 if not quick else 1_000
     report: dict[str, Any] = {
         "machine": _machine.facts(),
@@ -649,7 +658,13 @@ def run_all(quick: bool, service_only: bool = False) -> dict[str, Any]:
     return report
 
 
-SERVICE_KEYS = ("service_rr_overhead_pct", "service_crr_vs_none")
+SERVICE_KEYS = (
+    "service_rr_overhead_pct",
+    "service_crr_vs_none",
+    "service_rr_netfilter_only_pct",
+    "service_crr_netfilter_only_vs_none",
+    "service_rr_tc_over_netfilter_pct",
+)
 
 
 def measure_services(t: Traffic, rounds: int) -> dict[str, Any]:
@@ -667,18 +682,23 @@ def measure_services(t: Traffic, rounds: int) -> dict[str, Any]:
         left = ct.count()
         ct.flush()
     log(f"pod -> Service -> pod: measuring ({left} conntrack entries flushed in {NODE})")
-    rows: dict[str, list[dict[str, float]]] = {"none": [], "labelwall": []}
+    configs = {"none": t.no_program, "netfilter_only": t.netfilter_only,
+               "labelwall": t.labelwall_services}  # fmt: skip
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in configs}
     with t.service_dnat():
         for _ in range(rounds):
-            with t.no_program():
-                rows["none"].append(t.measure_service())
-            with t.labelwall_services():
-                rows["labelwall"].append(t.measure_service())
-    lw, none = rows["labelwall"], rows["none"]
+            for name, config in configs.items():
+                with config():
+                    rows[name].append(t.measure_service())
+    lw, nf, none = rows["labelwall"], rows["netfilter_only"], rows["none"]
     return {
         "median": {name: {k: median_of(v, k) for k in v[0]} for name, v in rows.items()},
         "service_rr_overhead_pct": (paired_ratio(lw, none, "rr_ns") - 1) * 100,
         "service_crr_vs_none": paired_ratio(lw, none, "crr_per_s"),
+        # where the cost is: the netfilter program alone, and what tc adds on top of it
+        "service_rr_netfilter_only_pct": (paired_ratio(nf, none, "rr_ns") - 1) * 100,
+        "service_crr_netfilter_only_vs_none": paired_ratio(nf, none, "crr_per_s"),
+        "service_rr_tc_over_netfilter_pct": (paired_ratio(lw, nf, "rr_ns") - 1) * 100,
         "rounds": rows,
     }
 
@@ -695,6 +715,7 @@ def summarize(r: dict[str, Any], sizes: list[int]) -> dict[str, float]:
         "worst_path_ratio_1m_to_10": pk[big]["worst_ns"] / pk[small]["worst_ns"],
         "established_ns_1m": pk[big]["established_ns"],
         "parse_hash_ns": pk[big]["parse_hash_ns"],
+        "worst_path_vs_parse_hash": pk[big]["worst_ns"] / pk[big]["parse_hash_ns"],
         "floor_ns": pk[big]["floor_ns"],
         "established_minus_parse_hash_ns": pk[big]["established_ns"] - pk[big]["parse_hash_ns"],
         "reply_ns_1m": pk[big]["reply_ns"],
@@ -704,8 +725,7 @@ def summarize(r: dict[str, Any], sizes: list[int]) -> dict[str, float]:
         "crr_vs_nft_min": min(tr[s]["crr_vs_nft"] for s in tr),
         "rr_vs_iptables_10k": tr[ipt_size]["iptables_rr_vs_labelwall"],
         "writes_per_s": writes[f"ipcache_upserts_per_s_{biggest_write}"],
-        "service_rr_overhead_pct": r["service"]["service_rr_overhead_pct"],
-        "service_crr_vs_none": r["service"]["service_crr_vs_none"],
+        **{k: r["service"][k] for k in SERVICE_KEYS},
     }
 
 
@@ -761,6 +781,9 @@ def print_service(s: dict[str, Any]) -> None:
         print(f"{name:>12} {m['rr_ns'] / 1000:8.2f} {m['rr_per_s']:9.0f} {m['crr_per_s']:8.0f}")
     print(f"{'ratios':>12} labelwall RR overhead {s['service_rr_overhead_pct']:+.1f}% vs none, "
           f"CRR/s {s['service_crr_vs_none']:.3f}x none")  # fmt: skip
+    print(f"{'split':>12} netfilter program alone RR {s['service_rr_netfilter_only_pct']:+.1f}% "
+          f"vs none, CRR/s {s['service_crr_netfilter_only_vs_none']:.3f}x none; tc on top of it "
+          f"RR {s['service_rr_tc_over_netfilter_pct']:+.1f}%")  # fmt: skip
 
 
 def _run_forwarding_signals(argv: list[str]) -> int:
@@ -799,6 +822,10 @@ def main() -> int:
     parser.add_argument(
         "--service-only", action="store_true", help="only part 3 (pod -> Service -> pod)"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=None,
+        help="interleaved traffic rounds (default 5, --quick 1); more resolve smaller effects",
+    )  # fmt: skip
     parser.add_argument(INNER_FLAG, action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -826,7 +853,7 @@ def main() -> int:
     subprocess.run(["mount", "-t", "bpf", "bpf", mapspecs.PIN_ROOT], check=True)
     os.makedirs(L.NETNS_DIR, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "lwbench", L.NETNS_DIR], check=True)
-    report = run_all(args.quick, args.service_only)
+    report = run_all(args.quick, args.service_only, args.rounds)
     if args.json:
         slim = {**report["summary"], "details": {k: v for k, v in report.items() if k != "summary"}}
         print(json.dumps(slim, indent=1, sort_keys=False))
