@@ -565,7 +565,7 @@ def run_all(quick: bool, service_only: bool = False, rounds: int | None = None) 
     testrun_sizes = {10, 10_000, 1_000_000} if not quick else {10, 1_000}
     repeat = 1_000_000 if not quick else 100_000
     default_rounds, secs = (5, 1.0) if not quick else (1, 0.3)
-    rounds = rounds or default_rounds
+    rounds = default_rounds if rounds is None else rounds
     fw_rules = 10_000 if not quick else 1_000
     report: dict[str, Any] = {
         "machine": _machine.facts(),
@@ -815,6 +815,13 @@ def _terminate_handler(main_pid: int) -> Callable[[int, object], None]:
     return handler
 
 
+def _positive_int(text: str) -> int:
+    n = int(text) if text.isdigit() else 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return n
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -823,7 +830,7 @@ def main() -> int:
         "--service-only", action="store_true", help="only part 3 (pod -> Service -> pod)"
     )
     parser.add_argument(
-        "--rounds", type=int, default=None,
+        "--rounds", type=_positive_int, default=None,
         help="interleaved traffic rounds (default 5, --quick 1); more resolve smaller effects",
     )  # fmt: skip
     parser.add_argument(INNER_FLAG, action="store_true", help=argparse.SUPPRESS)
